@@ -1,0 +1,35 @@
+//! Command-line flags; each overrides the matching config file key.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// cri-imaged: a Kubernetes CRI image service (runtime.v1 ImageService) on a Unix socket.
+#[derive(Debug, Parser)]
+#[command(name = "cri-imaged", version)]
+pub struct Cli {
+    /// Configuration file (TOML). A missing file means defaults.
+    #[arg(long, value_name = "FILE", default_value = super::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Store root: an OCI image layout [config: root] [default: /var/lib/cri-imaged]
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Unix socket to serve CRI on [config: listen] [default: /run/cri-imaged/cri-imaged.sock]
+    #[arg(long, value_name = "PATH")]
+    pub listen: Option<PathBuf>,
+    /// Registry for short names; repeat for several, tried in order. Replaces the config list [config: registries]
+    #[arg(long = "registry", value_name = "HOST[:PORT]")]
+    pub registries: Vec<String>,
+    /// Registry host or CIDR reached without TLS verification; repeatable. Loopback always is. Replaces the config list [config: insecure_registries]
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]|CIDR")]
+    pub insecure_registries: Vec<String>,
+    /// Transport for names without one [config: default_transport] [default: docker]
+    #[arg(long, value_name = "TRANSPORT")]
+    pub default_transport: Option<String>,
+    /// Blob downloads running at once, across all pulls [config: max_concurrent_downloads] [default: 3]
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_downloads: Option<usize>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive [config: log_level] [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}

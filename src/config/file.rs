@@ -1,0 +1,26 @@
+//! The TOML configuration file, as written. Every key is optional; unknown keys are refused.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `/etc/cri-imaged/config.toml`. See `contrib/cri-imaged.toml` for a commented example.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Store root. Default `/var/lib/cri-imaged`.
+    pub root: Option<PathBuf>,
+    /// Unix socket to serve on. Default `/run/cri-imaged/cri-imaged.sock`.
+    pub listen: Option<PathBuf>,
+    /// Registries for short names, in order. Default: none (short names are refused).
+    pub registries: Option<Vec<String>>,
+    /// Hosts (`host[:port]`) and CIDRs reached without TLS verification (plain HTTP
+    /// allowed). 127.0.0.0/8 and ::1 are always included. Default: none.
+    pub insecure_registries: Option<Vec<String>>,
+    /// Transport of names without one. Default `docker`.
+    pub default_transport: Option<String>,
+    /// Blob downloads at once, across all pulls. Default 3.
+    pub max_concurrent_downloads: Option<usize>,
+    /// Log filter: `error`, `warn`, `info`, `debug`, `trace` or a tracing directive. Default `info`.
+    pub log_level: Option<String>,
+}

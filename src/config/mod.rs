@@ -1,0 +1,205 @@
+//! Configuration: the TOML file and the flags, validated into a typed [`Config`] before
+//! anything starts. Every problem is reported at once, naming the file and key. Pure: no
+//! directory is created and no socket opened here.
+
+pub mod cli;
+pub mod file;
+
+use std::path::{Path, PathBuf};
+
+pub use cli::Cli;
+use file::FileConfig;
+
+use crate::names::{self, InsecureRegistries};
+
+pub const DEFAULT_CONFIG: &str = "/etc/cri-imaged/config.toml";
+pub const DEFAULT_ROOT: &str = "/var/lib/cri-imaged";
+pub const DEFAULT_LISTEN: &str = "/run/cri-imaged/cri-imaged.sock";
+pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 3;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    pub listen: PathBuf,
+    pub registries: Vec<String>,
+    pub insecure: InsecureRegistries,
+    pub default_transport: String,
+    pub max_concurrent_downloads: usize,
+    pub log_level: String,
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration in {}:\n  {}", file.display(), problems.join("\n  "))]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Reads the file (absent is fine), applies the flags, and validates everything.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let file = &cli.config;
+        let fail = |p: String| ConfigError {
+            file: file.clone(),
+            problems: vec![p],
+        };
+        let raw = match std::fs::read_to_string(file) {
+            Ok(text) => toml::from_str::<FileConfig>(&text)
+                .map_err(|e| fail(e.to_string().trim().replace('\n', "\n  ")))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+            Err(e) => return Err(fail(format!("cannot read: {e}"))),
+        };
+        validate(file, raw, cli)
+    }
+}
+
+fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let mut check_path = |key: &str, p: PathBuf| {
+        if !p.is_absolute() {
+            problems.push(format!(
+                "{key} = {:?}: must be an absolute path",
+                p.display().to_string()
+            ));
+        }
+        p
+    };
+    let root = check_path(
+        "root",
+        cli.root
+            .clone()
+            .or(raw.root)
+            .unwrap_or_else(|| DEFAULT_ROOT.into()),
+    );
+    let listen = check_path(
+        "listen",
+        cli.listen
+            .clone()
+            .or(raw.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+    );
+    if root.to_str().is_some_and(|r| r.contains(':')) {
+        problems.push(format!(
+            "root = {:?}: must not contain ':' (OCI layout references split at it)",
+            root.display().to_string()
+        ));
+    }
+
+    let registries = if cli.registries.is_empty() {
+        raw.registries.unwrap_or_default()
+    } else {
+        cli.registries.clone()
+    };
+    for r in &registries {
+        if let Err(e) = names::resolve("probe", std::slice::from_ref(r), |_| None) {
+            problems.push(format!("registries: entry {r:?}: {e}"));
+        }
+    }
+    let insecure_entries = if cli.insecure_registries.is_empty() {
+        raw.insecure_registries.unwrap_or_default()
+    } else {
+        cli.insecure_registries.clone()
+    };
+    let insecure = InsecureRegistries::new(&insecure_entries).unwrap_or_else(|e| {
+        problems.push(format!("insecure_registries: {e}"));
+        InsecureRegistries::default()
+    });
+    let default_transport = cli
+        .default_transport
+        .clone()
+        .or(raw.default_transport)
+        .unwrap_or_else(|| "docker".into());
+    if default_transport != "docker" {
+        problems.push(format!(
+            "default_transport = {default_transport:?}: only \"docker\" is supported"
+        ));
+    }
+    let max_concurrent_downloads = cli
+        .max_concurrent_downloads
+        .or(raw.max_concurrent_downloads)
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_DOWNLOADS);
+    if !(1..=64).contains(&max_concurrent_downloads) {
+        problems.push(format!(
+            "max_concurrent_downloads = {max_concurrent_downloads}: must be between 1 and 64"
+        ));
+    }
+    let log_level = cli
+        .log_level
+        .clone()
+        .or(raw.log_level)
+        .unwrap_or_else(|| "info".into());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+        problems.push(format!("log_level = {log_level:?}: {e}"));
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError {
+            file: file.to_owned(),
+            problems,
+        });
+    }
+    Ok(Config {
+        root,
+        listen,
+        registries,
+        insecure,
+        default_transport,
+        max_concurrent_downloads,
+        log_level,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn load(toml: &str, args: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, toml).unwrap();
+        let mut argv = vec!["cri-imaged", "--config", file.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        Config::load(&Cli::parse_from(argv))
+    }
+
+    #[test]
+    fn defaults_apply_when_the_file_is_absent() {
+        let c = Config::load(&Cli::parse_from([
+            "cri-imaged",
+            "--config",
+            "/nonexistent/x.toml",
+        ]))
+        .unwrap();
+        assert_eq!(c.root, PathBuf::from(DEFAULT_ROOT));
+        assert_eq!(c.listen, PathBuf::from(DEFAULT_LISTEN));
+        assert_eq!(c.max_concurrent_downloads, 3);
+        assert!(c.registries.is_empty());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let c = load(
+            "root = \"/a\"\nregistries = [\"quay.io\"]\nmax_concurrent_downloads = 5\n",
+            &["--root", "/b", "--registry", "r.io"],
+        )
+        .unwrap();
+        assert_eq!(c.root, PathBuf::from("/b"));
+        assert_eq!(c.registries, vec!["r.io".to_string()]);
+        assert_eq!(c.max_concurrent_downloads, 5);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_key_named() {
+        let e = load("rooot = \"/a\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("rooot"), "{e}");
+        assert!(e.to_string().contains("c.toml"), "{e}");
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_at_once() {
+        let e = load("root = \"rel\"\nmax_concurrent_downloads = 0\ndefault_transport = \"oci\"\ninsecure_registries = [\"10.0.0.0/99\"]\nregistries = [\"Bad Host\"]\n", &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 5, "{e}");
+    }
+}

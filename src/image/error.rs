@@ -1,0 +1,97 @@
+//! Errors of the core image service. Each names the image (and the registry when one was
+//! involved); `grpc::status` maps every variant to a gRPC code.
+
+use std::sync::Arc;
+
+use crate::names::NameError;
+use crate::registry::{AuthError, RegistryError};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("image name must not be empty")]
+    EmptyName,
+    #[error("image {image:?}: transport {transport:?} is not supported (supported: docker)")]
+    UnsupportedTransport { image: String, transport: String },
+    #[error("image {image}: unusable credentials: {source}")]
+    Credentials { image: String, source: AuthError },
+    #[error("image {image} not found: {source}")]
+    NotFound {
+        image: String,
+        source: RegistryError,
+    },
+    #[error("RegistryUnavailable: pulling image {image}: {source}")]
+    RegistryUnavailable {
+        image: String,
+        source: RegistryError,
+    },
+    #[error("pulling image {image}: {source}")]
+    Unauthorized {
+        image: String,
+        source: RegistryError,
+    },
+    #[error("pulling image {image}: {source}")]
+    Denied {
+        image: String,
+        source: RegistryError,
+    },
+    #[error("pulling image {image}: {source}")]
+    InvalidContent {
+        image: String,
+        source: RegistryError,
+    },
+    #[error("pulling image {image}: {source}")]
+    Registry {
+        image: String,
+        source: RegistryError,
+    },
+    #[error("image {image}: {source}")]
+    Store { image: String, source: StoreError },
+    #[error("pulling image {image}: every candidate failed: {}", list(.failures))]
+    AllCandidatesFailed {
+        image: String,
+        failures: Vec<(String, Arc<Error>)>,
+    },
+    #[error("pull of image {image} cancelled: cri-imaged is shutting down")]
+    ShuttingDown { image: String },
+    /// A failure shared by every caller waiting on the same pull.
+    #[error(transparent)]
+    Shared(Arc<Error>),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn list(failures: &[(String, Arc<Error>)]) -> String {
+    failures
+        .iter()
+        .map(|(name, e)| format!("{name}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// Classifies a registry failure for `image`.
+    pub fn from_registry(image: &impl std::fmt::Display, source: RegistryError) -> Error {
+        let image = image.to_string();
+        match source {
+            RegistryError::NotFound { .. } | RegistryError::NoPlatform { .. } => {
+                Error::NotFound { image, source }
+            }
+            RegistryError::Unavailable { .. } => Error::RegistryUnavailable { image, source },
+            RegistryError::Unauthorized { .. } => Error::Unauthorized { image, source },
+            RegistryError::Denied { .. } => Error::Denied { image, source },
+            RegistryError::InvalidContent { .. } => Error::InvalidContent { image, source },
+            RegistryError::Other { .. } => Error::Registry { image, source },
+        }
+    }
+
+    /// The error itself, looking through shared wrappers.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Shared(e) => e.root(),
+            e => e,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The core image service: name resolution, pull, list, status, untag/remove and
+//! filesystem usage, with CRI-O's rules (see `ARCHITECTURE.md` and the design notes).
+//!
+//! No gRPC here: callers pass plain strings and typed values and get typed results and
+//! [`Error`]s. Pull coordination lives here too: one pull in flight per (name, credentials),
+//! one download per blob, and a semaphore bounding concurrent blob downloads.
+
+mod cache;
+mod error;
+mod flight;
+mod fs_info;
+mod info;
+mod list;
+mod pull;
+mod remove;
+pub mod status;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use cache::ImageMeta;
+pub use error::Error;
+pub use fs_info::FsUsage;
+pub use info::{ImageInfo, ImageUser};
+pub use pull::PullRequest;
+pub use status::verbose_info;
+
+use crate::names::{self, ImageId, NameError, Resolved};
+use crate::registry::RegistryClient;
+use crate::store::{ImageRecord, Store};
+
+/// Settings of the core service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Registries for short names, in order.
+    pub registries: Vec<String>,
+    /// The transport of a name without one (only "docker" today).
+    pub default_transport: String,
+    /// Blob downloads running at once, across all pulls.
+    pub max_concurrent_downloads: usize,
+}
+
+/// The core image service; cheap to clone (all clones share one state).
+#[derive(Clone)]
+pub struct ImageService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    registry: RegistryClient,
+    settings: Settings,
+    cache: cache::Cache,
+    pulls: flight::Flights<Result<ImageId, Arc<Error>>>,
+    blobs: flight::Flights<Result<(), Arc<Error>>>,
+    downloads: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+impl ImageService {
+    pub fn new(store: Store, registry: RegistryClient, settings: Settings) -> ImageService {
+        let downloads = Arc::new(Semaphore::new(settings.max_concurrent_downloads.max(1)));
+        ImageService {
+            inner: Arc::new(Inner {
+                store,
+                registry,
+                settings,
+                cache: cache::Cache::default(),
+                pulls: flight::Flights::default(),
+                blobs: flight::Flights::default(),
+                downloads,
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Cancels every pull in flight; their callers get [`Error::ShuttingDown`].
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &std::path::Path {
+        self.inner.store.root()
+    }
+
+    /// Finds the image a user string names: an ID, an ID prefix, a full or short name, a
+    /// name@digest. Unknown images and unknown 64-hex IDs are `None`.
+    fn find(&self, input: &str) -> Result<Option<ImageRecord>, Error> {
+        let input = input.strip_prefix("docker://").unwrap_or(input);
+        if input.is_empty() {
+            return Err(Error::EmptyName);
+        }
+        let records = self.inner.store.records();
+        let resolved = names::resolve(input, &self.inner.settings.registries, |p| {
+            records.by_id_prefix(p).map(|i| i.id.clone())
+        });
+        match resolved {
+            Ok(Resolved::Id(id)) => Ok(records.get(&id).cloned()),
+            Ok(Resolved::Names(candidates)) => {
+                Ok(candidates.iter().find_map(|c| records.by_name(c)).cloned())
+            }
+            Err(NameError::UnknownImageId { .. } | NameError::NoRegistries { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

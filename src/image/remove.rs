@@ -1,0 +1,62 @@
+//! RemoveImage and untag.
+//!
+//! CRI RemoveImage (since Kubernetes 1.36): by ID, ID prefix or any name, the whole image
+//! goes with all its names; an unknown image is not an error. Untag (CRI-O's `UntagImage`)
+//! removes one name and the image only with its last name.
+
+use super::{Error, ImageService};
+use crate::names::{self, Resolved};
+
+impl ImageService {
+    /// Removes the image `name` refers to with all its names. Idempotent.
+    pub async fn remove(&self, name: &str) -> Result<(), Error> {
+        let Some(record) = self.find(name)? else {
+            return Ok(());
+        };
+        self.inner
+            .store
+            .remove_image(&record.id)
+            .await
+            .map_err(|source| Error::Store {
+                image: name.to_owned(),
+                source,
+            })?;
+        self.inner.cache.retain(|id| id != &record.id);
+        tracing::info!(image = %name, id = %record.id, "removed image");
+        Ok(())
+    }
+
+    /// Removes one name; an ID (or ID prefix) removes the image. Idempotent.
+    pub async fn untag(&self, name: &str) -> Result<(), Error> {
+        let Some(record) = self.find(name)? else {
+            return Ok(());
+        };
+        let records = self.inner.store.records();
+        let by_id = matches!(
+            names::resolve(name, &self.inner.settings.registries, |p| records
+                .by_id_prefix(p)
+                .map(|i| i.id.clone())),
+            Ok(Resolved::Id(_))
+        );
+        let result = if by_id {
+            self.inner.store.remove_image(&record.id).await
+        } else {
+            let candidates = match names::resolve(name, &self.inner.settings.registries, |_| None) {
+                Ok(Resolved::Names(c)) => c,
+                _ => Vec::new(),
+            };
+            match candidates
+                .iter()
+                .find(|c| records.by_name(c).is_some_and(|r| r.id == record.id))
+            {
+                Some(n) => self.inner.store.untag(n).await,
+                None => Ok(false),
+            }
+        };
+        result.map_err(|source| Error::Store {
+            image: name.to_owned(),
+            source,
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,24 @@
+//! cri-imaged: a Kubernetes CRI image service.
+//!
+//! # Layout
+//! - [`grpc`]: the wire layer (CRI `runtime.v1` over tonic), one file per RPC.
+//! - [`image`]: the core `ImageService`: resolve, pull, list, status, remove, fs info.
+//! - [`names`]: image names, digests, IDs, short-name resolution, insecure registries.
+//! - [`oci`]: manifest, index and config formats, platform selection.
+//! - [`registry`]: the registry client (the only user of `oci-client`).
+//! - [`store`]: the OCI-layout content store, crash-safe and verified.
+//! - [`config`]: the TOML file and flags, validated into typed settings.
+//! - [`daemon`]: the socket's life, serving, shutdown.
+//!
+//! `ARCHITECTURE.md` says which module may depend on which.
+
+pub mod config;
+pub mod daemon;
+pub mod grpc;
+pub mod image;
+pub mod names;
+pub mod oci;
+pub mod proto;
+pub mod registry;
+pub mod store;
+pub mod telemetry;

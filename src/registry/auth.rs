@@ -1,0 +1,148 @@
+//! Registry credentials, turned from CRI `AuthConfig` fields into what a registry accepts.
+//! `Debug` never shows a secret.
+
+use base64::Engine as _;
+
+/// Credentials for one registry.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub enum Credentials {
+    #[default]
+    Anonymous,
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// A bearer token sent as is (CRI `registry_token`).
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Anonymous => f.write_str("Anonymous"),
+            Credentials::Basic { username, .. } => write!(f, "Basic({username:?}, <redacted>)"),
+            Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+        }
+    }
+}
+
+/// Why CRI auth fields could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("the auth field is not valid base64 of user:password")]
+    BadAuthField,
+    #[error(
+        "identity tokens (OAuth2 refresh tokens) are not supported yet; send username and password or a registry token"
+    )]
+    IdentityTokenUnsupported,
+}
+
+/// The CRI `AuthConfig` fields, without gRPC types.
+#[derive(Clone, Default)]
+pub struct AuthFields {
+    pub username: String,
+    pub password: String,
+    pub auth: String,
+    pub server_address: String,
+    pub identity_token: String,
+    pub registry_token: String,
+}
+
+impl Credentials {
+    /// Picks credentials the way containerd does: username/password first, then a registry
+    /// token, then the base64 `auth` field; nothing set is anonymous.
+    pub fn from_fields(f: &AuthFields) -> Result<Credentials, AuthError> {
+        if !f.username.is_empty() || !f.password.is_empty() {
+            return Ok(Credentials::Basic {
+                username: f.username.clone(),
+                password: f.password.clone(),
+            });
+        }
+        if !f.registry_token.is_empty() {
+            return Ok(Credentials::Bearer(f.registry_token.clone()));
+        }
+        if !f.auth.is_empty() {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(f.auth.trim())
+                .map_err(|_| AuthError::BadAuthField)?;
+            let text = String::from_utf8(decoded).map_err(|_| AuthError::BadAuthField)?;
+            let (user, pass) = text.split_once(':').ok_or(AuthError::BadAuthField)?;
+            return Ok(Credentials::Basic {
+                username: user.to_owned(),
+                password: pass.trim_end_matches('\0').to_owned(),
+            });
+        }
+        if !f.identity_token.is_empty() {
+            return Err(AuthError::IdentityTokenUnsupported);
+        }
+        Ok(Credentials::Anonymous)
+    }
+
+    pub(super) fn to_oci(&self) -> oci_client::secrets::RegistryAuth {
+        use oci_client::secrets::RegistryAuth;
+        match self {
+            Credentials::Anonymous => RegistryAuth::Anonymous,
+            Credentials::Basic { username, password } => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
+            Credentials::Bearer(t) => RegistryAuth::Bearer(t.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(f: impl FnOnce(&mut AuthFields)) -> AuthFields {
+        let mut a = AuthFields::default();
+        f(&mut a);
+        a
+    }
+
+    #[test]
+    fn picks_credentials_in_containerd_order() {
+        assert_eq!(
+            Credentials::from_fields(&AuthFields::default()),
+            Ok(Credentials::Anonymous)
+        );
+        let basic = Credentials::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        assert_eq!(
+            Credentials::from_fields(&fields(|a| {
+                a.username = "u".into();
+                a.password = "p".into();
+                a.registry_token = "t".into();
+            })),
+            Ok(basic.clone())
+        );
+        assert_eq!(
+            Credentials::from_fields(&fields(|a| a.registry_token = "t".into())),
+            Ok(Credentials::Bearer("t".into()))
+        );
+        assert_eq!(
+            Credentials::from_fields(&fields(|a| a.auth = "dTpw".into())),
+            Ok(basic)
+        );
+        assert_eq!(
+            Credentials::from_fields(&fields(|a| a.auth = "!!".into())),
+            Err(AuthError::BadAuthField)
+        );
+        assert_eq!(
+            Credentials::from_fields(&fields(|a| a.identity_token = "x".into())),
+            Err(AuthError::IdentityTokenUnsupported)
+        );
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let c = Credentials::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!format!("{:?}", Credentials::Bearer("tok".into())).contains("tok"));
+    }
+}

@@ -1,0 +1,134 @@
+//! Errors of the registry client, classified by what the caller can do about them. The
+//! classification matches oci-client's variants and OCI error codes, never message text.
+
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{what} not found in registry {registry}")]
+    NotFound { registry: String, what: String },
+    #[error("registry {registry} refused the credentials or requires authentication")]
+    Unauthorized { registry: String },
+    #[error("registry {registry} denied access")]
+    Denied { registry: String },
+    #[error("registry {registry} is unavailable: {reason}")]
+    Unavailable { registry: String, reason: String },
+    #[error("registry {registry} served invalid content: {reason}")]
+    InvalidContent { registry: String, reason: String },
+    #[error("no manifest for platform {platform} in the index served by {registry}")]
+    NoPlatform { registry: String, platform: String },
+    #[error("registry {registry}: {reason}")]
+    Other { registry: String, reason: String },
+}
+
+/// Strips anything that could carry a secret from a transport error's text: only its
+/// display form is kept, and reqwest never puts credentials there.
+fn reason(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+impl RegistryError {
+    pub(super) fn from_oci(registry: &str, what: &str, e: OciDistributionError) -> RegistryError {
+        let registry = registry.to_owned();
+        match e {
+            OciDistributionError::RegistryError { envelope, .. } => {
+                let code = envelope.errors.first().map(|e| &e.code);
+                match code {
+                    Some(
+                        OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NotFound,
+                    ) => RegistryError::NotFound {
+                        registry,
+                        what: what.to_owned(),
+                    },
+                    Some(OciErrorCode::Unauthorized) => RegistryError::Unauthorized { registry },
+                    Some(OciErrorCode::Denied) => RegistryError::Denied { registry },
+                    Some(OciErrorCode::Toomanyrequests) => RegistryError::Unavailable {
+                        registry,
+                        reason: "too many requests".into(),
+                    },
+                    Some(
+                        OciErrorCode::NameInvalid
+                        | OciErrorCode::TagInvalid
+                        | OciErrorCode::ManifestInvalid
+                        | OciErrorCode::DigestInvalid,
+                    ) => RegistryError::Other {
+                        registry,
+                        reason: envelope.to_string(),
+                    },
+                    _ => RegistryError::Other {
+                        registry,
+                        reason: envelope.to_string(),
+                    },
+                }
+            }
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => {
+                RegistryError::Unauthorized { registry }
+            }
+            OciDistributionError::ServerError { code: 404, .. } => RegistryError::NotFound {
+                registry,
+                what: what.to_owned(),
+            },
+            OciDistributionError::ServerError { code: 401, .. } => {
+                RegistryError::Unauthorized { registry }
+            }
+            OciDistributionError::ServerError { code: 403, .. } => {
+                RegistryError::Denied { registry }
+            }
+            OciDistributionError::ServerError { code, .. }
+                if code >= 500 || code == 408 || code == 429 =>
+            {
+                RegistryError::Unavailable {
+                    registry,
+                    reason: format!("HTTP {code}"),
+                }
+            }
+            OciDistributionError::ServerError { code, message, .. } => RegistryError::Other {
+                registry,
+                reason: format!(
+                    "HTTP {code}: {}",
+                    message.chars().take(200).collect::<String>()
+                ),
+            },
+            OciDistributionError::RequestError(e) => RegistryError::Unavailable {
+                registry,
+                reason: reason(&e),
+            },
+            OciDistributionError::IoError(e) => RegistryError::Unavailable {
+                registry,
+                reason: e.to_string(),
+            },
+            e @ (OciDistributionError::DigestError(_)
+            | OciDistributionError::ManifestParsingError(_)
+            | OciDistributionError::VersionedParsingError(_)
+            | OciDistributionError::UnsupportedMediaTypeError(_)
+            | OciDistributionError::UnsupportedSchemaVersionError(_)
+            | OciDistributionError::ManifestEncodingError(_)
+            | OciDistributionError::JsonError(_)
+            | OciDistributionError::SpecViolationError(_)
+            | OciDistributionError::RegistryNoDigestError
+            | OciDistributionError::HeaderValueError(_)) => RegistryError::InvalidContent {
+                registry,
+                reason: e.to_string(),
+            },
+            OciDistributionError::ImageManifestNotFoundError(_) => RegistryError::NotFound {
+                registry,
+                what: what.to_owned(),
+            },
+            e => RegistryError::Other {
+                registry,
+                reason: e.to_string(),
+            },
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The registry client: the only module that talks to `oci-client`.
+//!
+//! It fetches manifests (choosing the node's platform from an index) and streams blobs;
+//! it never writes to the store. Every pull gets its own [`Session`] (its own oci-client
+//! `Client`), because oci-client keeps the first credentials and tokens it sees per
+//! registry: sharing a client would let one pod's token serve another's pull.
+//!
+//! TLS: verified everywhere, except registries the operator marked insecure (and loopback),
+//! which are tried over HTTPS without verification first and plain HTTP after; the scheme
+//! that worked is remembered per registry.
+
+mod auth;
+mod error;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::{Client, Reference};
+
+pub use auth::{AuthError, AuthFields, Credentials};
+pub use error::RegistryError;
+
+use crate::names::{Digest, ImageName, InsecureRegistries, Reference as NameRef};
+use crate::oci::{self, Descriptor, Manifest, Parsed, Platform, media};
+
+/// A manifest chosen for the node, with everything needed to store it.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    /// The digest the name resolved to: the index's for a multi-arch image.
+    pub pulled_by: Digest,
+    /// The platform manifest's descriptor.
+    pub descriptor: Descriptor,
+    /// Its exact bytes (they hash to `descriptor.digest`).
+    pub bytes: Bytes,
+    pub manifest: Manifest,
+}
+
+/// A blob body: chunks as they arrive.
+pub type BlobStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, RegistryError>> + Send>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Https,
+    InsecureHttps,
+    Http,
+}
+
+/// Builds sessions for pulls; remembers which scheme each insecure registry speaks.
+pub struct RegistryClient {
+    insecure: InsecureRegistries,
+    platform: Platform,
+    schemes: Mutex<HashMap<String, Scheme>>,
+}
+
+impl RegistryClient {
+    pub fn new(insecure: InsecureRegistries, platform: Platform) -> RegistryClient {
+        RegistryClient {
+            insecure,
+            platform,
+            schemes: Mutex::default(),
+        }
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    fn schemes_to_try(&self, registry: &str) -> Vec<Scheme> {
+        if !self.insecure.is_insecure(registry) {
+            return vec![Scheme::Https];
+        }
+        let known = self
+            .schemes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(registry)
+            .copied();
+        match known {
+            Some(Scheme::Http) => vec![Scheme::Http, Scheme::InsecureHttps],
+            _ => vec![Scheme::InsecureHttps, Scheme::Http],
+        }
+    }
+
+    fn remember(&self, registry: &str, scheme: Scheme) {
+        if scheme != Scheme::Https {
+            self.schemes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(registry.to_owned(), scheme);
+        }
+    }
+
+    /// Resolves `name` to the node's manifest, returning a session bound to the registry
+    /// scheme that answered.
+    pub async fn open(
+        &self,
+        name: &ImageName,
+        creds: &Credentials,
+    ) -> Result<(Session, FetchedManifest), RegistryError> {
+        let registry = name.registry();
+        let mut last = None;
+        for scheme in self.schemes_to_try(registry) {
+            let session = Session::new(registry, scheme, creds)?;
+            match session.fetch_manifest(name, &self.platform).await {
+                Ok(m) => {
+                    self.remember(registry, scheme);
+                    return Ok((session, m));
+                }
+                // Only a transport failure suggests the other scheme; an HTTP answer is final.
+                Err(e @ RegistryError::Unavailable { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| RegistryError::Other {
+            registry: registry.to_owned(),
+            reason: "no scheme to try".into(),
+        }))
+    }
+}
+
+/// One pull's connection to one registry, with its credentials.
+pub struct Session {
+    client: Client,
+    auth: oci_client::secrets::RegistryAuth,
+    registry: String,
+}
+
+fn oci_reference(name: &ImageName, digest: Option<&Digest>) -> Reference {
+    let (registry, repo) = (name.registry().to_owned(), name.repository().to_owned());
+    match (digest, name.reference()) {
+        (Some(d), _) => Reference::with_digest(registry, repo, d.to_string()),
+        (None, NameRef::Digest(d)) => Reference::with_digest(registry, repo, d.to_string()),
+        (None, NameRef::Tag(t)) => Reference::with_tag(registry, repo, t.clone()),
+    }
+}
+
+impl Session {
+    fn new(registry: &str, scheme: Scheme, creds: &Credentials) -> Result<Session, RegistryError> {
+        let config = ClientConfig {
+            protocol: if scheme == Scheme::Http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            accept_invalid_certificates: scheme == Scheme::InsecureHttps,
+            platform_resolver: None,
+            connect_timeout: Some(Duration::from_secs(30)),
+            user_agent: concat!("cri-imaged/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        };
+        // `Client::new` silently falls back to defaults on a bad config: use try_from.
+        let client = Client::try_from(config).map_err(|e| RegistryError::Other {
+            registry: registry.to_owned(),
+            reason: format!("building the HTTP client: {e}"),
+        })?;
+        Ok(Session {
+            client,
+            auth: creds.to_oci(),
+            registry: registry.to_owned(),
+        })
+    }
+
+    async fn manifest_raw(
+        &self,
+        reference: &Reference,
+        what: &str,
+    ) -> Result<(Bytes, Digest), RegistryError> {
+        let (bytes, digest) = self
+            .client
+            .pull_manifest_raw(reference, &self.auth, media::MANIFEST_ACCEPT)
+            .await
+            .map_err(|e| RegistryError::from_oci(&self.registry, what, e))?;
+        let digest = Digest::parse(&digest).map_err(|e| self.invalid(e.to_string()))?;
+        if bytes.len() > oci::manifest::MAX_DOCUMENT_BYTES {
+            return Err(self.invalid(format!("manifest of {what} is {} bytes", bytes.len())));
+        }
+        Ok((bytes, digest))
+    }
+
+    fn invalid(&self, reason: String) -> RegistryError {
+        RegistryError::InvalidContent {
+            registry: self.registry.clone(),
+            reason,
+        }
+    }
+
+    /// Fetches the manifest `name` points to; for an index, the node platform's manifest.
+    pub async fn fetch_manifest(
+        &self,
+        name: &ImageName,
+        platform: &Platform,
+    ) -> Result<FetchedManifest, RegistryError> {
+        let what = name.to_string();
+        let (bytes, digest) = self.manifest_raw(&oci_reference(name, None), &what).await?;
+        let parsed = oci::manifest::parse(&bytes, None)
+            .map_err(|e| self.invalid(format!("manifest of {what}: {e}")))?;
+        match parsed {
+            Parsed::Manifest(manifest) => Ok(FetchedManifest {
+                pulled_by: digest.clone(),
+                descriptor: Descriptor {
+                    media_type: manifest.media_type.clone(),
+                    digest,
+                    size: bytes.len() as u64,
+                },
+                bytes,
+                manifest,
+            }),
+            Parsed::Index(index) => {
+                let child = platform
+                    .select(&index)
+                    .ok_or_else(|| RegistryError::NoPlatform {
+                        registry: self.registry.clone(),
+                        platform: platform.to_string(),
+                    })?;
+                let (child_bytes, child_digest) = self
+                    .manifest_raw(&oci_reference(name, Some(&child.digest)), &what)
+                    .await?;
+                if child_digest != child.digest {
+                    return Err(self.invalid(format!(
+                        "manifest {} was served for {}",
+                        child_digest, child.digest
+                    )));
+                }
+                let Parsed::Manifest(manifest) = oci::manifest::parse(&child_bytes, None)
+                    .map_err(|e| self.invalid(format!("manifest {}: {e}", child.digest)))?
+                else {
+                    return Err(
+                        self.invalid(format!("index entry {} is itself an index", child.digest))
+                    );
+                };
+                Ok(FetchedManifest {
+                    pulled_by: digest,
+                    descriptor: Descriptor {
+                        media_type: manifest.media_type.clone(),
+                        digest: child_digest,
+                        size: child_bytes.len() as u64,
+                    },
+                    bytes: child_bytes,
+                    manifest,
+                })
+            }
+        }
+    }
+
+    /// Streams a blob's body. The caller hashes and counts what it receives: the stream
+    /// itself is not trusted.
+    pub async fn fetch_blob(
+        &self,
+        name: &ImageName,
+        blob: &Descriptor,
+    ) -> Result<BlobStream, RegistryError> {
+        let reference = oci_reference(name, None);
+        let digest = blob.digest.to_string();
+        let what = format!("blob {digest} of {name}");
+        // Asking for bytes=0- gets an unverified (206) stream: we hash it ourselves once,
+        // instead of oci-client and us both hashing every byte.
+        let response = self
+            .client
+            .pull_blob_stream_partial(&reference, digest.as_str(), 0, None)
+            .await
+            .map_err(|e| RegistryError::from_oci(&self.registry, &what, e))?;
+        let sized = match response {
+            BlobResponse::Full(s) | BlobResponse::Partial(s) => s,
+        };
+        let registry = self.registry.clone();
+        // oci-client's stream is not fused after an error: stop at the first one.
+        let stream = sized
+            .stream
+            .map_err(move |e| RegistryError::Unavailable {
+                registry: registry.clone(),
+                reason: e.to_string(),
+            })
+            .scan(false, |failed, item| {
+                if *failed {
+                    return futures_util::future::ready(None);
+                }
+                *failed = item.is_err();
+                futures_util::future::ready(Some(item))
+            });
+        Ok(Box::pin(stream))
+    }
+}

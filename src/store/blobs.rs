@@ -1,0 +1,139 @@
+//! Blob ingest: a temp file in `ingest/`, hashed while written, verified against the
+//! expected digest and size, fsynced, then renamed into `blobs/sha256/`. A blob path only
+//! ever holds verified content; an unfinished ingest is deleted when dropped.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::error::StoreError;
+use super::layout;
+use crate::names::Digest;
+use crate::oci::Descriptor;
+
+static NEXT_INGEST: AtomicU64 = AtomicU64::new(0);
+
+/// Size of the write buffer in front of the ingest file.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// An in-progress blob write.
+pub struct Ingest {
+    root: PathBuf,
+    expected: Descriptor,
+    path: PathBuf,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl Ingest {
+    pub(super) async fn create(root: &Path, expected: &Descriptor) -> Result<Ingest, StoreError> {
+        let n = NEXT_INGEST.fetch_add(1, Ordering::Relaxed);
+        let path = root.join(layout::INGEST_DIR).join(format!(
+            "{}.{}.{n}",
+            expected.digest.hex(),
+            std::process::id()
+        ));
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| StoreError::io(root, "create", &path, e))?;
+        Ok(Ingest {
+            root: root.to_owned(),
+            expected: expected.clone(),
+            path,
+            file: Some(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file)),
+            hasher: Sha256::new(),
+            written: 0,
+        })
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends a chunk; refuses to grow past the expected size.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        let new_len = self.written + chunk.len() as u64;
+        if new_len > self.expected.size {
+            return Err(StoreError::SizeMismatch {
+                digest: self.expected.digest.clone(),
+                expected: self.expected.size,
+                actual: new_len,
+            });
+        }
+        self.hasher.update(chunk);
+        let Some(file) = self.file.as_mut() else {
+            return Err(StoreError::io(
+                &self.root,
+                "write",
+                &self.path,
+                std::io::Error::other("ingest closed"),
+            ));
+        };
+        file.write_all(chunk)
+            .await
+            .map_err(|e| StoreError::io(&self.root, "write", &self.path, e))?;
+        self.written = new_len;
+        Ok(())
+    }
+
+    /// Verifies size and digest, fsyncs and moves the blob into place. Returns the bytes
+    /// the blob occupies on disk.
+    pub async fn commit(mut self) -> Result<u64, StoreError> {
+        if self.written != self.expected.size {
+            return Err(StoreError::SizeMismatch {
+                digest: self.expected.digest.clone(),
+                expected: self.expected.size,
+                actual: self.written,
+            });
+        }
+        let actual = Digest::from_sha256(self.hasher.clone().finalize().into());
+        if actual != self.expected.digest {
+            return Err(StoreError::DigestMismatch {
+                expected: self.expected.digest.clone(),
+                actual,
+            });
+        }
+        let Some(mut file) = self.file.take() else {
+            return Err(StoreError::io(
+                &self.root,
+                "commit",
+                &self.path,
+                std::io::Error::other("ingest closed"),
+            ));
+        };
+        let io = |op, e| StoreError::io(&self.root, op, &self.path, e);
+        file.flush().await.map_err(|e| io("write", e))?;
+        let file = file.into_inner();
+        file.sync_all().await.map_err(|e| io("fsync", e))?;
+        let allocated = file
+            .metadata()
+            .await
+            .map(|m| allocated_bytes(&m))
+            .unwrap_or(self.written);
+        drop(file);
+        let dest = layout::blob_path(&self.root, &self.expected.digest);
+        tokio::fs::rename(&self.path, &dest)
+            .await
+            .map_err(|e| StoreError::io(&self.root, "rename", &dest, e))?;
+        // The rename is made durable by the directory fsync before index.json names the blob.
+        self.path = PathBuf::new();
+        Ok(allocated)
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Bytes a file occupies on disk.
+pub fn allocated_bytes(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks() * 512
+}

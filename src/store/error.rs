@@ -1,0 +1,60 @@
+//! Errors of the content store.
+
+use std::path::PathBuf;
+
+use crate::names::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {root}: another cri-imaged already uses this root (lock {lock} is held)")]
+    Locked { root: PathBuf, lock: PathBuf },
+    #[error("store {}: {op} {}: {source}", root.display(), path.display())]
+    Io {
+        root: PathBuf,
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store {}: no space left while writing {}", root.display(), path.display())]
+    NoSpace { root: PathBuf, path: PathBuf },
+    #[error("blob {expected}: content has digest {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("blob {digest}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("store {}: {} is corrupt: {reason}", root.display(), path.display())]
+    Corrupt {
+        root: PathBuf,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("blob {digest} is not in the store")]
+    MissingBlob { digest: Digest },
+}
+
+impl StoreError {
+    pub(crate) fn io(
+        root: &std::path::Path,
+        op: &'static str,
+        path: &std::path::Path,
+        source: std::io::Error,
+    ) -> Self {
+        if source.raw_os_error() == Some(28) || source.raw_os_error() == Some(27) {
+            // ENOSPC, EFBIG
+            return StoreError::NoSpace {
+                root: root.to_owned(),
+                path: path.to_owned(),
+            };
+        }
+        StoreError::Io {
+            root: root.to_owned(),
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The OCI image layout files: `oci-layout`, `index.json` and blob paths.
+//!
+//! `index.json` has one entry per image name; the entry's
+//! `org.opencontainers.image.ref.name` annotation is the full name, so
+//! `skopeo inspect oci:<root>:<name>` reads what cri-imaged pulled. It is replaced
+//! atomically (temp file, fsync, rename, fsync of the directory).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::StoreError;
+use crate::names::{Digest, ImageName};
+use crate::oci::{Descriptor, media};
+
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The digest a name was pulled by (the index digest for a multi-arch pull).
+pub const PULLED_BY: &str = "io.github.cri-imaged.pulled-by";
+
+pub const INDEX_FILE: &str = "index.json";
+pub const LAYOUT_FILE: &str = "oci-layout";
+pub const LOCK_FILE: &str = "cri-imaged.lock";
+pub const INGEST_DIR: &str = "ingest";
+
+pub fn blobs_dir(root: &Path) -> PathBuf {
+    root.join("blobs").join("sha256")
+}
+
+/// The path of a blob: only ever built from a validated [`Digest`].
+pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
+    blobs_dir(root).join(digest.hex())
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexJson {
+    schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Vec<serde_json::Value>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry {
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// One `index.json` entry as cri-imaged reads it.
+#[derive(Debug, Clone)]
+pub enum IndexEntry {
+    /// A name cri-imaged recorded.
+    Named {
+        name: ImageName,
+        manifest: Descriptor,
+        pulled_by: Digest,
+    },
+    /// An entry cri-imaged did not write (or cannot read): kept verbatim, with the
+    /// manifest it points to protected from clean-up when its digest is valid.
+    Foreign {
+        raw: serde_json::Value,
+        manifest: Option<Digest>,
+    },
+}
+
+fn read_entry(raw: serde_json::Value) -> IndexEntry {
+    let foreign = |raw: serde_json::Value| {
+        let manifest = raw
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .and_then(|d| Digest::parse(d).ok());
+        IndexEntry::Foreign { raw, manifest }
+    };
+    let Ok(e) = serde_json::from_value::<Entry>(raw.clone()) else {
+        return foreign(raw);
+    };
+    let (Some(name), Ok(digest)) = (e.annotations.get(REF_NAME), Digest::parse(&e.digest)) else {
+        return foreign(raw);
+    };
+    let Ok(name) = ImageName::parse_qualified(name) else {
+        return foreign(raw);
+    };
+    let pulled_by = match e.annotations.get(PULLED_BY).map(|d| Digest::parse(d)) {
+        Some(Ok(d)) => d,
+        Some(Err(_)) => return foreign(raw),
+        None => digest.clone(),
+    };
+    IndexEntry::Named {
+        name,
+        manifest: Descriptor {
+            media_type: e.media_type,
+            digest,
+            size: e.size,
+        },
+        pulled_by,
+    }
+}
+
+/// Reads `index.json`; a missing file is an empty store.
+pub fn read_index(root: &Path) -> Result<Vec<IndexEntry>, StoreError> {
+    let path = root.join(INDEX_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(root, "read", &path, e)),
+    };
+    let index: IndexJson = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        root: root.to_owned(),
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(index.manifests.into_iter().map(read_entry).collect())
+}
+
+/// Serialises the entries as an OCI index.
+pub fn render_index<'a>(
+    named: impl Iterator<Item = (&'a ImageName, &'a Descriptor, &'a Digest)>,
+    foreign: &[serde_json::Value],
+) -> Vec<u8> {
+    let mut manifests: Vec<serde_json::Value> = named
+        .map(|(name, manifest, pulled_by)| {
+            let mut annotations = BTreeMap::new();
+            annotations.insert(REF_NAME.to_owned(), name.to_string());
+            if pulled_by != &manifest.digest {
+                annotations.insert(PULLED_BY.to_owned(), pulled_by.to_string());
+            }
+            serde_json::to_value(Entry {
+                media_type: manifest.media_type.clone(),
+                digest: manifest.digest.to_string(),
+                size: manifest.size,
+                annotations,
+            })
+            .unwrap_or_default()
+        })
+        .collect();
+    manifests.extend(foreign.iter().cloned());
+    let index = IndexJson {
+        schema_version: 2,
+        media_type: Some(media::OCI_INDEX.to_owned()),
+        manifests,
+    };
+    serde_json::to_vec_pretty(&index).unwrap_or_default()
+}
+
+/// Replaces `root/<file>` atomically with `bytes`.
+pub fn write_atomic(root: &Path, file: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = root.join(format!("{file}.tmp"));
+    let dest = root.join(file);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        StoreError::io(root, "write", &tmp, e)
+    })?;
+    std::fs::rename(&tmp, &dest).map_err(|e| StoreError::io(root, "rename", &dest, e))?;
+    sync_dir(root, root)
+}
+
+pub fn sync_dir(root: &Path, dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(root, "fsync", dir, e))
+}
+
+/// Writes `oci-layout` when missing.
+pub fn ensure_layout_file(root: &Path) -> Result<(), StoreError> {
+    if root.join(LAYOUT_FILE).exists() {
+        return Ok(());
+    }
+    write_atomic(root, LAYOUT_FILE, br#"{"imageLayoutVersion":"1.0.0"}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_foreign_entries_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = ImageName::parse_qualified("r.io/a:1").unwrap();
+        let d = Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap();
+        let list = Digest::parse(&format!("sha256:{}", "cd".repeat(32))).unwrap();
+        let m = Descriptor {
+            media_type: media::OCI_MANIFEST.into(),
+            digest: d.clone(),
+            size: 3,
+        };
+        let foreign = serde_json::json!({"mediaType": media::OCI_MANIFEST, "digest": d.to_string(), "size": 3, "annotations": {REF_NAME: "v1"}});
+        let bytes = render_index(
+            std::iter::once((&name, &m, &list)),
+            std::slice::from_ref(&foreign),
+        );
+        write_atomic(dir.path(), INDEX_FILE, &bytes).unwrap();
+        let entries = read_index(dir.path()).unwrap();
+        assert_eq!(entries.len(), 2);
+        match &entries[0] {
+            IndexEntry::Named {
+                name: n,
+                manifest,
+                pulled_by,
+            } => {
+                assert_eq!(n, &name);
+                assert_eq!(manifest, &m);
+                assert_eq!(pulled_by, &list);
+            }
+            other => panic!("expected a named entry, got {other:?}"),
+        }
+        assert!(matches!(&entries[1], IndexEntry::Foreign { manifest: Some(x), .. } if x == &d));
+    }
+
+    #[test]
+    fn missing_index_is_empty_and_garbage_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_index(dir.path()).unwrap().is_empty());
+        std::fs::write(dir.path().join(INDEX_FILE), b"{not json").unwrap();
+        assert!(matches!(
+            read_index(dir.path()),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}

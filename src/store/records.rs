@@ -1,0 +1,346 @@
+//! The store's in-memory view of its images, and the pure changes made to it.
+//!
+//! `index.json` is the only persistent record: one entry per image name pointing at the
+//! manifest that name was pulled as, annotated with the digest it was pulled by. This module
+//! turns those entries into images (grouped by config digest = image ID) and applies tag,
+//! untag and remove changes to a copy before the copy is persisted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::names::{Digest, ImageId, ImageName};
+use crate::oci::Descriptor;
+
+/// One name of an image, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameRecord {
+    pub name: ImageName,
+    /// The manifest this name resolves to (the platform manifest for multi-arch pulls).
+    pub manifest: Descriptor,
+    /// The digest the name was pulled by: the index digest for a multi-arch pull.
+    pub pulled_by: Digest,
+}
+
+/// An image: its ID, its names in the order they were added, and every blob it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub id: ImageId,
+    pub names: Vec<NameRecord>,
+    /// Manifests, config and layers, each once.
+    pub blobs: Vec<Descriptor>,
+    /// Bytes of the first manifest plus its config and layers.
+    pub size: u64,
+}
+
+/// The blobs one manifest brings: the manifest itself, its config and its layers.
+#[derive(Debug, Clone)]
+pub struct ManifestBlobs {
+    pub manifest: Descriptor,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+}
+
+impl ManifestBlobs {
+    pub fn all(&self) -> impl Iterator<Item = &Descriptor> {
+        std::iter::once(&self.manifest)
+            .chain(std::iter::once(&self.config))
+            .chain(self.layers.iter())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    images: BTreeMap<String, ImageRecord>,
+    by_name: HashMap<String, ImageId>,
+}
+
+impl Records {
+    pub fn images(&self) -> impl Iterator<Item = &ImageRecord> {
+        self.images.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    pub fn get(&self, id: &ImageId) -> Option<&ImageRecord> {
+        self.images.get(id.as_str())
+    }
+
+    /// The image a name belongs to. A digest name also matches an image that has a name in
+    /// the same repository pulled by, or resolving to, that digest.
+    pub fn by_name(&self, name: &ImageName) -> Option<&ImageRecord> {
+        if let Some(id) = self.by_name.get(&name.to_string()) {
+            return self.images.get(id.as_str());
+        }
+        let digest = name.digest()?;
+        let repo = name.repo();
+        self.images.values().find(|img| {
+            img.names.iter().any(|n| {
+                n.name.repo() == repo && (&n.pulled_by == digest || &n.manifest.digest == digest)
+            })
+        })
+    }
+
+    /// The one image whose ID hex starts with `hex_prefix` (None when none or several).
+    pub fn by_id_prefix(&self, hex_prefix: &str) -> Option<&ImageRecord> {
+        let start = format!("sha256:{hex_prefix}");
+        let mut it = self
+            .images
+            .range(start.clone()..)
+            .take_while(|(id, _)| id.starts_with(&start));
+        let first = it.next()?;
+        if it.next().is_some() {
+            return None;
+        }
+        Some(first.1)
+    }
+
+    /// How many images reference each blob.
+    pub fn referenced_blobs(&self) -> HashSet<Digest> {
+        self.images
+            .values()
+            .flat_map(|i| i.blobs.iter().map(|d| d.digest.clone()))
+            .collect()
+    }
+
+    /// Adds `name` to image `id` (creating it from `blobs`), taking the name from any image
+    /// that had it. An image that loses a tag keeps a digest name for the content it was
+    /// pulled as, so it stays addressable until removed.
+    pub fn tag(&mut self, id: &ImageId, blobs: &ManifestBlobs, name: NameRecord) {
+        let key = name.name.to_string();
+        if let Some(old) = self.by_name.get(&key).cloned() {
+            if &old == id {
+                // Same image: refresh where the name came from (a re-pull).
+                if let Some(n) = self
+                    .images
+                    .get_mut(id.as_str())
+                    .and_then(|img| img.names.iter_mut().find(|n| n.name == name.name))
+                {
+                    *n = name;
+                }
+                self.add_blobs(id, blobs);
+                return;
+            }
+            self.take_name(&old, &name.name, true);
+        }
+        let img = self
+            .images
+            .entry(id.as_str().to_owned())
+            .or_insert_with(|| ImageRecord {
+                id: id.clone(),
+                names: Vec::new(),
+                blobs: Vec::new(),
+                size: blobs.all().map(|d| d.size).sum(),
+            });
+        img.names.push(name);
+        self.by_name.insert(key, id.clone());
+        self.add_blobs(id, blobs);
+    }
+
+    fn add_blobs(&mut self, id: &ImageId, blobs: &ManifestBlobs) {
+        if let Some(img) = self.images.get_mut(id.as_str()) {
+            for d in blobs.all() {
+                if !img.blobs.iter().any(|b| b.digest == d.digest) {
+                    img.blobs.push(d.clone());
+                }
+            }
+        }
+    }
+
+    /// Removes one name from an image; the image goes when no name remains. With
+    /// `keep_digest`, a moved tag leaves its repo digest behind.
+    fn take_name(&mut self, id: &ImageId, name: &ImageName, keep_digest: bool) {
+        let Some(img) = self.images.get_mut(id.as_str()) else {
+            return;
+        };
+        let Some(pos) = img.names.iter().position(|n| &n.name == name) else {
+            return;
+        };
+        let removed = img.names.remove(pos);
+        self.by_name.remove(&name.to_string());
+        if keep_digest && !removed.name.is_digest_name() {
+            let digest_name = removed.name.with_digest(&removed.pulled_by);
+            let key = digest_name.to_string();
+            let known = img.names.iter().any(|n| n.name == digest_name)
+                || img.names.iter().any(|n| {
+                    n.name.repo() == removed.name.repo() && n.pulled_by == removed.pulled_by
+                });
+            if !known && !self.by_name.contains_key(&key) {
+                img.names.push(NameRecord {
+                    name: digest_name,
+                    ..removed
+                });
+                self.by_name.insert(key, id.clone());
+            }
+        }
+        if img.names.is_empty() {
+            self.images.remove(id.as_str());
+        }
+    }
+
+    /// Removes a name; the image goes with its last name. Returns whether anything changed.
+    pub fn untag(&mut self, name: &ImageName) -> bool {
+        let Some(id) = self.by_name(name).map(|i| i.id.clone()) else {
+            return false;
+        };
+        let exact = self.images[id.as_str()]
+            .names
+            .iter()
+            .find(|n| &n.name == name)
+            .map(|n| n.name.clone());
+        match exact {
+            Some(n) => self.take_name(&id, &n, false),
+            // A digest that matches through a tag's pulled-by digest removes the image.
+            None => return self.remove(&id),
+        }
+        true
+    }
+
+    /// Removes an image with all its names. Returns whether it existed.
+    pub fn remove(&mut self, id: &ImageId) -> bool {
+        let Some(img) = self.images.remove(id.as_str()) else {
+            return false;
+        };
+        for n in &img.names {
+            self.by_name.remove(&n.name.to_string());
+        }
+        true
+    }
+
+    /// Every name record, image by image, for persisting.
+    pub fn entries(&self) -> impl Iterator<Item = &NameRecord> {
+        self.images.values().flat_map(|i| i.names.iter())
+    }
+
+    /// Builds the records from persisted name entries and each manifest's blobs.
+    pub fn from_entries(entries: Vec<(NameRecord, ManifestBlobs)>) -> Records {
+        let mut r = Records::default();
+        for (name, blobs) in entries {
+            let id = ImageId::new(blobs.config.digest.clone());
+            r.tag(&id, &blobs, name);
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> Digest {
+        Digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32))).unwrap()
+    }
+
+    fn desc(n: u8, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: "x".into(),
+            digest: digest(n),
+            size,
+        }
+    }
+
+    fn blobs(manifest: u8, config: u8, layers: &[u8]) -> ManifestBlobs {
+        ManifestBlobs {
+            manifest: desc(manifest, 10),
+            config: desc(config, 5),
+            layers: layers.iter().map(|l| desc(*l, 100)).collect(),
+        }
+    }
+
+    fn name(s: &str, b: &ManifestBlobs) -> NameRecord {
+        NameRecord {
+            name: ImageName::parse_qualified(s).unwrap(),
+            manifest: b.manifest.clone(),
+            pulled_by: b.manifest.digest.clone(),
+        }
+    }
+
+    fn id(b: &ManifestBlobs) -> ImageId {
+        ImageId::new(b.config.digest.clone())
+    }
+
+    #[test]
+    fn same_config_under_two_repos_is_one_image() {
+        let a = blobs(1, 2, &[3]);
+        let mut r = Records::default();
+        r.tag(&id(&a), &a, name("r.io/a:1", &a));
+        r.tag(&id(&a), &a, name("r.io/b:1", &a));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.get(&id(&a)).unwrap().names.len(), 2);
+        assert_eq!(r.get(&id(&a)).unwrap().size, 115);
+    }
+
+    #[test]
+    fn moved_tag_leaves_repo_digest_on_old_image() {
+        let a = blobs(1, 2, &[3]);
+        let b = blobs(4, 5, &[3]);
+        let mut r = Records::default();
+        r.tag(&id(&a), &a, name("r.io/a:1", &a));
+        r.tag(&id(&b), &b, name("r.io/a:1", &b));
+        assert_eq!(r.len(), 2);
+        let old = r.get(&id(&a)).unwrap();
+        assert_eq!(old.names.len(), 1);
+        assert!(old.names[0].name.is_digest_name());
+        assert_eq!(
+            r.by_name(&ImageName::parse_qualified("r.io/a:1").unwrap())
+                .unwrap()
+                .id,
+            id(&b)
+        );
+    }
+
+    #[test]
+    fn digest_name_matches_tag_pulled_by_it() {
+        let a = blobs(1, 2, &[3]);
+        let mut r = Records::default();
+        r.tag(&id(&a), &a, name("r.io/a:1", &a));
+        let by_digest = ImageName::parse_qualified(&format!("r.io/a@{}", digest(1))).unwrap();
+        assert_eq!(r.by_name(&by_digest).unwrap().id, id(&a));
+        let other_repo = ImageName::parse_qualified(&format!("r.io/b@{}", digest(1))).unwrap();
+        assert!(r.by_name(&other_repo).is_none());
+    }
+
+    #[test]
+    fn untag_last_name_removes_image() {
+        let a = blobs(1, 2, &[3]);
+        let mut r = Records::default();
+        r.tag(&id(&a), &a, name("r.io/a:1", &a));
+        r.tag(&id(&a), &a, name("r.io/a:2", &a));
+        assert!(r.untag(&ImageName::parse_qualified("r.io/a:1").unwrap()));
+        assert_eq!(r.len(), 1);
+        assert!(r.untag(&ImageName::parse_qualified("r.io/a:2").unwrap()));
+        assert!(r.is_empty());
+        assert!(!r.untag(&ImageName::parse_qualified("r.io/a:2").unwrap()));
+    }
+
+    #[test]
+    fn id_prefix_must_be_unambiguous() {
+        let a = blobs(1, 0x22, &[]);
+        let b = blobs(3, 0x23, &[]);
+        let mut r = Records::default();
+        r.tag(&id(&a), &a, name("r.io/a:1", &a));
+        r.tag(&id(&b), &b, name("r.io/b:1", &b));
+        assert!(r.by_id_prefix("2").is_none());
+        assert_eq!(r.by_id_prefix("222").unwrap().id, id(&a));
+        assert!(r.by_id_prefix("999").is_none());
+    }
+
+    #[test]
+    fn referenced_blobs_cover_every_image() {
+        let a = blobs(1, 2, &[3, 4]);
+        let b = blobs(5, 6, &[4]);
+        let mut r = Records::default();
+        r.tag(&id(&a), &a, name("r.io/a:1", &a));
+        r.tag(&id(&b), &b, name("r.io/b:1", &b));
+        assert_eq!(r.referenced_blobs().len(), 6);
+        r.remove(&id(&a));
+        assert_eq!(
+            r.referenced_blobs(),
+            [5, 6, 4].iter().map(|n| digest(*n)).collect()
+        );
+    }
+}
