@@ -56,11 +56,14 @@ pub fn from_error(e: Error) -> Status {
     {
         message = format!("RegistryUnavailable: {message}");
     }
-    match code {
-        Code::Internal | Code::Unknown | Code::DataLoss | Code::ResourceExhausted => {
-            tracing::error!(error = %message, "request failed")
-        }
-        _ => tracing::debug!(error = %message, "request refused"),
+    let server_side = matches!(
+        code,
+        Code::Internal | Code::Unknown | Code::DataLoss | Code::ResourceExhausted
+    );
+    if server_side {
+        tracing::error!(error = %message, "request failed");
+    } else {
+        tracing::debug!(error = %message, "request refused");
     }
     Status::new(code, message)
 }

@@ -1,0 +1,110 @@
+//! Architecture invariants from ARCHITECTURE.md, checked on the source text.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn sources() -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+            (rel, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+fn offenders(allowed: &[&str], needles: &[&str]) -> Vec<String> {
+    sources()
+        .into_iter()
+        .filter(|(rel, _)| !allowed.iter().any(|a| rel.starts_with(a)))
+        .filter(|(_, text)| needles.iter().any(|n| text.contains(n)))
+        .map(|(rel, _)| rel)
+        .collect()
+}
+
+#[test]
+fn grpc_types_stay_in_the_wire_layer() {
+    let bad = offenders(
+        &["grpc/", "daemon.rs", "proto.rs", "lib.rs"],
+        &["tonic::", "crate::proto", "use tonic"],
+    );
+    assert!(
+        bad.is_empty(),
+        "tonic/proto used outside grpc/, daemon.rs, proto.rs: {bad:?}"
+    );
+}
+
+#[test]
+fn oci_client_stays_in_the_registry_module() {
+    let bad = offenders(&["registry/"], &["oci_client"]);
+    assert!(bad.is_empty(), "oci_client used outside registry/: {bad:?}");
+}
+
+#[test]
+fn names_is_a_leaf() {
+    let bad: Vec<String> = sources()
+        .into_iter()
+        .filter(|(rel, _)| rel.starts_with("names/"))
+        .filter(|(_, text)| {
+            [
+                "crate::store",
+                "crate::registry",
+                "crate::image",
+                "crate::oci",
+                "crate::grpc",
+                "std::fs",
+                "tokio::",
+            ]
+            .iter()
+            .any(|n| text.contains(n))
+        })
+        .map(|(rel, _)| rel)
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "names/ must not depend on other modules or do I/O: {bad:?}"
+    );
+}
+
+#[test]
+fn anyhow_only_in_main() {
+    let bad = offenders(&["main.rs"], &["anyhow"]);
+    assert!(bad.is_empty(), "anyhow used outside main.rs: {bad:?}");
+}
+
+#[test]
+fn every_module_has_a_doc_comment() {
+    let missing: Vec<String> = sources()
+        .into_iter()
+        .filter(|(_, text)| !text.trim_start().starts_with("//!"))
+        .map(|(rel, _)| rel)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files without a //! module doc: {missing:?}"
+    );
+}
+
+#[test]
+fn status_mapping_has_no_wildcard_arm() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/grpc/status.rs"))
+            .unwrap();
+    assert!(
+        !text.contains("_ =>"),
+        "grpc/status.rs must map every error variant explicitly"
+    );
+}
