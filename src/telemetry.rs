@@ -1,6 +1,8 @@
 //! Logging setup. Library code only uses `tracing` macros; this is the one place output is
 //! configured.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr with the given filter (validated by `config`).
@@ -9,6 +11,7 @@ pub fn init(filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

@@ -63,6 +63,14 @@ pub enum Error {
     Internal(String),
 }
 
+fn not_found(image: &str, source: &RegistryError) -> String {
+    match source {
+        // Its text already names the image and the registry.
+        RegistryError::NotFound { .. } => source.to_string(),
+        other => format!("image {image}: {other}"),
+    }
+}
+
 fn list(failures: &[(String, Arc<Error>)]) -> String {
     failures
         .iter()
