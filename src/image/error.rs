@@ -17,7 +17,7 @@ pub enum Error {
     UnsupportedTransport { image: String, transport: String },
     #[error("image {image}: unusable credentials: {source}")]
     Credentials { image: String, source: AuthError },
-    #[error("image {image} not found: {source}")]
+    #[error("{}", not_found(image, source))]
     NotFound {
         image: String,
         source: RegistryError,
