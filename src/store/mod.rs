@@ -219,12 +219,7 @@ impl Store {
         blobs: &ManifestBlobs,
         name: NameRecord,
     ) -> Result<(), StoreError> {
-        self.update(|r| {
-            r.tag(id, blobs, name);
-            true
-        })
-        .await
-        .map(|_| ())
+        self.update(|r| r.tag(id, blobs, name)).await.map(|_| ())
     }
 
     /// Removes an image with all its names. Returns whether it existed.

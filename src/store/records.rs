@@ -109,21 +109,23 @@ impl Records {
 
     /// Adds `name` to image `id` (creating it from `blobs`), taking the name from any image
     /// that had it. An image that loses a tag keeps a digest name for the content it was
-    /// pulled as, so it stays addressable until removed.
-    pub fn tag(&mut self, id: &ImageId, blobs: &ManifestBlobs, name: NameRecord) {
+    /// pulled as, so it stays addressable until removed. Returns whether anything changed
+    /// (a re-pull of unchanged content changes nothing).
+    pub fn tag(&mut self, id: &ImageId, blobs: &ManifestBlobs, name: NameRecord) -> bool {
         let key = name.name.to_string();
         if let Some(old) = self.by_name.get(&key).cloned() {
             if &old == id {
                 // Same image: refresh where the name came from (a re-pull).
+                let mut changed = false;
                 if let Some(n) = self
                     .images
                     .get_mut(id.as_str())
                     .and_then(|img| img.names.iter_mut().find(|n| n.name == name.name))
                 {
+                    changed = *n != name;
                     *n = name;
                 }
-                self.add_blobs(id, blobs);
-                return;
+                return self.add_blobs(id, blobs) || changed;
             }
             self.take_name(&old, &name.name, true);
         }
@@ -139,16 +141,22 @@ impl Records {
         img.names.push(name);
         self.by_name.insert(key, id.clone());
         self.add_blobs(id, blobs);
+        true
     }
 
-    fn add_blobs(&mut self, id: &ImageId, blobs: &ManifestBlobs) {
-        if let Some(img) = self.images.get_mut(id.as_str()) {
-            for d in blobs.all() {
-                if !img.blobs.iter().any(|b| b.digest == d.digest) {
-                    img.blobs.push(d.clone());
-                }
+    /// Adds the blobs an image is missing; returns whether it was missing any.
+    fn add_blobs(&mut self, id: &ImageId, blobs: &ManifestBlobs) -> bool {
+        let Some(img) = self.images.get_mut(id.as_str()) else {
+            return false;
+        };
+        let mut added = false;
+        for d in blobs.all() {
+            if !img.blobs.iter().any(|b| b.digest == d.digest) {
+                img.blobs.push(d.clone());
+                added = true;
             }
         }
+        added
     }
 
     /// Removes one name from an image; the image goes when no name remains. With
@@ -221,7 +229,7 @@ impl Records {
         let mut r = Records::default();
         for (name, blobs) in entries {
             let id = ImageId::new(blobs.config.digest.clone());
-            r.tag(&id, &blobs, name);
+            let _ = r.tag(&id, &blobs, name);
         }
         r
     }
@@ -272,6 +280,14 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.get(&id(&a)).unwrap().names.len(), 2);
         assert_eq!(r.get(&id(&a)).unwrap().size, 115);
+    }
+
+    #[test]
+    fn re_tagging_unchanged_content_changes_nothing() {
+        let a = blobs(1, 2, &[3]);
+        let mut r = Records::default();
+        assert!(r.tag(&id(&a), &a, name("r.io/a:1", &a)));
+        assert!(!r.tag(&id(&a), &a, name("r.io/a:1", &a)));
     }
 
     #[test]
