@@ -131,8 +131,16 @@ async fn pull_task(
         .map_err(|e| Error::from_registry(&name, e))?;
     let session = Arc::new(session);
     let m = &fetched.manifest;
+    // Docker manifests are stored as OCI ones, so OCI-layout readers see every image.
+    let (stored, stored_bytes) = oci::convert::for_layout(&fetched.descriptor, &fetched.bytes)
+        .map_err(|e| {
+            invalid(
+                &name,
+                format!("manifest {}: {e}", fetched.descriptor.digest),
+            )
+        })?;
     let blobs = ManifestBlobs {
-        manifest: fetched.descriptor.clone(),
+        manifest: stored.clone(),
         config: m.config.clone(),
         layers: m.layers.clone(),
     };
@@ -168,14 +176,14 @@ async fn pull_task(
     .await?;
     inner
         .store
-        .put_blob(&fetched.descriptor, &fetched.bytes)
+        .put_blob(&stored, &stored_bytes)
         .await
         .map_err(|e| blob_err(&name, e))?;
 
     let id = ImageId::new(m.config.digest.clone());
     let record = NameRecord {
         name: name.clone(),
-        manifest: fetched.descriptor.clone(),
+        manifest: stored,
         pulled_by: fetched.pulled_by.clone(),
     };
     inner

@@ -5,6 +5,7 @@
 //! through [`Digest`](crate::names::Digest) before anything else may use it (a file path in
 //! the store is built only from a validated digest).
 
+pub mod convert;
 pub mod manifest;
 pub mod media;
 pub mod platform;

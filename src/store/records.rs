@@ -27,7 +27,8 @@ pub struct ImageRecord {
     pub names: Vec<NameRecord>,
     /// Manifests, config and layers, each once.
     pub blobs: Vec<Descriptor>,
-    /// Bytes of the first manifest plus its config and layers.
+    /// Bytes of the config and layers (compressed, as stored). The manifest is not
+    /// counted: it is stored in OCI form, whatever format the registry served.
     pub size: u64,
 }
 
@@ -136,7 +137,7 @@ impl Records {
                 id: id.clone(),
                 names: Vec::new(),
                 blobs: Vec::new(),
-                size: blobs.all().map(|d| d.size).sum(),
+                size: blobs.config.size + blobs.layers.iter().map(|d| d.size).sum::<u64>(),
             });
         img.names.push(name);
         self.by_name.insert(key, id.clone());
@@ -279,7 +280,7 @@ mod tests {
         r.tag(&id(&a), &a, name("r.io/b:1", &a));
         assert_eq!(r.len(), 1);
         assert_eq!(r.get(&id(&a)).unwrap().names.len(), 2);
-        assert_eq!(r.get(&id(&a)).unwrap().size, 115);
+        assert_eq!(r.get(&id(&a)).unwrap().size, 105);
     }
 
     #[test]

@@ -1,0 +1,22 @@
+//! Integration tests of cri-imaged: the real binary on a temporary Unix socket, talking to a
+//! real Debian `docker-registry` on 127.0.0.1, checked through the CRI gRPC API, the OCI
+//! layout on disk and `skopeo`. Nothing is mocked.
+//!
+//! Needs `/usr/bin/docker-registry` and `/usr/bin/skopeo`
+//! (`apt-get install docker-registry skopeo`); without them the tests fail, they never skip.
+//!
+//! # Layout
+//! - `support/`: fixtures that own their processes (registry, daemon) and the image builder.
+//! - one module per area: `pull`, `list`, `status`, `remove`, `fs_info`, `config`,
+//!   `daemon_life`, `store`.
+
+mod support;
+
+mod config;
+mod daemon_life;
+mod fs_info;
+mod list;
+mod pull;
+mod remove;
+mod status;
+mod store;

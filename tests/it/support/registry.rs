@@ -1,0 +1,217 @@
+//! A real Debian `docker-registry` (distribution 2.x) on 127.0.0.1, storing into a temporary
+//! directory, with its access log in a file the tests can read. Killed (by its PID) on Drop.
+//!
+//! Loopback registries are always insecure for cri-imaged, so plain HTTP is what both sides
+//! speak.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::{INSTALL_HINT, tempdir, wait_bounded};
+
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// A running `docker-registry serve` on 127.0.0.1:<port>.
+pub struct Registry {
+    child: Child,
+    port: u16,
+    log_path: PathBuf,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Registry {
+    /// Starts a registry and waits (bounded) until `GET /v2/` answers.
+    pub async fn start() -> Registry {
+        assert!(
+            std::path::Path::new(REGISTRY_BIN).is_file(),
+            "docker-registry not found: {INSTALL_HINT}"
+        );
+        // A free port can be taken by someone else between probing and binding: retry.
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            let dir = tempdir();
+            let port = closed_port();
+            let storage = dir.path().join("storage");
+            std::fs::create_dir_all(&storage).expect("create registry storage dir");
+            let config = dir.path().join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\n\
+                     log:\n  accesslog:\n    disabled: false\n  level: info\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                     http:\n  addr: 127.0.0.1:{port}\n",
+                    storage.display()
+                ),
+            )
+            .expect("write registry config");
+            let log_path = dir.path().join("registry.log");
+            let log = File::create(&log_path).expect("create registry log");
+            let log2 = log.try_clone().expect("clone registry log handle");
+            let child = Command::new(REGISTRY_BIN)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start docker-registry: {e} ({INSTALL_HINT})"));
+            let mut reg = Registry {
+                child,
+                port,
+                log_path,
+                http: reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .expect("build HTTP client"),
+                _dir: dir,
+            };
+            if reg.wait_ready().await {
+                return reg;
+            }
+            last_log = reg.log();
+            // `reg` is dropped here: the child is killed and reaped.
+        }
+        panic!("docker-registry did not start; last log:\n{last_log}");
+    }
+
+    /// True once `GET /v2/` answers 200; false if the process exits or 20 s pass.
+    async fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            let probe = self
+                .http
+                .get(format!("{}/v2/", self.url()))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if matches!(probe, Ok(ref r) if r.status().as_u16() == 200) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// `127.0.0.1:<port>`, the registry part of image names.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host())
+    }
+
+    /// Everything the registry wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Uploads one blob (POST an upload session, then PUT its content with the digest).
+    pub async fn put_blob(&self, repo: &str, digest: &str, data: &[u8]) {
+        let start = self
+            .http
+            .post(format!("{}/v2/{repo}/blobs/uploads/", self.url()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST blob upload to {repo}: {e}"));
+        assert_eq!(
+            start.status().as_u16(),
+            202,
+            "POST /v2/{repo}/blobs/uploads/ answered {}",
+            start.status()
+        );
+        let location = start
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("upload Location header")
+            .to_owned();
+        let mut url = if location.starts_with('/') {
+            format!("{}{location}", self.url())
+        } else {
+            location
+        };
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str("digest=");
+        url.push_str(digest);
+        let put = self
+            .http
+            .put(url)
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT blob {digest} to {repo}: {e}"));
+        let code = put.status().as_u16();
+        let body = put.text().await.unwrap_or_default();
+        assert_eq!(code, 201, "PUT blob {digest} to {repo}: {code} {body}");
+    }
+
+    /// Uploads a manifest (or index) under `reference` (a tag or its digest).
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, data: &[u8]) {
+        let put = self
+            .http
+            .put(format!("{}/v2/{repo}/manifests/{reference}", self.url()))
+            .header("content-type", media_type)
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT manifest {repo}:{reference}: {e}"));
+        let code = put.status().as_u16();
+        let body = put.text().await.unwrap_or_default();
+        assert_eq!(code, 201, "PUT manifest {repo}:{reference}: {code} {body}");
+    }
+
+    /// How many `GET /v2/<repo>/blobs/<digest>` requests the access log shows.
+    /// Call [`Registry::flush_access_log`] first so every finished request is in the file.
+    pub fn blob_get_count(&self, repo: &str, digest: &str) -> usize {
+        let needle = format!("\"GET /v2/{repo}/blobs/{digest} HTTP/");
+        self.log().lines().filter(|l| l.contains(&needle)).count()
+    }
+
+    /// Sends a marker request and waits (bounded) until its access-log line appears, so the
+    /// lines of requests that finished before it are in the file too.
+    pub async fn flush_access_log(&self) {
+        let marker = format!("flush{}", rand::random::<u64>());
+        let _ = self
+            .http
+            .get(format!("{}/v2/{marker}/tags/list", self.url()))
+            .send()
+            .await;
+        let needle = format!("\"GET /v2/{marker}/tags/list HTTP/");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(&needle) {
+            assert!(
+                Instant::now() < deadline,
+                "registry access log never showed the marker request"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // Child::kill sends SIGKILL to the PID we started; then reap it.
+        let _ = self.child.kill();
+        let _ = wait_bounded(&mut self.child, Duration::from_secs(10));
+    }
+}
