@@ -137,4 +137,82 @@ mod tests {
             assert_eq!(ImageUser::from_config(input), want, "user {input:?}");
         }
     }
+
+    fn record(names: &[(&str, char, char)]) -> ImageRecord {
+        use crate::names::{Digest, ImageName};
+        use crate::oci::Descriptor;
+        use crate::store::NameRecord;
+        let d = |c: char| Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap();
+        ImageRecord {
+            id: ImageId::new(d('f')),
+            names: names
+                .iter()
+                .map(|(n, manifest, pulled_by)| NameRecord {
+                    name: ImageName::parse_qualified(n).unwrap(),
+                    manifest: Descriptor {
+                        media_type: String::new(),
+                        digest: d(*manifest),
+                        size: 1,
+                    },
+                    pulled_by: d(*pulled_by),
+                })
+                .collect(),
+            blobs: Vec::new(),
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn repo_digests_follow_make_repo_digests() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let c = "c".repeat(64);
+        type Case<'a> = (&'a [(&'a str, char, char)], Vec<String>, Vec<String>);
+        let cases: Vec<Case> = vec![
+            // A tag: its repo at the digest it was pulled by.
+            (
+                &[("r.io/x:1", 'a', 'a')],
+                vec!["r.io/x:1".into()],
+                vec![format!("r.io/x@sha256:{a}")],
+            ),
+            // Pulled through an index: the index digest, not the platform manifest's.
+            (
+                &[("r.io/x:1", 'a', 'b')],
+                vec!["r.io/x:1".into()],
+                vec![format!("r.io/x@sha256:{b}")],
+            ),
+            // Two tags of one repo pulled by the same digest: one repo digest.
+            (
+                &[("r.io/x:1", 'a', 'a'), ("r.io/x:2", 'a', 'a')],
+                vec!["r.io/x:1".into(), "r.io/x:2".into()],
+                vec![format!("r.io/x@sha256:{a}")],
+            ),
+            // Digest names first, then one per tag; each repo shows its own digest.
+            (
+                &[
+                    ("q.io/y:1", 'c', 'c'),
+                    (
+                        "r.io/x@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                        'a',
+                        'b',
+                    ),
+                ],
+                vec!["q.io/y:1".into()],
+                vec![format!("r.io/x@sha256:{b}"), format!("q.io/y@sha256:{c}")],
+            ),
+            // No tags: only the digest name.
+            (
+                &[(
+                    "r.io/x@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                    'a',
+                    'a',
+                )],
+                vec![],
+                vec![format!("r.io/x@sha256:{a}")],
+            ),
+        ];
+        for (names, tags, digests) in cases {
+            assert_eq!(names_of(&record(names)), (tags, digests), "names {names:?}");
+        }
+    }
 }
