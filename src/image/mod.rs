@@ -107,3 +107,6 @@ impl ImageService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -324,3 +324,6 @@ impl Store {
         Usage { bytes, inodes }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! Core rules on a real store in a temp dir, without a registry: lookup by every handle,
+//! untag versus remove, listing filters, and blob clean-up.
+
+use sha2::Digest as _;
+
+use super::*;
+use crate::names::{Digest, ImageName, InsecureRegistries};
+use crate::oci::{Descriptor, Platform, media};
+use crate::store::{ManifestBlobs, NameRecord};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    svc: ImageService,
+}
+
+fn digest_of(bytes: &[u8]) -> Digest {
+    Digest::from_sha256(sha2::Sha256::digest(bytes).into())
+}
+
+fn fixture(registries: &[&str]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let registry = RegistryClient::new(InsecureRegistries::default(), Platform::current());
+    let settings = Settings {
+        registries: registries.iter().map(|r| r.to_string()).collect(),
+        default_transport: "docker".into(),
+        max_concurrent_downloads: 3,
+    };
+    Fixture {
+        _dir: dir,
+        svc: ImageService::new(store, registry, settings),
+    }
+}
+
+/// Stores an image (config with `user`, one layer) under `names`; returns its ID.
+async fn add(svc: &ImageService, user: &str, layer: &[u8], names: &[&str]) -> ImageId {
+    let store = &svc.inner.store;
+    let config_bytes =
+        format!(r#"{{"architecture":"amd64","os":"linux","config":{{"User":"{user}"}}}}"#);
+    let put = |media_type: &str, bytes: &[u8]| Descriptor {
+        media_type: media_type.into(),
+        digest: digest_of(bytes),
+        size: bytes.len() as u64,
+    };
+    let config = put(media::OCI_CONFIG, config_bytes.as_bytes());
+    let layer_d = put("application/vnd.oci.image.layer.v1.tar", layer);
+    let manifest_bytes = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{}","size":{}}}]}}"#,
+        media::OCI_MANIFEST,
+        config.media_type,
+        config.digest,
+        config.size,
+        layer_d.media_type,
+        layer_d.digest,
+        layer_d.size
+    );
+    let manifest = put(media::OCI_MANIFEST, manifest_bytes.as_bytes());
+    store
+        .put_blob(&config, config_bytes.as_bytes())
+        .await
+        .unwrap();
+    store.put_blob(&layer_d, layer).await.unwrap();
+    store
+        .put_blob(&manifest, manifest_bytes.as_bytes())
+        .await
+        .unwrap();
+    let blobs = ManifestBlobs {
+        manifest: manifest.clone(),
+        config: config.clone(),
+        layers: vec![layer_d],
+    };
+    let id = ImageId::new(config.digest.clone());
+    for n in names {
+        let name = ImageName::parse_qualified(n).unwrap();
+        let record = NameRecord {
+            name,
+            manifest: manifest.clone(),
+            pulled_by: manifest.digest.clone(),
+        };
+        store.add_name(&id, &blobs, record).await.unwrap();
+    }
+    id
+}
+
+#[tokio::test]
+async fn status_finds_an_image_by_every_handle() {
+    let f = fixture(&["r.io"]);
+    let id = add(&f.svc, "1002", b"layer", &["r.io/app:1", "q.io/other:2"]).await;
+    let manifest = f
+        .svc
+        .status("r.io/app:1")
+        .await
+        .unwrap()
+        .unwrap()
+        .manifest_digest;
+    let handles = [
+        id.to_string(),
+        id.hex().to_owned(),
+        id.hex()[..3].to_owned(),
+        format!("sha256:{}", &id.hex()[..5]),
+        "r.io/app:1".into(),
+        "app:1".into(),
+        "docker://r.io/app:1".into(),
+        "q.io/other:2".into(),
+        format!("r.io/app@{manifest}"),
+    ];
+    let first = f.svc.status(&handles[0]).await.unwrap().unwrap();
+    assert_eq!(first.user, ImageUser::Uid(1002));
+    for h in &handles {
+        assert_eq!(
+            f.svc.status(h).await.unwrap().as_ref(),
+            Some(&first),
+            "handle {h}"
+        );
+    }
+    let missing = [
+        "r.io/app:2",
+        "app",
+        "r.io/nope:1",
+        &"0".repeat(64),
+        "zz",
+        "other:2",
+    ];
+    for h in missing {
+        assert_eq!(f.svc.status(h).await.unwrap(), None, "handle {h}");
+    }
+    assert!(matches!(f.svc.status("UPPER/x").await, Err(Error::Name(_))));
+}
+
+#[tokio::test]
+async fn list_filters_and_prunes() {
+    let f = fixture(&["r.io"]);
+    let a = add(&f.svc, "", b"a", &["r.io/a:1"]).await;
+    let b = add(&f.svc, "www-data:1", b"b", &["r.io/b:1"]).await;
+    assert_eq!(f.svc.list(None).await.unwrap().len(), 2);
+    assert_eq!(f.svc.list(Some("")).await.unwrap().len(), 2);
+    let only_b = f.svc.list(Some("b:1")).await.unwrap();
+    assert_eq!(only_b.iter().map(|i| &i.id).collect::<Vec<_>>(), vec![&b]);
+    assert_eq!(only_b[0].user, ImageUser::Name("www-data".into()));
+    assert!(f.svc.list(Some("r.io/c:1")).await.unwrap().is_empty());
+    assert!(f.svc.list(Some("Not A Name")).await.unwrap().is_empty());
+    f.svc.remove(a.as_str()).await.unwrap();
+    assert!(f.svc.inner.cache.get(&a).is_none());
+    assert!(f.svc.inner.cache.get(&b).is_some());
+}
+
+#[tokio::test]
+async fn untag_removes_one_name_and_the_image_with_its_last() {
+    let f = fixture(&["r.io"]);
+    let id = add(&f.svc, "", b"x", &["r.io/app:1", "r.io/app:2"]).await;
+    f.svc.untag("app:1").await.unwrap();
+    let info = f.svc.status(id.as_str()).await.unwrap().unwrap();
+    assert_eq!(info.repo_tags, vec!["r.io/app:2".to_string()]);
+    f.svc.untag("r.io/app:2").await.unwrap();
+    assert_eq!(f.svc.status(id.as_str()).await.unwrap(), None);
+    // Untagging what is not there is not an error.
+    f.svc.untag("r.io/app:2").await.unwrap();
+}
+
+#[tokio::test]
+async fn untag_by_id_removes_the_image() {
+    let f = fixture(&[]);
+    let id = add(&f.svc, "", b"x", &["r.io/app:1", "r.io/app:2"]).await;
+    f.svc.untag(&id.hex()[..6]).await.unwrap();
+    assert!(f.svc.list(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn remove_by_a_tag_removes_every_name_and_only_unshared_blobs() {
+    let f = fixture(&[]);
+    let a = add(&f.svc, "a", b"shared", &["r.io/a:1", "r.io/a:2"]).await;
+    let b = add(&f.svc, "b", b"shared", &["r.io/b:1"]).await;
+    let blob = |d: &Digest| f.svc.root().join("blobs/sha256").join(d.hex());
+    f.svc.remove("r.io/a:2").await.unwrap();
+    assert_eq!(f.svc.status("r.io/a:1").await.unwrap(), None);
+    assert!(
+        !blob(a.digest()).exists(),
+        "the removed image's config is deleted"
+    );
+    assert!(blob(b.digest()).exists());
+    assert!(
+        blob(&digest_of(b"shared")).exists(),
+        "a layer another image uses stays"
+    );
+    f.svc.remove("r.io/b:1").await.unwrap();
+    assert!(!blob(&digest_of(b"shared")).exists());
+    // Idempotent.
+    f.svc.remove("r.io/b:1").await.unwrap();
+    f.svc.remove(&"0".repeat(64)).await.unwrap();
+}
+
+#[tokio::test]
+async fn pull_by_known_id_prefix_needs_no_registry() {
+    let f = fixture(&[]);
+    let id = add(&f.svc, "", b"x", &["r.io/app:1"]).await;
+    let req = PullRequest {
+        image: id.hex()[..8].to_owned(),
+        auth: None,
+    };
+    assert_eq!(f.svc.pull(req).await.unwrap(), id);
+    let unknown = PullRequest {
+        image: "f".repeat(64),
+        auth: None,
+    };
+    assert!(matches!(f.svc.pull(unknown).await, Err(Error::Name(_))));
+    let short = PullRequest {
+        image: "busybox".into(),
+        auth: None,
+    };
+    assert!(
+        matches!(f.svc.pull(short).await, Err(Error::Name(_))),
+        "no registries configured"
+    );
+}

@@ -1,0 +1,223 @@
+//! Store behaviour on a real directory: locking, verified ingest, atomic records, and the
+//! start-up recovery of what a crash can leave behind.
+
+use sha2::Digest as _;
+
+use super::*;
+use crate::oci::media;
+
+fn desc(bytes: &[u8], media_type: &str) -> Descriptor {
+    Descriptor {
+        media_type: media_type.into(),
+        digest: Digest::from_sha256(sha2::Sha256::digest(bytes).into()),
+        size: bytes.len() as u64,
+    }
+}
+
+/// Puts an image (config, one layer, manifest) and names it; returns its blobs.
+async fn add_image(store: &Store, name: &str, layer: &[u8]) -> ManifestBlobs {
+    let config_bytes = format!(r#"{{"os":"linux","architecture":"amd64","n":"{name}"}}"#);
+    let config = desc(config_bytes.as_bytes(), media::OCI_CONFIG);
+    let layer_d = desc(layer, "application/vnd.oci.image.layer.v1.tar");
+    let manifest_bytes = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":{}}},"layers":[{{"mediaType":"x","digest":"{}","size":{}}}]}}"#,
+        media::OCI_MANIFEST,
+        media::OCI_CONFIG,
+        config.digest,
+        config.size,
+        layer_d.digest,
+        layer_d.size
+    );
+    let manifest = desc(manifest_bytes.as_bytes(), media::OCI_MANIFEST);
+    store
+        .put_blob(&config, config_bytes.as_bytes())
+        .await
+        .unwrap();
+    store.put_blob(&layer_d, layer).await.unwrap();
+    store
+        .put_blob(&manifest, manifest_bytes.as_bytes())
+        .await
+        .unwrap();
+    let blobs = ManifestBlobs {
+        manifest: manifest.clone(),
+        config: config.clone(),
+        layers: vec![layer_d],
+    };
+    let record = NameRecord {
+        name: ImageName::parse_qualified(name).unwrap(),
+        manifest: manifest.clone(),
+        pulled_by: manifest.digest.clone(),
+    };
+    store
+        .add_name(&ImageId::new(config.digest.clone()), &blobs, record)
+        .await
+        .unwrap();
+    blobs
+}
+
+#[test]
+fn a_second_store_on_the_same_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path())
+        .err()
+        .expect("second open must fail");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn ingest_refuses_wrong_digest_and_wrong_size_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let d = desc(b"hello", "x");
+    let mut wrong = store.ingest(&d).await.unwrap();
+    wrong.write(b"jello").await.unwrap();
+    assert!(matches!(
+        store.commit(wrong).await,
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    let mut long = store.ingest(&d).await.unwrap();
+    assert!(matches!(
+        long.write(b"hello!").await,
+        Err(StoreError::SizeMismatch { .. })
+    ));
+    drop(long);
+    let mut short = store.ingest(&d).await.unwrap();
+    short.write(b"hell").await.unwrap();
+    assert!(matches!(
+        store.commit(short).await,
+        Err(StoreError::SizeMismatch { .. })
+    ));
+    assert!(!store.has_blob(&d).await);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(layout::INGEST_DIR))
+            .unwrap()
+            .count(),
+        0
+    );
+    store.put_blob(&d, b"hello").await.unwrap();
+    assert!(store.has_blob(&d).await);
+}
+
+#[tokio::test]
+async fn records_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = {
+        let store = Store::open(dir.path()).unwrap();
+        add_image(&store, "r.io/a:1", b"layer-a").await
+    };
+    let store = Store::open(dir.path()).unwrap();
+    let id = ImageId::new(blobs.config.digest.clone());
+    let records = store.records();
+    let img = records.get(&id).expect("image kept");
+    assert_eq!(img.names[0].name.to_string(), "r.io/a:1");
+    assert_eq!(img.size, blobs.config.size + blobs.layers[0].size);
+}
+
+#[tokio::test]
+async fn recovery_cleans_partial_downloads_and_unreferenced_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = {
+        let store = Store::open(dir.path()).unwrap();
+        add_image(&store, "r.io/a:1", b"layer-a").await
+    };
+    // What a crash can leave: a partial ingest, a committed blob no record names, a
+    // half-written index.
+    std::fs::write(dir.path().join(layout::INGEST_DIR).join("partial"), b"par").unwrap();
+    let orphan = desc(b"orphan", "x");
+    std::fs::write(layout::blob_path(dir.path(), &orphan.digest), b"orphan").unwrap();
+    std::fs::write(dir.path().join("index.json.tmp"), b"{").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(layout::INGEST_DIR))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert!(!layout::blob_path(dir.path(), &orphan.digest).exists());
+    assert!(!dir.path().join("index.json.tmp").exists());
+    for d in kept.all() {
+        assert!(store.has_blob(d).await, "referenced blob {} kept", d.digest);
+    }
+}
+
+#[tokio::test]
+async fn an_image_with_a_missing_or_truncated_blob_is_dropped_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broken, intact) = {
+        let store = Store::open(dir.path()).unwrap();
+        (
+            add_image(&store, "r.io/a:1", b"layer-a").await,
+            add_image(&store, "r.io/b:1", b"layer-b").await,
+        )
+    };
+    std::fs::write(
+        layout::blob_path(dir.path(), &broken.layers[0].digest),
+        b"lay",
+    )
+    .unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let records = store.records();
+    assert!(
+        records
+            .get(&ImageId::new(broken.config.digest.clone()))
+            .is_none()
+    );
+    assert!(
+        records
+            .get(&ImageId::new(intact.config.digest.clone()))
+            .is_some()
+    );
+    // The drop was persisted, and the broken image's own blobs were collected.
+    let text = std::fs::read_to_string(dir.path().join(layout::INDEX_FILE)).unwrap();
+    assert!(
+        !text.contains("r.io/a:1") && text.contains("r.io/b:1"),
+        "{text}"
+    );
+    assert!(!store.has_blob(&broken.config).await);
+}
+
+#[tokio::test]
+async fn a_leased_blob_survives_the_removal_of_its_last_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let blobs = add_image(&store, "r.io/a:1", b"layer-a").await;
+    let lease = store.lease([blobs.layers[0].digest.clone()]);
+    assert!(
+        store
+            .remove_image(&ImageId::new(blobs.config.digest.clone()))
+            .await
+            .unwrap()
+    );
+    assert!(store.has_blob(&blobs.layers[0]).await, "leased layer kept");
+    assert!(
+        !store.has_blob(&blobs.config).await,
+        "unleased config deleted"
+    );
+    drop(lease);
+}
+
+#[tokio::test]
+async fn usage_follows_blobs_in_and_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let empty = store.usage();
+    let blobs = add_image(&store, "r.io/a:1", &vec![7u8; 256 * 1024]).await;
+    let full = store.usage();
+    assert!(
+        full.bytes >= empty.bytes + 256 * 1024,
+        "{empty:?} -> {full:?}"
+    );
+    assert_eq!(full.inodes, empty.inodes + 4, "three blobs and index.json");
+    store
+        .remove_image(&ImageId::new(blobs.config.digest.clone()))
+        .await
+        .unwrap();
+    let after = store.usage();
+    assert_eq!(after.inodes, full.inodes - 3, "index.json now exists; the three blobs are gone");
+    assert!(after.bytes < full.bytes);
+}
