@@ -1,15 +1,20 @@
 //! At most one operation in flight per key: callers asking for a key that is already being
 //! worked on wait for that work's result instead of starting their own.
+//!
+//! The map holds only weak references: the work belongs to its waiters. When the last
+//! waiter goes away (a client cancelled, a sibling layer failed, the pull was cancelled at
+//! shutdown), the work future is dropped with everything it owns, such as a partial blob
+//! file, and the next caller starts afresh.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
 use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared};
+use futures_util::future::{BoxFuture, Shared, WeakShared};
 
 pub struct Flights<T: Clone> {
-    map: Mutex<HashMap<String, Shared<BoxFuture<'static, T>>>>,
+    map: Mutex<HashMap<String, WeakShared<BoxFuture<'static, T>>>>,
 }
 
 impl<T: Clone> Default for Flights<T> {
@@ -26,20 +31,27 @@ impl<T: Clone + Send + Sync + 'static> Flights<T> {
     where
         F: Future<Output = T> + Send + 'static,
     {
-        let fut = {
+        let fut: Shared<BoxFuture<'static, T>> = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            match map.get(&key) {
-                Some(f) => f.clone(),
+            match map.get(&key).and_then(WeakShared::upgrade) {
+                Some(f) => f,
                 None => {
+                    map.retain(|_, w| w.upgrade().is_some());
                     let f = make().boxed().shared();
-                    map.insert(key.clone(), f.clone());
+                    if let Some(weak) = f.downgrade() {
+                        map.insert(key.clone(), weak);
+                    }
                     f
                 }
             }
         };
         let out = fut.clone().await;
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(&key).is_some_and(|f| f.ptr_eq(&fut)) {
+        if map
+            .get(&key)
+            .and_then(WeakShared::upgrade)
+            .is_none_or(|f| f.ptr_eq(&fut))
+        {
             map.remove(&key);
         }
         out
@@ -48,10 +60,17 @@ impl<T: Clone + Send + Sync + 'static> Flights<T> {
     /// Whether no key is in flight.
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().all(|w| w.upgrade().is_none())
+    }
+}
+
+/// Aborts a spawned task when dropped: a task whose every waiter went away stops.
+pub struct AbortOnDrop(pub tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -83,5 +102,50 @@ mod tests {
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert!(flights.is_empty());
+    }
+
+    struct SetOnDrop(Arc<AtomicUsize>);
+
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn work_is_dropped_when_its_last_waiter_goes_and_the_next_caller_starts_afresh() {
+        let flights = Arc::new(Flights::<usize>::default());
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let d = dropped.clone();
+        let waiter = {
+            let flights = flights.clone();
+            tokio::spawn(async move {
+                flights
+                    .run("k".into(), move || async move {
+                        let _guard = SetOnDrop(d);
+                        std::future::pending::<usize>().await
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            0,
+            "work runs while a waiter waits"
+        );
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            1,
+            "work dropped with its last waiter"
+        );
+        assert!(flights.is_empty());
+        assert_eq!(
+            flights.run("k".into(), || async { 7 }).await,
+            7,
+            "a fresh run"
+        );
     }
 }

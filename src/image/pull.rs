@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 
-use super::{Error, ImageMeta, ImageService, Inner};
+use super::{Error, ImageMeta, ImageService, Inner, flight};
 use crate::names::{self, ImageId, ImageName, Resolved};
 use crate::oci::{self, Descriptor};
 use crate::registry::{AuthFields, Credentials, Session};
@@ -108,6 +108,8 @@ impl ImageService {
                         () = token.cancelled() => Err(Error::ShuttingDown { image: image.clone() }),
                     }
                 });
+                // When every waiter is gone, the pull stops (and with it its downloads).
+                let _abort = flight::AbortOnDrop(task.abort_handle());
                 match task.await {
                     Ok(r) => r.map_err(Arc::new),
                     Err(e) => Err(Arc::new(Error::Internal(format!("pull task failed: {e}")))),

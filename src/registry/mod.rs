@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt};
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::{Client, Reference};
 
@@ -267,17 +267,30 @@ impl Session {
             BlobResponse::Full(s) | BlobResponse::Partial(s) => s,
         };
         let registry = self.registry.clone();
-        // oci-client's stream is not fused after an error: stop at the first one.
+        let expected = blob.size;
+        // oci-client's stream is not fused after an error: stop at the first one. A registry
+        // that ignores Range answers 200, and oci-client then verifies the digest itself:
+        // an error once every byte has arrived is that verification, not the network.
         let stream = sized
             .stream
-            .map_err(move |e| RegistryError::Unavailable {
-                registry: registry.clone(),
-                reason: e.to_string(),
-            })
-            .scan(false, |failed, item| {
+            .scan((false, 0u64), move |(failed, received), item| {
                 if *failed {
                     return futures_util::future::ready(None);
                 }
+                let item = match item {
+                    Ok(chunk) => {
+                        *received += chunk.len() as u64;
+                        Ok(chunk)
+                    }
+                    Err(e) if *received >= expected => Err(RegistryError::InvalidContent {
+                        registry: registry.clone(),
+                        reason: format!("blob {digest}: {e}"),
+                    }),
+                    Err(e) => Err(RegistryError::Unavailable {
+                        registry: registry.clone(),
+                        reason: e.to_string(),
+                    }),
+                };
                 *failed = item.is_err();
                 futures_util::future::ready(Some(item))
             });

@@ -29,15 +29,17 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub(super) async fn create(root: &Path, expected: &Descriptor) -> Result<Ingest, StoreError> {
+    pub(super) fn create(root: &Path, expected: &Descriptor) -> Result<Ingest, StoreError> {
         let n = NEXT_INGEST.fetch_add(1, Ordering::Relaxed);
         let path = root.join(layout::INGEST_DIR).join(format!(
             "{}.{}.{n}",
             expected.digest.hex(),
             std::process::id()
         ));
-        let file = tokio::fs::File::create(&path)
-            .await
+        // Created synchronously (one quick syscall), so no cancellation can fall between
+        // the file's creation and the `Ingest` whose drop deletes it.
+        let file = std::fs::File::create(&path)
+            .map(tokio::fs::File::from_std)
             .map_err(|e| StoreError::io(root, "create", &path, e))?;
         Ok(Ingest {
             root: root.to_owned(),

@@ -176,7 +176,7 @@ impl Store {
 
     /// Starts writing a blob.
     pub async fn ingest(&self, expected: &Descriptor) -> Result<Ingest, StoreError> {
-        Ingest::create(&self.root, expected).await
+        Ingest::create(&self.root, expected)
     }
 
     /// Verifies and commits an ingest.

@@ -218,6 +218,10 @@ async fn usage_follows_blobs_in_and_out() {
         .await
         .unwrap();
     let after = store.usage();
-    assert_eq!(after.inodes, full.inodes - 3, "index.json now exists; the three blobs are gone");
+    assert_eq!(
+        after.inodes,
+        full.inodes - 3,
+        "index.json now exists; the three blobs are gone"
+    );
     assert!(after.bytes < full.bytes);
 }

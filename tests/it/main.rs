@@ -6,14 +6,16 @@
 //! (`apt-get install docker-registry skopeo`); without them the tests fail, they never skip.
 //!
 //! # Layout
-//! - `support/`: fixtures that own their processes (registry, daemon) and the image builder.
+//! - `support/`: fixtures that own their processes (registry, daemon), the image builder,
+//!   and `fake`, an in-process registry that stalls, lies about digests or ignores `Range`.
 //! - one module per area: `pull`, `list`, `status`, `remove`, `fs_info`, `config`,
-//!   `daemon_life`, `store`.
+//!   `daemon_life`, `store`, `faults` (shutdown and kill mid-pull, bad content).
 
 mod support;
 
 mod config;
 mod daemon_life;
+mod faults;
 mod fs_info;
 mod list;
 mod pull;

@@ -4,6 +4,7 @@
 //! Every process started here is stopped by its own `Drop`, by the PID it was started with.
 
 pub mod daemon;
+pub mod fake;
 pub mod images;
 pub mod registry;
 
