@@ -81,9 +81,10 @@ impl Ingest {
         Ok(())
     }
 
-    /// Verifies size and digest, fsyncs and moves the blob into place. Returns the bytes
-    /// the blob occupies on disk.
-    pub async fn commit(mut self) -> Result<u64, StoreError> {
+    /// Verifies size and digest, fsyncs and links the blob into place. Returns the bytes
+    /// the blob occupies on disk, or `None` when the blob was already there (committed by a
+    /// concurrent pull): the link never replaces a blob, so nothing is counted twice.
+    pub async fn commit(mut self) -> Result<Option<u64>, StoreError> {
         if self.written != self.expected.size {
             return Err(StoreError::SizeMismatch {
                 digest: self.expected.digest.clone(),
@@ -117,12 +118,13 @@ impl Ingest {
             .unwrap_or(self.written);
         drop(file);
         let dest = layout::blob_path(&self.root, &self.expected.digest);
-        tokio::fs::rename(&self.path, &dest)
-            .await
-            .map_err(|e| StoreError::io(&self.root, "rename", &dest, e))?;
-        // The rename is made durable by the directory fsync before index.json names the blob.
-        self.path = PathBuf::new();
-        Ok(allocated)
+        // The link is made durable by the directory fsync before index.json names the blob;
+        // the ingest name is removed when `self` drops.
+        match tokio::fs::hard_link(&self.path, &dest).await {
+            Ok(()) => Ok(Some(allocated)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(StoreError::io(&self.root, "link", &dest, e)),
+        }
     }
 }
 

@@ -36,46 +36,57 @@ pub struct Usage {
     pub inodes: u64,
 }
 
-/// Blobs that in-flight pulls rely on: removal never deletes a leased blob.
-#[derive(Default)]
-struct Leases(Mutex<HashMap<Digest, usize>>);
-
-/// Keeps blobs from being deleted while it lives.
+/// Keeps blobs from being deleted while it lives. When the last lease on a blob goes and
+/// no image references it (the pull failed or was cancelled), the blob is deleted.
 pub struct Lease {
-    leases: Arc<Leases>,
+    shared: Arc<Shared>,
     digests: Vec<Digest>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut map = self.leases.0.lock().unwrap_or_else(|p| p.into_inner());
-        for d in &self.digests {
-            if let Some(n) = map.get_mut(d) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(d);
+        let mut released = Vec::new();
+        {
+            let mut map = self.shared.leases.lock().unwrap_or_else(|p| p.into_inner());
+            for d in self.digests.drain(..) {
+                if let Some(n) = map.get_mut(&d) {
+                    *n -= 1;
+                    if *n == 0 {
+                        map.remove(&d);
+                        released.push(d);
+                    }
                 }
+            }
+        }
+        if !released.is_empty() {
+            let shared = self.shared.clone();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(move || shared.collect(released))),
+                Err(_) => shared.collect(released),
             }
         }
     }
 }
 
+/// The content store. Cheap to share: all state is behind one `Arc`.
 pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     root: PathBuf,
     _lock: std::fs::File,
     /// The image records. A std `RwLock`: reads are short, synchronous and never span an
     /// `.await`; writers replace the whole value after persisting it.
     records: RwLock<Arc<Records>>,
     /// Serialises index updates; holds the entries cri-imaged keeps verbatim.
-    writer: tokio::sync::Mutex<Writer>,
-    leases: Arc<Leases>,
+    writer: tokio::sync::Mutex<Vec<serde_json::Value>>,
+    /// Blobs of entries cri-imaged did not write: never deleted.
+    protected: HashSet<Digest>,
+    /// Blobs in-flight pulls rely on, with how many leases each.
+    leases: Mutex<HashMap<Digest, usize>>,
     blob_bytes: AtomicU64,
     blob_inodes: AtomicU64,
-}
-
-struct Writer {
-    foreign: Vec<serde_json::Value>,
-    protected: HashSet<Digest>,
 }
 
 impl Store {
@@ -122,29 +133,26 @@ impl Store {
         let (bytes, inodes) = recover::disk_usage(&layout::blobs_dir(root));
         tracing::info!(root = %root.display(), images = rec.records.len(), bytes, "store opened");
         Ok(Store {
-            root: root.to_owned(),
-            _lock: lock,
-            records: RwLock::new(Arc::new(rec.records)),
-            writer: tokio::sync::Mutex::new(Writer {
-                foreign: rec.foreign,
+            shared: Arc::new(Shared {
+                root: root.to_owned(),
+                _lock: lock,
+                records: RwLock::new(Arc::new(rec.records)),
+                writer: tokio::sync::Mutex::new(rec.foreign),
                 protected: rec.protected,
+                leases: Mutex::default(),
+                blob_bytes: AtomicU64::new(bytes),
+                blob_inodes: AtomicU64::new(inodes),
             }),
-            leases: Arc::default(),
-            blob_bytes: AtomicU64::new(bytes),
-            blob_inodes: AtomicU64::new(inodes),
         })
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.shared.root
     }
 
     /// A consistent snapshot of the image records.
     pub fn records(&self) -> Arc<Records> {
-        self.records
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.records()
     }
 
     /// The image an ID prefix (hex, at least one character) names, if exactly one.
@@ -157,33 +165,36 @@ impl Store {
     /// Marks blobs as in use by an in-flight pull until the lease is dropped.
     pub fn lease(&self, digests: impl IntoIterator<Item = Digest>) -> Lease {
         let digests: Vec<Digest> = digests.into_iter().collect();
-        let mut map = self.leases.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.shared.leases.lock().unwrap_or_else(|p| p.into_inner());
         for d in &digests {
             *map.entry(d.clone()).or_default() += 1;
         }
         Lease {
-            leases: self.leases.clone(),
+            shared: self.shared.clone(),
             digests,
         }
     }
 
     /// Whether a verified blob with this digest and size is present.
     pub async fn has_blob(&self, d: &Descriptor) -> bool {
-        tokio::fs::metadata(layout::blob_path(&self.root, &d.digest))
+        tokio::fs::metadata(layout::blob_path(self.root(), &d.digest))
             .await
             .is_ok_and(|m| m.len() == d.size)
     }
 
     /// Starts writing a blob.
     pub async fn ingest(&self, expected: &Descriptor) -> Result<Ingest, StoreError> {
-        Ingest::create(&self.root, expected)
+        Ingest::create(self.root(), expected)
     }
 
-    /// Verifies and commits an ingest.
+    /// Verifies and commits an ingest. A blob committed twice at once is counted once.
     pub async fn commit(&self, ingest: Ingest) -> Result<(), StoreError> {
-        let allocated = ingest.commit().await?;
-        self.blob_bytes.fetch_add(allocated, Ordering::Relaxed);
-        self.blob_inodes.fetch_add(1, Ordering::Relaxed);
+        if let Some(allocated) = ingest.commit().await? {
+            self.shared
+                .blob_bytes
+                .fetch_add(allocated, Ordering::Relaxed);
+            self.shared.blob_inodes.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -199,14 +210,14 @@ impl Store {
 
     /// Reads a blob (manifests and configs: callers cap the size through the descriptor).
     pub async fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
-        let path = layout::blob_path(&self.root, digest);
+        let path = layout::blob_path(self.root(), digest);
         tokio::fs::read(&path).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 StoreError::MissingBlob {
                     digest: digest.clone(),
                 }
             } else {
-                StoreError::io(&self.root, "read", &path, e)
+                StoreError::io(self.root(), "read", &path, e)
             }
         })
     }
@@ -219,22 +230,79 @@ impl Store {
         blobs: &ManifestBlobs,
         name: NameRecord,
     ) -> Result<(), StoreError> {
-        self.update(|r| r.tag(id, blobs, name)).await.map(|_| ())
+        let (id, blobs) = (id.clone(), blobs.clone());
+        self.update(move |r| r.tag(&id, &blobs, name))
+            .await
+            .map(|_| ())
     }
 
     /// Removes an image with all its names. Returns whether it existed.
     pub async fn remove_image(&self, id: &ImageId) -> Result<bool, StoreError> {
-        self.update(|r| r.remove(id)).await
+        let id = id.clone();
+        self.update(move |r| r.remove(&id)).await
     }
 
     /// Removes one name; the image goes with its last name. Returns whether it existed.
     pub async fn untag(&self, name: &ImageName) -> Result<bool, StoreError> {
-        self.update(|r| r.untag(name)).await
+        let name = name.clone();
+        self.update(move |r| r.untag(&name)).await
+    }
+
+    /// Runs a records change to completion in its own task: a caller that goes away (a
+    /// client deadline, a cancelled pull) cannot interrupt it between writing `index.json`
+    /// and publishing the records.
+    async fn update(
+        &self,
+        change: impl FnOnce(&mut Records) -> bool + Send + 'static,
+    ) -> Result<bool, StoreError> {
+        let shared = self.shared.clone();
+        tokio::spawn(async move { shared.update(change).await })
+            .await
+            .map_err(|e| {
+                StoreError::io(
+                    self.root(),
+                    "update",
+                    &self.root().join(layout::INDEX_FILE),
+                    std::io::Error::other(e),
+                )
+            })?
+    }
+
+    /// Bytes and inodes the store uses: blobs plus the layout files and directories.
+    pub fn usage(&self) -> Usage {
+        let mut bytes = self.shared.blob_bytes.load(Ordering::Relaxed);
+        let mut inodes = self.shared.blob_inodes.load(Ordering::Relaxed);
+        for f in [
+            layout::INDEX_FILE,
+            layout::LAYOUT_FILE,
+            layout::LOCK_FILE,
+            "blobs",
+            "blobs/sha256",
+            layout::INGEST_DIR,
+        ] {
+            if let Ok(m) = std::fs::metadata(self.root().join(f)) {
+                bytes += blobs::allocated_bytes(&m);
+                inodes += 1;
+            }
+        }
+        Usage { bytes, inodes }
+    }
+}
+
+impl Shared {
+    fn records(&self) -> Arc<Records> {
+        self.records
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Applies `change` to a copy of the records, persists the copy, publishes it, then
     /// deletes the blobs no image references any more.
-    async fn update(&self, change: impl FnOnce(&mut Records) -> bool) -> Result<bool, StoreError> {
+    async fn update(
+        self: Arc<Self>,
+        change: impl FnOnce(&mut Records) -> bool,
+    ) -> Result<bool, StoreError> {
         let writer = self.writer.lock().await;
         let before = self.records();
         let mut after = (*before).clone();
@@ -245,7 +313,7 @@ impl Store {
             after
                 .entries()
                 .map(|n| (&n.name, &n.manifest, &n.pulled_by)),
-            &writer.foreign,
+            &writer,
         );
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
@@ -265,20 +333,32 @@ impl Store {
         let orphans: Vec<Digest> = before
             .referenced_blobs()
             .into_iter()
-            .filter(|d| !still.contains(d) && !writer.protected.contains(d))
+            .filter(|d| !still.contains(d))
             .collect();
         *self.records.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(after);
         drop(writer);
-        self.delete_blobs(orphans);
+        if !orphans.is_empty() {
+            let shared = self.clone();
+            let _ = tokio::task::spawn_blocking(move || shared.collect(orphans)).await;
+        }
         Ok(true)
     }
 
-    fn delete_blobs(&self, orphans: Vec<Digest>) {
-        // The lease map stays locked across check and unlink, so a pull cannot lease a blob
-        // between the two and then find it gone.
-        let leases = self.leases.0.lock().unwrap_or_else(|p| p.into_inner());
-        for d in orphans {
-            if leases.contains_key(&d) {
+    /// Deletes those of `candidates` that no image references, no pull leases and no
+    /// foreign entry protects. The lease map stays locked from check to unlink, so a pull
+    /// cannot lease a blob in between and then find it gone.
+    fn collect(&self, candidates: Vec<Digest>) {
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let records = self.records();
+        let mut referenced: Option<HashSet<Digest>> = None;
+        for d in candidates {
+            if leases.contains_key(&d) || self.protected.contains(&d) {
+                continue;
+            }
+            if referenced
+                .get_or_insert_with(|| records.referenced_blobs())
+                .contains(&d)
+            {
                 continue;
             }
             let path = layout::blob_path(&self.root, &d);
@@ -287,14 +367,17 @@ impl Store {
                 .unwrap_or(0);
             match std::fs::remove_file(&path) {
                 Ok(()) => {
-                    self.blob_bytes.fetch_sub(
-                        allocated.min(self.blob_bytes.load(Ordering::Relaxed)),
-                        Ordering::Relaxed,
-                    );
-                    self.blob_inodes.fetch_sub(
-                        1.min(self.blob_inodes.load(Ordering::Relaxed)),
-                        Ordering::Relaxed,
-                    );
+                    let _ =
+                        self.blob_bytes
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                                Some(b.saturating_sub(allocated))
+                            });
+                    let _ =
+                        self.blob_inodes
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                Some(n.saturating_sub(1))
+                            });
+                    tracing::debug!(blob = %d, "deleted unreferenced blob");
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -302,26 +385,6 @@ impl Store {
                 }
             }
         }
-    }
-
-    /// Bytes and inodes the store uses: blobs plus the layout files and directories.
-    pub fn usage(&self) -> Usage {
-        let mut bytes = self.blob_bytes.load(Ordering::Relaxed);
-        let mut inodes = self.blob_inodes.load(Ordering::Relaxed);
-        for f in [
-            layout::INDEX_FILE,
-            layout::LAYOUT_FILE,
-            layout::LOCK_FILE,
-            "blobs",
-            "blobs/sha256",
-            layout::INGEST_DIR,
-        ] {
-            if let Ok(m) = std::fs::metadata(self.root.join(f)) {
-                bytes += blobs::allocated_bytes(&m);
-                inodes += 1;
-            }
-        }
-        Usage { bytes, inodes }
     }
 }
 

@@ -199,6 +199,61 @@ async fn a_leased_blob_survives_the_removal_of_its_last_image() {
         "unleased config deleted"
     );
     drop(lease);
+    assert!(
+        eventually_gone(&store, &blobs.layers[0]).await,
+        "deleted once its last lease went"
+    );
+}
+
+/// Polls (bounded) until a blob is gone: lease clean-up runs on a blocking thread.
+async fn eventually_gone(store: &Store, d: &Descriptor) -> bool {
+    for _ in 0..200 {
+        if !store.has_blob(d).await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn blobs_of_a_pull_that_never_recorded_its_image_go_with_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let kept = add_image(&store, "r.io/a:1", b"shared").await;
+    let fresh = desc(b"fresh", "x");
+    let lease = store.lease([fresh.digest.clone(), kept.layers[0].digest.clone()]);
+    store.put_blob(&fresh, b"fresh").await.unwrap();
+    drop(lease);
+    assert!(
+        eventually_gone(&store, &fresh).await,
+        "a blob no image references goes"
+    );
+    assert!(
+        store.has_blob(&kept.layers[0]).await,
+        "a referenced blob stays"
+    );
+}
+
+#[tokio::test]
+async fn a_blob_committed_twice_at_once_is_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let before = store.usage();
+    let d = desc(&[9u8; 8192], "x");
+    let mut a = store.ingest(&d).await.unwrap();
+    let mut b = store.ingest(&d).await.unwrap();
+    a.write(&[9u8; 8192]).await.unwrap();
+    b.write(&[9u8; 8192]).await.unwrap();
+    store.commit(a).await.unwrap();
+    store.commit(b).await.unwrap();
+    assert_eq!(store.usage().inodes, before.inodes + 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(layout::INGEST_DIR))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[tokio::test]
