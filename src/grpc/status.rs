@@ -24,6 +24,7 @@ fn code(e: &Error) -> Code {
         Error::Unauthorized { .. } => Code::Unauthenticated,
         Error::Denied { .. } => Code::PermissionDenied,
         Error::InvalidContent { .. } => Code::DataLoss,
+        Error::Unsupported { .. } => Code::FailedPrecondition,
         Error::Registry { .. } => Code::Unknown,
         Error::Store { source, .. } => match source {
             StoreError::NoSpace { .. } => Code::ResourceExhausted,

@@ -43,6 +43,11 @@ pub enum Error {
         source: RegistryError,
     },
     #[error("pulling image {image}: {source}")]
+    Unsupported {
+        image: String,
+        source: RegistryError,
+    },
+    #[error("pulling image {image}: {source}")]
     Registry {
         image: String,
         source: RegistryError,
@@ -91,6 +96,7 @@ impl Error {
             RegistryError::Unauthorized { .. } => Error::Unauthorized { image, source },
             RegistryError::Denied { .. } => Error::Denied { image, source },
             RegistryError::InvalidContent { .. } => Error::InvalidContent { image, source },
+            RegistryError::Unsupported { .. } => Error::Unsupported { image, source },
             RegistryError::Other { .. } => Error::Registry { image, source },
         }
     }

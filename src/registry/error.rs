@@ -15,14 +15,15 @@ pub enum RegistryError {
     Unavailable { registry: String, reason: String },
     #[error("registry {registry} served invalid content: {reason}")]
     InvalidContent { registry: String, reason: String },
+    #[error("registry {registry} served content cri-imaged does not support: {reason}")]
+    Unsupported { registry: String, reason: String },
     #[error("no manifest for platform {platform} in the index served by {registry}")]
     NoPlatform { registry: String, platform: String },
     #[error("registry {registry}: {reason}")]
     Other { registry: String, reason: String },
 }
 
-/// Strips anything that could carry a secret from a transport error's text: only its
-/// display form is kept, and reqwest never puts credentials there.
+/// A transport error's text with its cause chain.
 fn reason(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -100,19 +101,30 @@ impl RegistryError {
                     message.chars().take(200).collect::<String>()
                 ),
             },
-            OciDistributionError::RequestError(e) => RegistryError::Unavailable {
-                registry,
-                reason: reason(&e),
-            },
+            OciDistributionError::RequestError(e) => {
+                // Without the URL: a redirect target (a blob CDN's signed URL) can carry
+                // credentials in its query. The host is enough to say where it failed.
+                let host = e.url().and_then(|u| u.host_str().map(str::to_owned));
+                let text = reason(&e.without_url());
+                RegistryError::Unavailable {
+                    registry,
+                    reason: host.map_or(text.clone(), |h| format!("{h}: {text}")),
+                }
+            }
             OciDistributionError::IoError(e) => RegistryError::Unavailable {
                 registry,
                 reason: e.to_string(),
             },
+            e @ (OciDistributionError::UnsupportedMediaTypeError(_)
+            | OciDistributionError::UnsupportedSchemaVersionError(_)) => {
+                RegistryError::Unsupported {
+                    registry,
+                    reason: e.to_string(),
+                }
+            }
             e @ (OciDistributionError::DigestError(_)
             | OciDistributionError::ManifestParsingError(_)
             | OciDistributionError::VersionedParsingError(_)
-            | OciDistributionError::UnsupportedMediaTypeError(_)
-            | OciDistributionError::UnsupportedSchemaVersionError(_)
             | OciDistributionError::ManifestEncodingError(_)
             | OciDistributionError::JsonError(_)
             | OciDistributionError::SpecViolationError(_)

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use oci_client::RegistryOperation;
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::{Client, Reference};
 
@@ -149,6 +150,9 @@ impl Session {
             accept_invalid_certificates: scheme == Scheme::InsecureHttps,
             platform_resolver: None,
             connect_timeout: Some(Duration::from_secs(30)),
+            // Per read, reset on progress: a registry that stops sending fails the pull
+            // instead of holding it (and a download slot) forever.
+            read_timeout: Some(Duration::from_secs(60)),
             user_agent: concat!("cri-imaged/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
@@ -181,6 +185,24 @@ impl Session {
         Ok((bytes, digest))
     }
 
+    /// A document that could not be used: unsupported (schema 1, other media types) or
+    /// invalid.
+    fn format_error(&self, context: String, e: oci::FormatError) -> RegistryError {
+        let reason = format!("{context}: {e}");
+        match e {
+            oci::FormatError::SchemaVersion(_) | oci::FormatError::MediaType(_) => {
+                RegistryError::Unsupported {
+                    registry: self.registry.clone(),
+                    reason,
+                }
+            }
+            oci::FormatError::TooLarge { .. }
+            | oci::FormatError::Json(_)
+            | oci::FormatError::Digest(_)
+            | oci::FormatError::Invalid(_) => self.invalid(reason),
+        }
+    }
+
     fn invalid(&self, reason: String) -> RegistryError {
         RegistryError::InvalidContent {
             registry: self.registry.clone(),
@@ -195,9 +217,16 @@ impl Session {
         platform: &Platform,
     ) -> Result<FetchedManifest, RegistryError> {
         let what = name.to_string();
-        let (bytes, digest) = self.manifest_raw(&oci_reference(name, None), &what).await?;
+        let reference = oci_reference(name, None);
+        // Authenticate explicitly: oci-client swallows token errors on its implicit path,
+        // which would turn a token-server outage into a misleading "unauthorized".
+        self.client
+            .auth(&reference, &self.auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| RegistryError::from_oci(&self.registry, &what, e))?;
+        let (bytes, digest) = self.manifest_raw(&reference, &what).await?;
         let parsed = oci::manifest::parse(&bytes, None)
-            .map_err(|e| self.invalid(format!("manifest of {what}: {e}")))?;
+            .map_err(|e| self.format_error(format!("manifest of {what}"), e))?;
         match parsed {
             Parsed::Manifest(manifest) => Ok(FetchedManifest {
                 pulled_by: digest.clone(),
@@ -226,11 +255,12 @@ impl Session {
                     )));
                 }
                 let Parsed::Manifest(manifest) = oci::manifest::parse(&child_bytes, None)
-                    .map_err(|e| self.invalid(format!("manifest {}: {e}", child.digest)))?
+                    .map_err(|e| self.format_error(format!("manifest {}", child.digest), e))?
                 else {
-                    return Err(
-                        self.invalid(format!("index entry {} is itself an index", child.digest))
-                    );
+                    return Err(RegistryError::Unsupported {
+                        registry: self.registry.clone(),
+                        reason: format!("index entry {} is itself an index", child.digest),
+                    });
                 };
                 Ok(FetchedManifest {
                     pulled_by: digest,
@@ -267,33 +297,36 @@ impl Session {
             BlobResponse::Full(s) | BlobResponse::Partial(s) => s,
         };
         let registry = self.registry.clone();
-        let expected = blob.size;
         // oci-client's stream is not fused after an error: stop at the first one. A registry
         // that ignores Range answers 200, and oci-client then verifies the digest itself:
-        // an error once every byte has arrived is that verification, not the network.
-        let stream = sized
-            .stream
-            .scan((false, 0u64), move |(failed, received), item| {
-                if *failed {
-                    return futures_util::future::ready(None);
-                }
-                let item = match item {
-                    Ok(chunk) => {
-                        *received += chunk.len() as u64;
-                        Ok(chunk)
-                    }
-                    Err(e) if *received >= expected => Err(RegistryError::InvalidContent {
-                        registry: registry.clone(),
-                        reason: format!("blob {digest}: {e}"),
-                    }),
-                    Err(e) => Err(RegistryError::Unavailable {
-                        registry: registry.clone(),
-                        reason: e.to_string(),
-                    }),
-                };
-                *failed = item.is_err();
-                futures_util::future::ready(Some(item))
-            });
+        // its digest error is bad content, not the network.
+        let stream = sized.stream.scan(false, move |failed, item| {
+            if *failed {
+                return futures_util::future::ready(None);
+            }
+            let item = match item {
+                Ok(chunk) => Ok(chunk),
+                Err(e) if is_digest_error(&e) => Err(RegistryError::InvalidContent {
+                    registry: registry.clone(),
+                    reason: format!("blob {digest}: {e}"),
+                }),
+                Err(e) => Err(RegistryError::Unavailable {
+                    registry: registry.clone(),
+                    reason: e.to_string(),
+                }),
+            };
+            *failed = item.is_err();
+            futures_util::future::ready(Some(item))
+        });
         Ok(Box::pin(stream))
     }
+}
+
+/// Whether a blob stream error is oci-client's digest verification failing.
+fn is_digest_error(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| {
+        inner
+            .downcast_ref::<oci_client::errors::DigestError>()
+            .is_some()
+    })
 }
