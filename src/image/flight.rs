@@ -26,22 +26,23 @@ impl<T: Clone> Default for Flights<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> Flights<T> {
-    /// Runs `make()`'s future for `key`, or joins the one already running.
-    pub async fn run<F>(&self, key: String, make: impl FnOnce() -> F) -> T
+    /// Runs `make()`'s future for `key`, or joins the one already running. The flag says
+    /// whether this caller started the work (false: it joined another caller's).
+    pub async fn run<F>(&self, key: String, make: impl FnOnce() -> F) -> (T, bool)
     where
         F: Future<Output = T> + Send + 'static,
     {
-        let fut: Shared<BoxFuture<'static, T>> = {
+        let (fut, led): (Shared<BoxFuture<'static, T>>, bool) = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&key).and_then(WeakShared::upgrade) {
-                Some(f) => f,
+                Some(f) => (f, false),
                 None => {
                     map.retain(|_, w| w.upgrade().is_some());
                     let f = make().boxed().shared();
                     if let Some(weak) = f.downgrade() {
                         map.insert(key.clone(), weak);
                     }
-                    f
+                    (f, true)
                 }
             }
         };
@@ -54,7 +55,7 @@ impl<T: Clone + Send + Sync + 'static> Flights<T> {
         {
             map.remove(&key);
         }
-        out
+        (out, led)
     }
 
     /// Whether no key is in flight.
@@ -94,6 +95,7 @@ mod tests {
                             runs.fetch_add(1, Ordering::SeqCst)
                         })
                         .await
+                        .0
                 })
             })
             .collect();
@@ -126,6 +128,7 @@ mod tests {
                         std::future::pending::<usize>().await
                     })
                     .await
+                    .0
             })
         };
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -144,7 +147,7 @@ mod tests {
         assert!(flights.is_empty());
         assert_eq!(
             flights.run("k".into(), || async { 7 }).await,
-            7,
+            (7, true),
             "a fresh run"
         );
     }

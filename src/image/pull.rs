@@ -73,6 +73,11 @@ impl ImageService {
         };
         let mut failures = Vec::new();
         for candidate in &candidates {
+            // Credentials naming another registry are not sent to this one.
+            let creds = match &req.auth {
+                Some(a) if !a.applies_to(candidate.registry()) => Credentials::Anonymous,
+                _ => creds.clone(),
+            };
             match self.pull_name(candidate, &creds).await {
                 Ok(id) => return Ok(id),
                 Err(e) if candidates.len() == 1 => return Err(e),
@@ -115,7 +120,8 @@ impl ImageService {
                     Err(e) => Err(Arc::new(Error::Internal(format!("pull task failed: {e}")))),
                 }
             })
-            .await;
+            .await
+            .0;
         result.map_err(Error::Shared)
     }
 }
@@ -241,17 +247,31 @@ async fn fetch_blob(
     if inner.store.has_blob(blob).await {
         return Ok(());
     }
-    let (inner2, session, name2, blob2) =
-        (inner.clone(), session.clone(), name.clone(), blob.clone());
-    inner
-        .blobs
-        .run(blob.digest.to_string(), move || async move {
-            download(&inner2, &session, &name2, &blob2)
-                .await
-                .map_err(Arc::new)
-        })
-        .await
-        .map_err(Error::Shared)
+    // A download another pull started runs with that pull's registry and credentials: if
+    // it fails, try once more with ours before giving up.
+    for joined_attempt in [true, false] {
+        let (inner2, session, name2, blob2) =
+            (inner.clone(), session.clone(), name.clone(), blob.clone());
+        let (result, led) = inner
+            .blobs
+            .run(blob.digest.to_string(), move || async move {
+                download(&inner2, &session, &name2, &blob2)
+                    .await
+                    .map_err(Arc::new)
+            })
+            .await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if !led && joined_attempt => {
+                tracing::debug!(image = %name, blob = %blob.digest, error = %e, "joined download failed; retrying with this pull's session");
+            }
+            Err(e) => return Err(Error::Shared(e)),
+        }
+    }
+    Err(Error::Internal(format!(
+        "download of {} gave no result",
+        blob.digest
+    )))
 }
 
 async fn download(

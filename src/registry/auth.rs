@@ -48,6 +48,42 @@ pub struct AuthFields {
     pub registry_token: String,
 }
 
+/// Host names that all mean Docker Hub.
+const DOCKER_HUB_ALIASES: &[&str] = &[
+    "docker.io",
+    "index.docker.io",
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
+
+fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let host = host
+        .strip_prefix("https://")
+        .or_else(|| host.strip_prefix("http://"))
+        .unwrap_or(host);
+    let host = host
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if DOCKER_HUB_ALIASES.contains(&host.as_str()) {
+        "docker.io".to_owned()
+    } else {
+        host
+    }
+}
+
+impl AuthFields {
+    /// Whether these credentials may be sent to `registry`: when `server_address` names a
+    /// registry, only to that one (as containerd does), so a short name tried against
+    /// several registries never hands one registry's secret to another.
+    pub fn applies_to(&self, registry: &str) -> bool {
+        self.server_address.trim().is_empty()
+            || normalize_host(&self.server_address) == normalize_host(registry)
+    }
+}
+
 impl Credentials {
     /// Picks credentials the way containerd does: username/password first, then a registry
     /// token, then the base64 `auth` field; nothing set is anonymous.
@@ -134,6 +170,30 @@ mod tests {
             Credentials::from_fields(&fields(|a| a.identity_token = "x".into())),
             Err(AuthError::IdentityTokenUnsupported)
         );
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_registry_they_name() {
+        let cases = [
+            ("", "quay.io", true),
+            ("quay.io", "quay.io", true),
+            ("https://quay.io/v2/", "quay.io", true),
+            ("quay.io", "docker.io", false),
+            ("https://index.docker.io/v1/", "docker.io", true),
+            ("registry-1.docker.io", "docker.io", true),
+            ("docker.io", "quay.io", false),
+            ("127.0.0.1:5000", "127.0.0.1:5000", true),
+            ("127.0.0.1:5000", "127.0.0.1:5001", false),
+            ("Quay.IO", "quay.io", true),
+        ];
+        for (server, registry, want) in cases {
+            let f = fields(|a| a.server_address = server.into());
+            assert_eq!(
+                f.applies_to(registry),
+                want,
+                "server_address {server:?} for {registry}"
+            );
+        }
     }
 
     #[test]
