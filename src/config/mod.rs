@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 pub use cli::Cli;
 use file::FileConfig;
 
-use crate::names::{self, InsecureRegistries};
+use crate::names::{ImageName, InsecureRegistries};
 
 pub const DEFAULT_CONFIG: &str = "/etc/cri-imaged/config.toml";
 pub const DEFAULT_ROOT: &str = "/var/lib/cri-imaged";
@@ -93,8 +93,12 @@ fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigErr
         cli.registries.clone()
     };
     for r in &registries {
-        if let Err(e) = names::resolve("probe", std::slice::from_ref(r), |_| None) {
-            problems.push(format!("registries: entry {r:?}: {e}"));
+        // A registry host has a '.' or ':' or is localhost (else names recorded under it
+        // would read back as Docker Hub names); an optional namespace may follow.
+        if ImageName::parse_qualified(&format!("{r}/probe")).is_err() {
+            problems.push(format!(
+                "registries: entry {r:?} is not a registry host[:port][/namespace] (a host needs a '.' or ':' or must be localhost)"
+            ));
         }
     }
     let insecure_entries = if cli.insecure_registries.is_empty() {
@@ -195,6 +199,23 @@ mod tests {
         let e = load("rooot = \"/a\"\n", &[]).unwrap_err();
         assert!(e.to_string().contains("rooot"), "{e}");
         assert!(e.to_string().contains("c.toml"), "{e}");
+    }
+
+    #[test]
+    fn registries_must_be_registry_hosts() {
+        for ok in [
+            "quay.io",
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "quay.io/org",
+            "[::1]:5000",
+        ] {
+            assert!(load("", &["--registry", ok]).is_ok(), "{ok}");
+        }
+        for bad in ["myregistry", "Bad Host", "quay.io/", "https://quay.io"] {
+            assert!(load("", &["--registry", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -96,6 +96,19 @@ impl ImageService {
         Ok(meta)
     }
 
+    /// The image's info, or `None` when it was removed while being looked at (its config
+    /// blob went with it): a concurrent removal is not an error for List or Status.
+    pub(super) async fn info_if_present(
+        &self,
+        record: &ImageRecord,
+    ) -> Result<Option<ImageInfo>, Error> {
+        match self.info(record).await {
+            Ok(info) => Ok(Some(info)),
+            Err(_) if self.inner.store.records().get(&record.id).is_none() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub(super) async fn info(&self, record: &ImageRecord) -> Result<ImageInfo, Error> {
         let meta = self.meta(record).await?;
         let (repo_tags, repo_digests) = names_of(record);

@@ -8,7 +8,7 @@ impl ImageService {
     pub async fn list(&self, filter: Option<&str>) -> Result<Vec<ImageInfo>, Error> {
         if let Some(f) = filter.filter(|f| !f.is_empty()) {
             return match self.find(f) {
-                Ok(Some(record)) => Ok(vec![self.info(&record).await?]),
+                Ok(Some(record)) => Ok(self.info_if_present(&record).await?.into_iter().collect()),
                 Ok(None) => Ok(Vec::new()),
                 // A filter that is no valid name matches nothing.
                 Err(Error::Name(_)) => Ok(Vec::new()),
@@ -18,7 +18,7 @@ impl ImageService {
         let records = self.inner.store.records();
         let mut out = Vec::with_capacity(records.len());
         for record in records.images() {
-            out.push(self.info(record).await?);
+            out.extend(self.info_if_present(record).await?);
         }
         self.inner.cache.retain(|id| records.get(id).is_some());
         Ok(out)

@@ -89,7 +89,7 @@ impl ImageService {
     /// Finds the image a user string names: an ID, an ID prefix, a full or short name, a
     /// name@digest. Unknown images and unknown 64-hex IDs are `None`.
     fn find(&self, input: &str) -> Result<Option<ImageRecord>, Error> {
-        let input = input.strip_prefix("docker://").unwrap_or(input);
+        let input = strip_transport(input);
         if input.is_empty() {
             return Err(Error::EmptyName);
         }
@@ -103,9 +103,25 @@ impl ImageService {
                 Ok(candidates.iter().find_map(|c| records.by_name(c)).cloned())
             }
             Err(NameError::UnknownImageId { .. } | NameError::NoRegistries { .. }) => Ok(None),
+            // A truncated `sha256:` ID that matches nothing names no image.
+            Err(NameError::InvalidDigest { .. }) if is_id_prefix(input) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// `sha256:` followed by lowercase hex: the form of a (truncated) image ID.
+fn is_id_prefix(input: &str) -> bool {
+    input.strip_prefix("sha256:").is_some_and(|h| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// `docker://name` is `name`: the only transport that lookups understand.
+fn strip_transport(input: &str) -> &str {
+    input.strip_prefix("docker://").unwrap_or(input)
 }
 
 #[cfg(test)]

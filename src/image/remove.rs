@@ -31,27 +31,24 @@ impl ImageService {
         let Some(record) = self.find(name)? else {
             return Ok(());
         };
+        let input = super::strip_transport(name);
         let records = self.inner.store.records();
-        let by_id = matches!(
-            names::resolve(name, &self.inner.settings.registries, |p| records
-                .by_id_prefix(p)
-                .map(|i| i.id.clone())),
-            Ok(Resolved::Id(_))
-        );
-        let result = if by_id {
-            self.inner.store.remove_image(&record.id).await
-        } else {
-            let candidates = match names::resolve(name, &self.inner.settings.registries, |_| None) {
-                Ok(Resolved::Names(c)) => c,
-                _ => Vec::new(),
-            };
-            match candidates
-                .iter()
-                .find(|c| records.by_name(c).is_some_and(|r| r.id == record.id))
-            {
-                Some(n) => self.inner.store.untag(n).await,
-                None => Ok(false),
+        let registries = &self.inner.settings.registries;
+        let resolved = names::resolve(input, registries, |p| {
+            records.by_id_prefix(p).map(|i| i.id.clone())
+        });
+        let result = match resolved {
+            Ok(Resolved::Id(_)) => self.inner.store.remove_image(&record.id).await,
+            Ok(Resolved::Names(candidates)) => {
+                match candidates
+                    .iter()
+                    .find(|c| records.by_name(c).is_some_and(|r| r.id == record.id))
+                {
+                    Some(n) => self.inner.store.untag(n).await,
+                    None => Ok(false),
+                }
             }
+            Err(_) => Ok(false),
         };
         result.map_err(|source| Error::Store {
             image: name.to_owned(),

@@ -9,7 +9,7 @@ impl ImageService {
     /// missing image: kubelet pulls on `None`).
     pub async fn status(&self, name: &str) -> Result<Option<ImageInfo>, Error> {
         match self.find(name)? {
-            Some(record) => Ok(Some(self.info(&record).await?)),
+            Some(record) => self.info_if_present(&record).await,
             None => Ok(None),
         }
     }

@@ -151,7 +151,7 @@ async fn untag_removes_one_name_and_the_image_with_its_last() {
     f.svc.untag("app:1").await.unwrap();
     let info = f.svc.status(id.as_str()).await.unwrap().unwrap();
     assert_eq!(info.repo_tags, vec!["r.io/app:2".to_string()]);
-    f.svc.untag("r.io/app:2").await.unwrap();
+    f.svc.untag("docker://r.io/app:2").await.unwrap();
     assert_eq!(f.svc.status(id.as_str()).await.unwrap(), None);
     // Untagging what is not there is not an error.
     f.svc.untag("r.io/app:2").await.unwrap();

@@ -84,6 +84,11 @@ fn read_entry(raw: serde_json::Value) -> IndexEntry {
     let (Some(name), Ok(digest)) = (e.annotations.get(REF_NAME), Digest::parse(&e.digest)) else {
         return foreign(raw);
     };
+    // cri-imaged records image manifests only; an index entry (say from
+    // `skopeo copy --all … oci:<root>:<name>`) is someone else's.
+    if crate::oci::media::is_index(&e.media_type) {
+        return foreign(raw);
+    }
     let Ok(name) = ImageName::parse_qualified(name) else {
         return foreign(raw);
     };

@@ -37,38 +37,87 @@ pub fn clear_dir(root: &Path, dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Reads a manifest blob and checks it hashes to its name.
-pub fn read_manifest(root: &Path, digest: &Digest) -> Result<ManifestBlobsOrIndex, String> {
+/// Why a name's content cannot be used.
+enum Problem {
+    /// Missing, truncated or corrupt: the name is dropped.
+    Incomplete(String),
+    /// The disk answered with an error: the store refuses to open rather than guess.
+    Io(StoreError),
+}
+
+/// Reads a manifest or index blob and checks it hashes to its name.
+fn read_document(root: &Path, digest: &Digest) -> Result<Parsed, Problem> {
     let path = layout::blob_path(root, digest);
-    let bytes = std::fs::read(&path).map_err(|e| format!("manifest {digest}: {e}"))?;
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Problem::Incomplete(format!("manifest {digest} is missing")));
+        }
+        Err(e) => return Err(Problem::Io(StoreError::io(root, "read", &path, e))),
+    };
     let actual = Digest::from_sha256(Sha256::digest(&bytes).into());
     if &actual != digest {
-        return Err(format!(
+        return Err(Problem::Incomplete(format!(
             "manifest {digest} is corrupt (content hashes to {actual})"
-        ));
+        )));
     }
-    match oci::manifest::parse(&bytes, None).map_err(|e| format!("manifest {digest}: {e}"))? {
-        Parsed::Manifest(m) => Ok(ManifestBlobsOrIndex::Manifest(m)),
-        Parsed::Index(_) => Ok(ManifestBlobsOrIndex::Index),
-    }
+    oci::manifest::parse(&bytes, None)
+        .map_err(|e| Problem::Incomplete(format!("manifest {digest}: {e}")))
 }
 
-pub enum ManifestBlobsOrIndex {
-    Manifest(oci::Manifest),
-    Index,
-}
-
-fn check_present(root: &Path, d: &oci::Descriptor) -> Result<(), String> {
+fn check_present(root: &Path, d: &oci::Descriptor) -> Result<(), Problem> {
     let path = layout::blob_path(root, &d.digest);
     match std::fs::metadata(&path) {
         Ok(m) if m.len() == d.size => Ok(()),
-        Ok(m) => Err(format!(
+        Ok(m) => Err(Problem::Incomplete(format!(
             "blob {} has {} bytes, expected {}",
             d.digest,
             m.len(),
             d.size
-        )),
-        Err(e) => Err(format!("blob {}: {e}", d.digest)),
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Problem::Incomplete(format!("blob {} is missing", d.digest)))
+        }
+        Err(e) => Err(Problem::Io(StoreError::io(root, "stat", &path, e))),
+    }
+}
+
+/// The blobs a named entry needs, all present and the manifest intact.
+fn check_named(root: &Path, manifest: &oci::Descriptor) -> Result<ManifestBlobs, Problem> {
+    let Parsed::Manifest(m) = read_document(root, &manifest.digest)? else {
+        return Err(Problem::Incomplete(format!(
+            "manifest {} is an index",
+            manifest.digest
+        )));
+    };
+    let blobs = ManifestBlobs {
+        manifest: manifest.clone(),
+        config: m.config,
+        layers: m.layers,
+    };
+    blobs
+        .all()
+        .skip(1)
+        .try_for_each(|d| check_present(root, d))?;
+    Ok(blobs)
+}
+
+/// Adds a foreign entry's blobs to `keep`: the document, and for a manifest its config and
+/// layers, for an index each child, recursively (to a bounded depth).
+fn protect(root: &Path, digest: Digest, keep: &mut HashSet<Digest>, depth: usize) {
+    let parsed = read_document(root, &digest);
+    keep.insert(digest);
+    match parsed {
+        Ok(Parsed::Manifest(m)) => {
+            keep.insert(m.config.digest);
+            keep.extend(m.layers.into_iter().map(|l| l.digest));
+        }
+        Ok(Parsed::Index(i)) if depth > 0 => {
+            for child in i.manifests {
+                protect(root, child.descriptor.digest, keep, depth - 1);
+            }
+        }
+        Ok(Parsed::Index(_)) | Err(_) => {}
     }
 }
 
@@ -84,46 +133,24 @@ pub fn load(root: &Path) -> Result<Recovered, StoreError> {
                 name,
                 manifest,
                 pulled_by,
-            } => {
-                let checked = match read_manifest(root, &manifest.digest) {
-                    Ok(ManifestBlobsOrIndex::Manifest(m)) => {
-                        let blobs = ManifestBlobs {
-                            manifest: manifest.clone(),
-                            config: m.config,
-                            layers: m.layers,
-                        };
-                        let present = blobs.all().skip(1).try_for_each(|d| check_present(root, d));
-                        present.map(|()| blobs)
-                    }
-                    Ok(ManifestBlobsOrIndex::Index) => {
-                        Err(format!("manifest {} is an index", manifest.digest))
-                    }
-                    Err(e) => Err(e),
-                };
-                match checked {
-                    Ok(blobs) => named.push((
-                        NameRecord {
-                            name,
-                            manifest,
-                            pulled_by,
-                        },
-                        blobs,
-                    )),
-                    Err(reason) => {
-                        tracing::error!(%name, %reason, "dropping image name whose content is incomplete");
-                        dirty = true;
-                    }
+            } => match check_named(root, &manifest) {
+                Ok(blobs) => named.push((
+                    NameRecord {
+                        name,
+                        manifest,
+                        pulled_by,
+                    },
+                    blobs,
+                )),
+                Err(Problem::Incomplete(reason)) => {
+                    tracing::error!(%name, %reason, "dropping image name whose content is incomplete");
+                    dirty = true;
                 }
-            }
+                Err(Problem::Io(e)) => return Err(e),
+            },
             IndexEntry::Foreign { raw, manifest } => {
                 if let Some(d) = manifest {
-                    if let Ok(ManifestBlobsOrIndex::Manifest(m)) = read_manifest(root, &d) {
-                        protected.extend(
-                            std::iter::once(m.config.digest)
-                                .chain(m.layers.into_iter().map(|l| l.digest)),
-                        );
-                    }
-                    protected.insert(d);
+                    protect(root, d, &mut protected, 4);
                 }
                 foreign.push(raw);
             }

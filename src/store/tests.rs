@@ -280,3 +280,55 @@ async fn usage_follows_blobs_in_and_out() {
     );
     assert!(after.bytes < full.bytes);
 }
+
+#[tokio::test]
+async fn an_index_entry_written_by_another_tool_is_kept_with_all_its_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    // An image's blobs and an index over them, named the way
+    // `skopeo copy --all ... oci:<root>:docker.io/library/x:1` would; index.json is then
+    // rewritten to hold only that index entry.
+    let store = Store::open(dir.path()).unwrap();
+    let child = add_image(&store, "r.io/child:1", b"child-layer").await;
+    let index_bytes = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","digest":"{}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#,
+        media::OCI_INDEX,
+        media::OCI_MANIFEST,
+        child.manifest.digest,
+        child.manifest.size
+    );
+    let index = desc(index_bytes.as_bytes(), media::OCI_INDEX);
+    store
+        .put_blob(&index, index_bytes.as_bytes())
+        .await
+        .unwrap();
+    drop(store);
+    let path = dir.path().join(layout::INDEX_FILE);
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    doc["manifests"] = serde_json::json!([{
+        "mediaType": media::OCI_INDEX,
+        "digest": index.digest.to_string(),
+        "size": index.size,
+        "annotations": {layout::REF_NAME: "docker.io/library/x:1"},
+    }]);
+    std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    assert!(
+        store.records().is_empty(),
+        "an index entry is not one of our images"
+    );
+    for d in std::iter::once(&index).chain(child.all()) {
+        assert!(
+            store.has_blob(d).await,
+            "blob {} of the foreign index kept",
+            d.digest
+        );
+    }
+    add_image(&store, "r.io/other:1", b"other").await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("docker.io/library/x:1"),
+        "the foreign entry survives rewrites: {text}"
+    );
+}
