@@ -1,12 +1,10 @@
 //! Core rules on a real store in a temp dir, without a registry: lookup by every handle,
 //! untag versus remove, listing filters, and blob clean-up.
 
-use sha2::Digest as _;
-
 use super::*;
-use crate::names::{Digest, ImageName, InsecureRegistries};
-use crate::oci::{Descriptor, Platform, media};
-use crate::store::{ManifestBlobs, NameRecord};
+use crate::names::{Digest, InsecureRegistries};
+use crate::oci::Platform;
+use crate::store::testing;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -14,7 +12,7 @@ struct Fixture {
 }
 
 fn digest_of(bytes: &[u8]) -> Digest {
-    Digest::from_sha256(sha2::Sha256::digest(bytes).into())
+    testing::desc(bytes, "x").digest
 }
 
 fn fixture(registries: &[&str]) -> Fixture {
@@ -34,52 +32,12 @@ fn fixture(registries: &[&str]) -> Fixture {
 
 /// Stores an image (config with `user`, one layer) under `names`; returns its ID.
 async fn add(svc: &ImageService, user: &str, layer: &[u8], names: &[&str]) -> ImageId {
-    let store = &svc.inner.store;
-    let config_bytes =
-        format!(r#"{{"architecture":"amd64","os":"linux","config":{{"User":"{user}"}}}}"#);
-    let put = |media_type: &str, bytes: &[u8]| Descriptor {
-        media_type: media_type.into(),
-        digest: digest_of(bytes),
-        size: bytes.len() as u64,
-    };
-    let config = put(media::OCI_CONFIG, config_bytes.as_bytes());
-    let layer_d = put("application/vnd.oci.image.layer.v1.tar", layer);
-    let manifest_bytes = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{}","size":{}}}]}}"#,
-        media::OCI_MANIFEST,
-        config.media_type,
-        config.digest,
-        config.size,
-        layer_d.media_type,
-        layer_d.digest,
-        layer_d.size
-    );
-    let manifest = put(media::OCI_MANIFEST, manifest_bytes.as_bytes());
-    store
-        .put_blob(&config, config_bytes.as_bytes())
-        .await
-        .unwrap();
-    store.put_blob(&layer_d, layer).await.unwrap();
-    store
-        .put_blob(&manifest, manifest_bytes.as_bytes())
-        .await
-        .unwrap();
-    let blobs = ManifestBlobs {
-        manifest: manifest.clone(),
-        config: config.clone(),
-        layers: vec![layer_d],
-    };
-    let id = ImageId::new(config.digest.clone());
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","config":{{"User":"{user}"}}}}"#);
+    let blobs = testing::put_image(&svc.inner.store, &config, layer).await;
     for n in names {
-        let name = ImageName::parse_qualified(n).unwrap();
-        let record = NameRecord {
-            name,
-            manifest: manifest.clone(),
-            pulled_by: manifest.digest.clone(),
-        };
-        store.add_name(&id, &blobs, record).await.unwrap();
+        testing::name_image(&svc.inner.store, &blobs, n).await;
     }
-    id
+    ImageId::new(blobs.config.digest.clone())
 }
 
 #[tokio::test]

@@ -1,57 +1,15 @@
 //! Store behaviour on a real directory: locking, verified ingest, atomic records, and the
 //! start-up recovery of what a crash can leave behind.
 
-use sha2::Digest as _;
-
+use super::testing::{desc, name_image, put_image};
 use super::*;
 use crate::oci::media;
 
-fn desc(bytes: &[u8], media_type: &str) -> Descriptor {
-    Descriptor {
-        media_type: media_type.into(),
-        digest: Digest::from_sha256(sha2::Sha256::digest(bytes).into()),
-        size: bytes.len() as u64,
-    }
-}
-
 /// Puts an image (config, one layer, manifest) and names it; returns its blobs.
 async fn add_image(store: &Store, name: &str, layer: &[u8]) -> ManifestBlobs {
-    let config_bytes = format!(r#"{{"os":"linux","architecture":"amd64","n":"{name}"}}"#);
-    let config = desc(config_bytes.as_bytes(), media::OCI_CONFIG);
-    let layer_d = desc(layer, "application/vnd.oci.image.layer.v1.tar");
-    let manifest_bytes = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":{}}},"layers":[{{"mediaType":"x","digest":"{}","size":{}}}]}}"#,
-        media::OCI_MANIFEST,
-        media::OCI_CONFIG,
-        config.digest,
-        config.size,
-        layer_d.digest,
-        layer_d.size
-    );
-    let manifest = desc(manifest_bytes.as_bytes(), media::OCI_MANIFEST);
-    store
-        .put_blob(&config, config_bytes.as_bytes())
-        .await
-        .unwrap();
-    store.put_blob(&layer_d, layer).await.unwrap();
-    store
-        .put_blob(&manifest, manifest_bytes.as_bytes())
-        .await
-        .unwrap();
-    let blobs = ManifestBlobs {
-        manifest: manifest.clone(),
-        config: config.clone(),
-        layers: vec![layer_d],
-    };
-    let record = NameRecord {
-        name: ImageName::parse_qualified(name).unwrap(),
-        manifest: manifest.clone(),
-        pulled_by: manifest.digest.clone(),
-    };
-    store
-        .add_name(&ImageId::new(config.digest.clone()), &blobs, record)
-        .await
-        .unwrap();
+    let config = format!(r#"{{"os":"linux","architecture":"amd64","n":"{name}"}}"#);
+    let blobs = put_image(store, &config, layer).await;
+    name_image(store, &blobs, name).await;
     blobs
 }
 

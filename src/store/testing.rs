@@ -1,0 +1,57 @@
+//! Test helpers shared by the store's and the core's unit tests: images put straight into a
+//! store, without a registry.
+
+use sha2::Digest as _;
+
+use super::{ManifestBlobs, NameRecord, Store};
+use crate::names::{Digest, ImageId, ImageName};
+use crate::oci::{Descriptor, media};
+
+/// The descriptor of `bytes`.
+pub fn desc(bytes: &[u8], media_type: &str) -> Descriptor {
+    Descriptor {
+        media_type: media_type.into(),
+        digest: Digest::from_sha256(sha2::Sha256::digest(bytes).into()),
+        size: bytes.len() as u64,
+    }
+}
+
+/// Puts an image (this config, one layer, an OCI manifest) into the store, unnamed.
+pub async fn put_image(store: &Store, config_json: &str, layer: &[u8]) -> ManifestBlobs {
+    let config = desc(config_json.as_bytes(), media::OCI_CONFIG);
+    let layer_d = desc(layer, "application/vnd.oci.image.layer.v1.tar");
+    let manifest_json = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": media::OCI_CONFIG, "digest": config.digest.to_string(), "size": config.size},
+        "layers": [{"mediaType": layer_d.media_type, "digest": layer_d.digest.to_string(), "size": layer_d.size}],
+    })
+    .to_string();
+    let manifest = desc(manifest_json.as_bytes(), media::OCI_MANIFEST);
+    store
+        .put_blob(&config, config_json.as_bytes())
+        .await
+        .unwrap();
+    store.put_blob(&layer_d, layer).await.unwrap();
+    store
+        .put_blob(&manifest, manifest_json.as_bytes())
+        .await
+        .unwrap();
+    ManifestBlobs {
+        manifest,
+        config,
+        layers: vec![layer_d],
+    }
+}
+
+/// Records `name` (pulled by its manifest digest) for the image `blobs` make up.
+pub async fn name_image(store: &Store, blobs: &ManifestBlobs, name: &str) -> ImageId {
+    let id = ImageId::new(blobs.config.digest.clone());
+    let record = NameRecord {
+        name: ImageName::parse_qualified(name).unwrap(),
+        manifest: blobs.manifest.clone(),
+        pulled_by: blobs.manifest.digest.clone(),
+    };
+    store.add_name(&id, blobs, record).await.unwrap();
+    id
+}
