@@ -26,8 +26,8 @@ fn split_transport<'a>(image: &'a str, default: &'a str) -> (&'a str, &'a str) {
     if let Some(rest) = image.strip_prefix("docker://") {
         return ("docker", rest);
     }
-    // A transport prefix is `word:` where the word is not a registry host (no `.`, `/`),
-    // e.g. `oci-archive:/x`; `host:5000/repo` and `repo:tag` are names.
+    // A transport prefix is a containers/image transport name and a colon, e.g.
+    // `oci-archive:/x`; `host:5000/repo` and `repo:tag` are names.
     if let Some((t, rest)) = image.split_once(':') {
         let known = [
             "oci",
