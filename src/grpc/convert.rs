@@ -58,3 +58,62 @@ pub fn filter_name(filter: Option<proto::ImageFilter>) -> String {
         .map(|s| s.image)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_config_debug_never_prints_secrets() {
+        let a = proto::AuthConfig {
+            username: "alice".into(),
+            password: "pw-hunter2".into(),
+            auth: "YWxpY2U6cHctaHVudGVyMg==".into(),
+            server_address: "r.io".into(),
+            identity_token: "id-tok-1".into(),
+            registry_token: "reg-tok-1".into(),
+        };
+        let req = proto::PullImageRequest {
+            auth: Some(a),
+            ..Default::default()
+        };
+        let printed = format!("{req:?} {req:#?}");
+        for secret in [
+            "pw-hunter2",
+            "YWxpY2U6cHctaHVudGVyMg==",
+            "id-tok-1",
+            "reg-tok-1",
+        ] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(
+            printed.contains("alice") && printed.contains("r.io") && printed.contains("<redacted>")
+        );
+    }
+
+    #[test]
+    fn user_maps_to_uid_xor_username() {
+        let info = |user| crate::image::ImageInfo {
+            id: crate::names::ImageId::parse(&format!("sha256:{}", "a".repeat(64))).unwrap(),
+            repo_tags: vec![],
+            repo_digests: vec![],
+            size: 1,
+            user,
+            config_user: String::new(),
+            pinned: false,
+            manifest_digest: String::new(),
+            manifest_media_type: String::new(),
+        };
+        let uid0 = image(info(ImageUser::Uid(0)));
+        assert_eq!(
+            uid0.uid,
+            Some(proto::Int64Value { value: 0 }),
+            "uid 0 is set, not absent"
+        );
+        assert!(uid0.username.is_empty());
+        let named = image(info(ImageUser::Name("www-data".into())));
+        assert_eq!((named.uid, named.username.as_str()), (None, "www-data"));
+        let none = image(info(ImageUser::None));
+        assert_eq!((none.uid, none.username.as_str()), (None, ""));
+    }
+}
