@@ -152,7 +152,7 @@ async fn pull_task(
         config: m.config.clone(),
         layers: m.layers.clone(),
     };
-    let _lease = inner.store.lease(blobs.all().map(|d| d.digest.clone()));
+    let lease = inner.store.lease(blobs.all().map(|d| d.digest.clone()));
     if m.config.size > oci::manifest::MAX_DOCUMENT_BYTES as u64 {
         return Err(invalid(
             &name,
@@ -196,7 +196,7 @@ async fn pull_task(
     };
     inner
         .store
-        .add_name(&id, &blobs, record)
+        .add_name(&id, &blobs, record, lease)
         .await
         .map_err(store_err)?;
     inner

@@ -222,16 +222,19 @@ impl Store {
         })
     }
 
-    /// Records `name` for image `id`, whose blobs must all be committed. The blob directory
-    /// is fsynced before `index.json` names them.
+    /// Records `name` for image `id`, whose blobs must all be committed and stay leased by
+    /// `lease` until the records name them: the lease is released only after the change is
+    /// published, even when the caller goes away first. The blob directory is fsynced
+    /// before `index.json` names the blobs.
     pub async fn add_name(
         &self,
         id: &ImageId,
         blobs: &ManifestBlobs,
         name: NameRecord,
+        lease: Lease,
     ) -> Result<(), StoreError> {
         let (id, blobs) = (id.clone(), blobs.clone());
-        self.update(move |r| r.tag(&id, &blobs, name))
+        self.update_holding(move |r| r.tag(&id, &blobs, name), Some(lease))
             .await
             .map(|_| ())
     }
@@ -255,17 +258,30 @@ impl Store {
         &self,
         change: impl FnOnce(&mut Records) -> bool + Send + 'static,
     ) -> Result<bool, StoreError> {
+        self.update_holding(change, None).await
+    }
+
+    /// [`Store::update`], releasing `hold` only once the change is published.
+    async fn update_holding(
+        &self,
+        change: impl FnOnce(&mut Records) -> bool + Send + 'static,
+        hold: Option<Lease>,
+    ) -> Result<bool, StoreError> {
         let shared = self.shared.clone();
-        tokio::spawn(async move { shared.update(change).await })
-            .await
-            .map_err(|e| {
-                StoreError::io(
-                    self.root(),
-                    "update",
-                    &self.root().join(layout::INDEX_FILE),
-                    std::io::Error::other(e),
-                )
-            })?
+        tokio::spawn(async move {
+            let result = shared.update(change).await;
+            drop(hold);
+            result
+        })
+        .await
+        .map_err(|e| {
+            StoreError::io(
+                self.root(),
+                "update",
+                &self.root().join(layout::INDEX_FILE),
+                std::io::Error::other(e),
+            )
+        })?
     }
 
     /// Bytes and inodes the store uses: blobs plus the layout files and directories.

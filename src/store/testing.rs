@@ -52,6 +52,7 @@ pub async fn name_image(store: &Store, blobs: &ManifestBlobs, name: &str) -> Ima
         manifest: blobs.manifest.clone(),
         pulled_by: blobs.manifest.digest.clone(),
     };
-    store.add_name(&id, blobs, record).await.unwrap();
+    let lease = store.lease(blobs.all().map(|d| d.digest.clone()));
+    store.add_name(&id, blobs, record, lease).await.unwrap();
     id
 }

@@ -290,3 +290,39 @@ async fn an_index_entry_written_by_another_tool_is_kept_with_all_its_blobs() {
         "the foreign entry survives rewrites: {text}"
     );
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_while_its_image_is_recorded_leaves_a_complete_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let blobs = put_image(&store, r#"{"os":"linux"}"#, b"layer").await;
+    let lease = store.lease(blobs.all().map(|d| d.digest.clone()));
+    let id = ImageId::new(blobs.config.digest.clone());
+    let record = NameRecord {
+        name: ImageName::parse_qualified("r.io/a:1").unwrap(),
+        manifest: blobs.manifest.clone(),
+        pulled_by: blobs.manifest.digest.clone(),
+    };
+    {
+        // Polled once (the change starts), then dropped: a cancelled pull.
+        let fut = store.add_name(&id, &blobs, record, lease);
+        tokio::pin!(fut);
+        assert!(futures_util::poll!(fut.as_mut()).is_pending());
+    }
+    for _ in 0..200 {
+        if store.records().get(&id).is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(store.records().get(&id).is_some(), "the change completed");
+    // Give a wrongly released lease's clean-up the time to run, then check nothing went.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for d in blobs.all() {
+        assert!(
+            store.has_blob(d).await,
+            "blob {} of the recorded image kept",
+            d.digest
+        );
+    }
+}
