@@ -33,7 +33,7 @@ fn fixture(registries: &[&str]) -> Fixture {
 /// Stores an image (config with `user`, one layer) under `names`; returns its ID.
 async fn add(svc: &ImageService, user: &str, layer: &[u8], names: &[&str]) -> ImageId {
     let config = format!(r#"{{"architecture":"amd64","os":"linux","config":{{"User":"{user}"}}}}"#);
-    let blobs = testing::put_image(&svc.inner.store, &config, layer).await;
+    let (blobs, _lease) = testing::put_image(&svc.inner.store, &config, layer).await;
     for n in names {
         testing::name_image(&svc.inner.store, &blobs, n).await;
     }

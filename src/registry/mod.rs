@@ -150,8 +150,9 @@ impl Session {
             accept_invalid_certificates: scheme == Scheme::InsecureHttps,
             platform_resolver: None,
             connect_timeout: Some(Duration::from_secs(30)),
-            // Per read, reset on progress: a registry that stops sending fails the pull
-            // instead of holding it (and a download slot) forever.
+            // A registry that sends nothing for this long (no response headers, or no body
+            // bytes; reset by every read) fails the pull instead of holding it, and a
+            // download slot, forever.
             read_timeout: Some(Duration::from_secs(60)),
             user_agent: concat!("cri-imaged/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()

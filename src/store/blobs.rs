@@ -81,10 +81,10 @@ impl Ingest {
         Ok(())
     }
 
-    /// Verifies size and digest, fsyncs and links the blob into place. Returns the bytes
-    /// the blob occupies on disk, or `None` when the blob was already there (committed by a
-    /// concurrent pull): the link never replaces a blob, so nothing is counted twice.
-    pub async fn commit(mut self) -> Result<Option<u64>, StoreError> {
+    /// Verifies size and digest and fsyncs the content. The result names the verified
+    /// temp file; the store places it (see `Store::commit`). From here on this `Ingest` no
+    /// longer deletes the file: the placement does, whatever happens to its caller.
+    pub async fn finish(mut self) -> Result<Finished, StoreError> {
         if self.written != self.expected.size {
             return Err(StoreError::SizeMismatch {
                 digest: self.expected.digest.clone(),
@@ -117,15 +117,22 @@ impl Ingest {
             .map(|m| allocated_bytes(&m))
             .unwrap_or(self.written);
         drop(file);
-        let dest = layout::blob_path(&self.root, &self.expected.digest);
-        // The link is made durable by the directory fsync before index.json names the blob;
-        // the ingest name is removed when `self` drops.
-        match tokio::fs::hard_link(&self.path, &dest).await {
-            Ok(()) => Ok(Some(allocated)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(StoreError::io(&self.root, "link", &dest, e)),
-        }
+        Ok(Finished {
+            temp: std::mem::take(&mut self.path),
+            digest: self.expected.digest.clone(),
+            size: self.expected.size,
+            allocated,
+        })
     }
+}
+
+/// Verified, fsynced content waiting in `ingest/` to be placed under its digest.
+pub struct Finished {
+    pub temp: PathBuf,
+    pub digest: Digest,
+    pub size: u64,
+    /// Bytes it occupies on disk.
+    pub allocated: u64,
 }
 
 impl Drop for Ingest {

@@ -61,6 +61,8 @@ pub enum IndexEntry {
         name: ImageName,
         manifest: Descriptor,
         pulled_by: Digest,
+        /// The entry as read, kept in case it turns out not to be an image of ours.
+        raw: serde_json::Value,
     },
     /// An entry cri-imaged did not write (or cannot read): kept verbatim, with the
     /// manifest it points to protected from clean-up when its digest is valid.
@@ -105,6 +107,7 @@ fn read_entry(raw: serde_json::Value) -> IndexEntry {
             size: e.size,
         },
         pulled_by,
+        raw,
     }
 }
 
@@ -213,6 +216,7 @@ mod tests {
                 name: n,
                 manifest,
                 pulled_by,
+                ..
             } => {
                 assert_eq!(n, &name);
                 assert_eq!(manifest, &m);

@@ -59,10 +59,14 @@ impl Drop for Lease {
             }
         }
         if !released.is_empty() {
-            let shared = self.shared.clone();
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => drop(rt.spawn_blocking(move || shared.collect(released))),
-                Err(_) => shared.collect(released),
+            // Deciding and moving blobs out of `blobs/` is quick; only the unlinks, which
+            // need nothing of the store, go to a blocking thread.
+            let trash = self.shared.collect(released);
+            if !trash.is_empty() {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => drop(rt.spawn_blocking(move || unlink_trash(trash))),
+                    Err(_) => unlink_trash(trash),
+                }
             }
         }
     }
@@ -187,15 +191,17 @@ impl Store {
         Ingest::create(self.root(), expected)
     }
 
-    /// Verifies and commits an ingest. A blob committed twice at once is counted once.
+    /// Verifies an ingest and places the blob under its digest. The placement and its
+    /// accounting run to completion on a blocking thread even if the caller goes away.
     pub async fn commit(&self, ingest: Ingest) -> Result<(), StoreError> {
-        if let Some(allocated) = ingest.commit().await? {
-            self.shared
-                .blob_bytes
-                .fetch_add(allocated, Ordering::Relaxed);
-            self.shared.blob_inodes.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+        let finished = ingest.finish().await?;
+        // No `.await` between `finish` and the spawn: the temp file always has an owner.
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.place(finished))
+            .await
+            .map_err(|e| {
+                StoreError::io(self.root(), "commit", self.root(), std::io::Error::other(e))
+            })?
     }
 
     /// Stores a small blob held in memory (a manifest or config), verified like any other.
@@ -355,15 +361,64 @@ impl Shared {
         drop(writer);
         if !orphans.is_empty() {
             let shared = self.clone();
-            let _ = tokio::task::spawn_blocking(move || shared.collect(orphans)).await;
+            let _ =
+                tokio::task::spawn_blocking(move || unlink_trash(shared.collect(orphans))).await;
         }
         Ok(true)
     }
 
-    /// Deletes those of `candidates` that no image references, no pull leases and no
-    /// foreign entry protects. The lease map stays locked from check to unlink, so a pull
-    /// cannot lease a blob in between and then find it gone.
-    fn collect(&self, candidates: Vec<Digest>) {
+    /// Links verified content into place and counts it. A blob already there (a
+    /// concurrent commit of the same content) is counted once; a damaged file in its place
+    /// (wrong size) is replaced. A blob no lease holds and no image references (its pull
+    /// went away meanwhile) is collected at once.
+    fn place(&self, f: blobs::Finished) -> Result<(), StoreError> {
+        let dest = layout::blob_path(&self.root, &f.digest);
+        let placed = match std::fs::hard_link(&f.temp, &dest) {
+            Ok(()) => {
+                self.blob_bytes.fetch_add(f.allocated, Ordering::Relaxed);
+                self.blob_inodes.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                match std::fs::metadata(&dest) {
+                    Ok(m) if m.len() == f.size => Ok(()),
+                    Ok(m) => {
+                        tracing::warn!(blob = %f.digest, bytes = m.len(), expected = f.size, "replacing a damaged blob");
+                        let old = blobs::allocated_bytes(&m);
+                        std::fs::rename(&f.temp, &dest)
+                            .map_err(|e| StoreError::io(&self.root, "rename", &dest, e))
+                            .map(|()| {
+                                self.blob_bytes.fetch_add(f.allocated, Ordering::Relaxed);
+                                self.sub_bytes(old);
+                            })
+                    }
+                    Err(e) => Err(StoreError::io(&self.root, "stat", &dest, e)),
+                }
+            }
+            Err(e) => Err(StoreError::io(&self.root, "link", &dest, e)),
+        };
+        let _ = std::fs::remove_file(&f.temp);
+        if placed.is_ok() {
+            unlink_trash(self.collect(vec![f.digest]));
+        }
+        placed
+    }
+
+    fn sub_bytes(&self, n: u64) {
+        let _ = self
+            .blob_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(n))
+            });
+    }
+
+    /// Takes out of `blobs/` those of `candidates` that no image references, no pull
+    /// leases and no foreign entry protects, and returns them for [`unlink_trash`]. Under
+    /// the lease lock a blob is only renamed into `ingest/` (quick; a pull that leases it
+    /// next finds it gone and downloads it); the unlink of possibly gigabytes comes after.
+    fn collect(&self, candidates: Vec<Digest>) -> Vec<(Digest, PathBuf)> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let mut trash = Vec::new();
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         let records = self.records();
         let mut referenced: Option<HashSet<Digest>> = None;
@@ -378,27 +433,42 @@ impl Shared {
                 continue;
             }
             let path = layout::blob_path(&self.root, &d);
-            let allocated = std::fs::metadata(&path)
-                .map(|m| blobs::allocated_bytes(&m))
-                .unwrap_or(0);
-            match std::fs::remove_file(&path) {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let doomed = self
+                .root
+                .join(layout::INGEST_DIR)
+                .join(format!("deleting-{}-{n}", d.hex()));
+            match std::fs::rename(&path, &doomed) {
                 Ok(()) => {
-                    let _ =
-                        self.blob_bytes
-                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                                Some(b.saturating_sub(allocated))
-                            });
+                    self.sub_bytes(blobs::allocated_bytes(&meta));
                     let _ =
                         self.blob_inodes
                             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                                 Some(n.saturating_sub(1))
                             });
-                    tracing::debug!(blob = %d, "deleted unreferenced blob");
+                    trash.push((d, doomed));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     tracing::warn!(blob = %d, error = %e, "could not delete unreferenced blob; it goes at next start")
                 }
+            }
+        }
+        trash
+    }
+}
+
+/// Unlinks blobs [`Shared::collect`] moved aside. A crash before this leaves them in
+/// `ingest/`, which is cleared at start.
+fn unlink_trash(trash: Vec<(Digest, PathBuf)>) {
+    for (d, doomed) in trash {
+        match std::fs::remove_file(&doomed) {
+            Ok(()) => tracing::debug!(blob = %d, "deleted unreferenced blob"),
+            Err(e) => {
+                tracing::warn!(blob = %d, error = %e, "could not delete unreferenced blob; it goes at next start")
             }
         }
     }

@@ -37,88 +37,119 @@ pub fn clear_dir(root: &Path, dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Why a name's content cannot be used.
+/// Why a named entry's content cannot be used as an image.
 enum Problem {
     /// Missing, truncated or corrupt: the name is dropped.
     Incomplete(String),
+    /// Readable, but not an image cri-imaged pulls (an artifact, an index, schema 1):
+    /// someone else's entry, kept verbatim.
+    NotOurs(String),
     /// The disk answered with an error: the store refuses to open rather than guess.
     Io(StoreError),
 }
 
-/// Reads a manifest or index blob and checks it hashes to its name.
-fn read_document(root: &Path, digest: &Digest) -> Result<Parsed, Problem> {
+/// A blob's bytes; `None` when it does not exist.
+fn read_blob(root: &Path, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
     let path = layout::blob_path(root, digest);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Problem::Incomplete(format!("manifest {digest} is missing")));
-        }
-        Err(e) => return Err(Problem::Io(StoreError::io(root, "read", &path, e))),
-    };
+    match std::fs::read(&path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(root, "read", &path, e)),
+    }
+}
+
+/// The blobs a named entry needs, all present and the manifest intact.
+fn check_named(root: &Path, manifest: &oci::Descriptor) -> Result<ManifestBlobs, Problem> {
+    let digest = &manifest.digest;
+    let bytes = read_blob(root, digest)
+        .map_err(Problem::Io)?
+        .ok_or_else(|| Problem::Incomplete(format!("manifest {digest} is missing")))?;
     let actual = Digest::from_sha256(Sha256::digest(&bytes).into());
     if &actual != digest {
         return Err(Problem::Incomplete(format!(
             "manifest {digest} is corrupt (content hashes to {actual})"
         )));
     }
-    oci::manifest::parse(&bytes, None)
-        .map_err(|e| Problem::Incomplete(format!("manifest {digest}: {e}")))
-}
-
-fn check_present(root: &Path, d: &oci::Descriptor) -> Result<(), Problem> {
-    let path = layout::blob_path(root, &d.digest);
-    match std::fs::metadata(&path) {
-        Ok(m) if m.len() == d.size => Ok(()),
-        Ok(m) => Err(Problem::Incomplete(format!(
-            "blob {} has {} bytes, expected {}",
-            d.digest,
-            m.len(),
-            d.size
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(Problem::Incomplete(format!("blob {} is missing", d.digest)))
+    let m = match oci::manifest::parse(&bytes, None) {
+        Ok(Parsed::Manifest(m)) => m,
+        Ok(Parsed::Index(_)) => return Err(Problem::NotOurs(format!("{digest} is an index"))),
+        Err(e @ (oci::FormatError::MediaType(_) | oci::FormatError::SchemaVersion(_))) => {
+            return Err(Problem::NotOurs(format!("manifest {digest}: {e}")));
         }
-        Err(e) => Err(Problem::Io(StoreError::io(root, "stat", &path, e))),
-    }
-}
-
-/// The blobs a named entry needs, all present and the manifest intact.
-fn check_named(root: &Path, manifest: &oci::Descriptor) -> Result<ManifestBlobs, Problem> {
-    let Parsed::Manifest(m) = read_document(root, &manifest.digest)? else {
-        return Err(Problem::Incomplete(format!(
-            "manifest {} is an index",
-            manifest.digest
-        )));
+        Err(e) => return Err(Problem::Incomplete(format!("manifest {digest}: {e}"))),
     };
     let blobs = ManifestBlobs {
         manifest: manifest.clone(),
         config: m.config,
         layers: m.layers,
     };
-    blobs
-        .all()
-        .skip(1)
-        .try_for_each(|d| check_present(root, d))?;
+    for d in blobs.all().skip(1) {
+        let path = layout::blob_path(root, &d.digest);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == d.size => {}
+            Ok(meta) => {
+                return Err(Problem::Incomplete(format!(
+                    "blob {} has {} bytes, expected {}",
+                    d.digest,
+                    meta.len(),
+                    d.size
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Problem::Incomplete(format!("blob {} is missing", d.digest)));
+            }
+            Err(e) => return Err(Problem::Io(StoreError::io(root, "stat", &path, e))),
+        }
+    }
     Ok(blobs)
 }
 
-/// Adds a foreign entry's blobs to `keep`: the document, and for a manifest its config and
-/// layers, for an index each child, recursively (to a bounded depth).
-fn protect(root: &Path, digest: Digest, keep: &mut HashSet<Digest>, depth: usize) {
-    let parsed = read_document(root, &digest);
+/// Adds everything a foreign document reaches to `keep`, read leniently as plain JSON
+/// (artifacts and unknown media types included): `config`, `layers`, `blobs`, `subject`,
+/// and for an index each of `manifests`, recursively to a bounded depth.
+fn protect(
+    root: &Path,
+    digest: Digest,
+    keep: &mut HashSet<Digest>,
+    depth: usize,
+) -> Result<(), StoreError> {
+    let bytes = read_blob(root, &digest)?;
     keep.insert(digest);
-    match parsed {
-        Ok(Parsed::Manifest(m)) => {
-            keep.insert(m.config.digest);
-            keep.extend(m.layers.into_iter().map(|l| l.digest));
+    let Some(bytes) = bytes.filter(|b| b.len() <= oci::manifest::MAX_DOCUMENT_BYTES) else {
+        return Ok(());
+    };
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(());
+    };
+    let digest_of = |v: &serde_json::Value| {
+        v.get("digest")
+            .and_then(|d| d.as_str())
+            .and_then(|d| Digest::parse(d).ok())
+    };
+    let list = |key: &str| {
+        doc.get(key)
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    keep.extend(
+        ["config", "subject"]
+            .iter()
+            .filter_map(|k| doc.get(*k))
+            .filter_map(digest_of),
+    );
+    keep.extend(
+        list("layers")
+            .iter()
+            .chain(list("blobs").iter())
+            .filter_map(digest_of),
+    );
+    if depth > 0 {
+        for child in list("manifests").iter().filter_map(digest_of) {
+            protect(root, child, keep, depth - 1)?;
         }
-        Ok(Parsed::Index(i)) if depth > 0 => {
-            for child in i.manifests {
-                protect(root, child.descriptor.digest, keep, depth - 1);
-            }
-        }
-        Ok(Parsed::Index(_)) | Err(_) => {}
     }
+    Ok(())
 }
 
 /// Rebuilds the records from `index.json`, dropping names whose content is incomplete.
@@ -128,33 +159,41 @@ pub fn load(root: &Path) -> Result<Recovered, StoreError> {
     let mut protected = HashSet::new();
     let mut dirty = false;
     for entry in layout::read_index(root)? {
-        match entry {
+        let (raw, manifest) = match entry {
             IndexEntry::Named {
                 name,
                 manifest,
                 pulled_by,
+                raw,
             } => match check_named(root, &manifest) {
-                Ok(blobs) => named.push((
-                    NameRecord {
-                        name,
-                        manifest,
-                        pulled_by,
-                    },
-                    blobs,
-                )),
+                Ok(blobs) => {
+                    named.push((
+                        NameRecord {
+                            name,
+                            manifest,
+                            pulled_by,
+                        },
+                        blobs,
+                    ));
+                    continue;
+                }
                 Err(Problem::Incomplete(reason)) => {
                     tracing::error!(%name, %reason, "dropping image name whose content is incomplete");
                     dirty = true;
+                    continue;
+                }
+                Err(Problem::NotOurs(reason)) => {
+                    tracing::info!(%name, %reason, "keeping an entry cri-imaged did not write");
+                    (raw, Some(manifest.digest))
                 }
                 Err(Problem::Io(e)) => return Err(e),
             },
-            IndexEntry::Foreign { raw, manifest } => {
-                if let Some(d) = manifest {
-                    protect(root, d, &mut protected, 4);
-                }
-                foreign.push(raw);
-            }
+            IndexEntry::Foreign { raw, manifest } => (raw, manifest),
+        };
+        if let Some(d) = manifest {
+            protect(root, d, &mut protected, 4)?;
         }
+        foreign.push(raw);
     }
     Ok(Recovered {
         records: Records::from_entries(named),

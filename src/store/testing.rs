@@ -3,7 +3,7 @@
 
 use sha2::Digest as _;
 
-use super::{ManifestBlobs, NameRecord, Store};
+use super::{Lease, ManifestBlobs, NameRecord, Store};
 use crate::names::{Digest, ImageId, ImageName};
 use crate::oci::{Descriptor, media};
 
@@ -16,8 +16,9 @@ pub fn desc(bytes: &[u8], media_type: &str) -> Descriptor {
     }
 }
 
-/// Puts an image (this config, one layer, an OCI manifest) into the store, unnamed.
-pub async fn put_image(store: &Store, config_json: &str, layer: &[u8]) -> ManifestBlobs {
+/// Puts an image (this config, one layer, an OCI manifest) into the store, unnamed, under
+/// a lease (a blob nothing leases or references is collected at once).
+pub async fn put_image(store: &Store, config_json: &str, layer: &[u8]) -> (ManifestBlobs, Lease) {
     let config = desc(config_json.as_bytes(), media::OCI_CONFIG);
     let layer_d = desc(layer, "application/vnd.oci.image.layer.v1.tar");
     let manifest_json = serde_json::json!({
@@ -28,6 +29,7 @@ pub async fn put_image(store: &Store, config_json: &str, layer: &[u8]) -> Manife
     })
     .to_string();
     let manifest = desc(manifest_json.as_bytes(), media::OCI_MANIFEST);
+    let lease = store.lease([&config, &layer_d, &manifest].map(|d| d.digest.clone()));
     store
         .put_blob(&config, config_json.as_bytes())
         .await
@@ -37,11 +39,12 @@ pub async fn put_image(store: &Store, config_json: &str, layer: &[u8]) -> Manife
         .put_blob(&manifest, manifest_json.as_bytes())
         .await
         .unwrap();
-    ManifestBlobs {
+    let blobs = ManifestBlobs {
         manifest,
         config,
         layers: vec![layer_d],
-    }
+    };
+    (blobs, lease)
 }
 
 /// Records `name` (pulled by its manifest digest) for the image `blobs` make up.

@@ -8,7 +8,7 @@ use crate::oci::media;
 /// Puts an image (config, one layer, manifest) and names it; returns its blobs.
 async fn add_image(store: &Store, name: &str, layer: &[u8]) -> ManifestBlobs {
     let config = format!(r#"{{"os":"linux","architecture":"amd64","n":"{name}"}}"#);
-    let blobs = put_image(store, &config, layer).await;
+    let (blobs, _lease) = put_image(store, &config, layer).await;
     name_image(store, &blobs, name).await;
     blobs
 }
@@ -57,6 +57,7 @@ async fn ingest_refuses_wrong_digest_and_wrong_size_and_leaves_nothing() {
             .count(),
         0
     );
+    let _lease = store.lease([d.digest.clone()]);
     store.put_blob(&d, b"hello").await.unwrap();
     assert!(store.has_blob(&d).await);
 }
@@ -199,6 +200,7 @@ async fn a_blob_committed_twice_at_once_is_counted_once() {
     let store = Store::open(dir.path()).unwrap();
     let before = store.usage();
     let d = desc(&[9u8; 8192], "x");
+    let _lease = store.lease([d.digest.clone()]);
     let mut a = store.ingest(&d).await.unwrap();
     let mut b = store.ingest(&d).await.unwrap();
     a.write(&[9u8; 8192]).await.unwrap();
@@ -255,11 +257,9 @@ async fn an_index_entry_written_by_another_tool_is_kept_with_all_its_blobs() {
         child.manifest.size
     );
     let index = desc(index_bytes.as_bytes(), media::OCI_INDEX);
-    store
-        .put_blob(&index, index_bytes.as_bytes())
-        .await
-        .unwrap();
     drop(store);
+    // Written by the other tool, straight into the layout.
+    std::fs::write(layout::blob_path(dir.path(), &index.digest), &index_bytes).unwrap();
     let path = dir.path().join(layout::INDEX_FILE);
     let mut doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -295,8 +295,7 @@ async fn an_index_entry_written_by_another_tool_is_kept_with_all_its_blobs() {
 async fn a_caller_that_goes_away_while_its_image_is_recorded_leaves_a_complete_image() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let blobs = put_image(&store, r#"{"os":"linux"}"#, b"layer").await;
-    let lease = store.lease(blobs.all().map(|d| d.digest.clone()));
+    let (blobs, lease) = put_image(&store, r#"{"os":"linux"}"#, b"layer").await;
     let id = ImageId::new(blobs.config.digest.clone());
     let record = NameRecord {
         name: ImageName::parse_qualified("r.io/a:1").unwrap(),
@@ -325,4 +324,86 @@ async fn a_caller_that_goes_away_while_its_image_is_recorded_leaves_a_complete_i
             d.digest
         );
     }
+}
+
+#[tokio::test]
+async fn a_damaged_blob_in_place_is_replaced_by_verified_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let d = desc(b"the real content", "x");
+    std::fs::write(layout::blob_path(dir.path(), &d.digest), b"trunc").unwrap();
+    assert!(
+        !store.has_blob(&d).await,
+        "a wrong-size file is not the blob"
+    );
+    let _lease = store.lease([d.digest.clone()]);
+    store.put_blob(&d, b"the real content").await.unwrap();
+    assert!(store.has_blob(&d).await);
+    assert_eq!(
+        std::fs::read(layout::blob_path(dir.path(), &d.digest)).unwrap(),
+        b"the real content"
+    );
+}
+
+#[tokio::test]
+async fn a_blob_placed_after_its_pull_went_away_is_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let before = store.usage();
+    let d = desc(b"orphaned", "x");
+    // No lease: the pull that downloaded it is gone by the time it is placed.
+    store.put_blob(&d, b"orphaned").await.unwrap();
+    assert!(!store.has_blob(&d).await);
+    assert_eq!(store.usage().inodes, before.inodes);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(layout::INGEST_DIR))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_artifact_named_like_an_image_is_kept_with_its_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    // What `oras push` into the layout could leave: an OCI manifest whose config is not an
+    // image config, under a fully qualified name.
+    let write = |bytes: &[u8], media_type: &str| {
+        let d = desc(bytes, media_type);
+        std::fs::write(layout::blob_path(dir.path(), &d.digest), bytes).unwrap();
+        d
+    };
+    let config = write(b"{}", "application/vnd.oci.empty.v1+json");
+    let chart = write(
+        b"helm chart bytes",
+        "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+    );
+    let manifest_json = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": config.media_type, "digest": config.digest.to_string(), "size": config.size},
+        "layers": [{"mediaType": chart.media_type, "digest": chart.digest.to_string(), "size": chart.size}],
+    })
+    .to_string();
+    let manifest = write(manifest_json.as_bytes(), media::OCI_MANIFEST);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": media::OCI_MANIFEST,
+        "digest": manifest.digest.to_string(),
+        "size": manifest.size,
+        "annotations": {layout::REF_NAME: "r.io/charts/app:1"},
+    }]});
+    std::fs::write(dir.path().join(layout::INDEX_FILE), index.to_string()).unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.records().is_empty(), "an artifact is not an image");
+    for d in [&config, &chart, &manifest] {
+        assert!(store.has_blob(d).await, "artifact blob {} kept", d.digest);
+    }
+    add_image(&store, "r.io/other:1", b"other").await;
+    let text = std::fs::read_to_string(dir.path().join(layout::INDEX_FILE)).unwrap();
+    assert!(
+        text.contains("r.io/charts/app:1"),
+        "the artifact's entry survives rewrites: {text}"
+    );
 }
