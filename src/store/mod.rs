@@ -118,7 +118,16 @@ impl Store {
             }
             Err(e) => return Err(io("lock", &lock_path, e.into())),
         }
+        // Before anything is deleted: is this a store at all?
+        recover::check_is_store(root)?;
         layout::ensure_layout_file(root)?;
+        if !root.join(layout::INDEX_FILE).exists() {
+            layout::write_atomic(
+                root,
+                layout::INDEX_FILE,
+                &layout::render_index(std::iter::empty(), &[]),
+            )?;
+        }
         let _ = std::fs::remove_file(root.join(format!("{}.tmp", layout::INDEX_FILE)));
         recover::clear_dir(root, &root.join(layout::INGEST_DIR))?;
         let rec = recover::load(root)?;

@@ -27,12 +27,40 @@ pub struct Recovered {
     pub dirty: bool,
 }
 
+/// Refuses a root that holds blobs but no `index.json`: without the index nothing says
+/// which blobs matter, and recovery would delete them all (another tool's OCI layout, or
+/// a containerd content store, given as `--root` by mistake).
+pub fn check_is_store(root: &Path) -> Result<(), StoreError> {
+    if root.join(layout::INDEX_FILE).exists() {
+        return Ok(());
+    }
+    let dir = layout::blobs_dir(root);
+    let mut entries =
+        std::fs::read_dir(&dir).map_err(|e| StoreError::io(root, "read dir", &dir, e))?;
+    if entries.next().is_some() {
+        return Err(StoreError::Corrupt {
+            root: root.to_owned(),
+            path: root.join(layout::INDEX_FILE),
+            reason: "missing while blobs/sha256 holds blobs; refusing to treat them as garbage (is --root another tool's directory?)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Empties `ingest/`: partial downloads and blobs being deleted when the daemon stopped.
 pub fn clear_dir(root: &Path, dir: &Path) -> Result<(), StoreError> {
     let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io(root, "read dir", dir, e))?;
-    for entry in entries.flatten() {
-        let path = entry.path();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| StoreError::io(root, "read dir", dir, e))?
+            .path();
         tracing::info!(path = %path.display(), "removing unfinished download");
-        std::fs::remove_file(&path).map_err(|e| StoreError::io(root, "remove", &path, e))?;
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| StoreError::io(root, "remove", &path, e))?;
     }
     Ok(())
 }
@@ -48,22 +76,26 @@ enum Problem {
     Io(StoreError),
 }
 
-/// A blob's bytes; `None` when it does not exist.
-fn read_blob(root: &Path, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+/// A document blob's bytes; `None` when it does not exist or is larger than any
+/// document cri-imaged reads (so a layer named as a manifest is never read whole).
+fn read_document(root: &Path, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
     let path = layout::blob_path(root, digest);
-    match std::fs::read(&path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::io(root, "read", &path, e)),
+    let io = |e| StoreError::io(root, "read", &path, e);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.len() > oci::manifest::MAX_DOCUMENT_BYTES as u64 => return Ok(None),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
     }
+    std::fs::read(&path).map(Some).map_err(io)
 }
 
 /// The blobs a named entry needs, all present and the manifest intact.
 fn check_named(root: &Path, manifest: &oci::Descriptor) -> Result<ManifestBlobs, Problem> {
     let digest = &manifest.digest;
-    let bytes = read_blob(root, digest)
+    let bytes = read_document(root, digest)
         .map_err(Problem::Io)?
-        .ok_or_else(|| Problem::Incomplete(format!("manifest {digest} is missing")))?;
+        .ok_or_else(|| Problem::Incomplete(format!("manifest {digest} is missing or too large")))?;
     let actual = Digest::from_sha256(Sha256::digest(&bytes).into());
     if &actual != digest {
         return Err(Problem::Incomplete(format!(
@@ -73,10 +105,9 @@ fn check_named(root: &Path, manifest: &oci::Descriptor) -> Result<ManifestBlobs,
     let m = match oci::manifest::parse(&bytes, None) {
         Ok(Parsed::Manifest(m)) => m,
         Ok(Parsed::Index(_)) => return Err(Problem::NotOurs(format!("{digest} is an index"))),
-        Err(e @ (oci::FormatError::MediaType(_) | oci::FormatError::SchemaVersion(_))) => {
-            return Err(Problem::NotOurs(format!("manifest {digest}: {e}")));
-        }
-        Err(e) => return Err(Problem::Incomplete(format!("manifest {digest}: {e}"))),
+        // cri-imaged stores only manifests its parser reads: an intact one it cannot parse
+        // was written by someone else.
+        Err(e) => return Err(Problem::NotOurs(format!("manifest {digest}: {e}"))),
     };
     let blobs = ManifestBlobs {
         manifest: manifest.clone(),
@@ -113,9 +144,9 @@ fn protect(
     keep: &mut HashSet<Digest>,
     depth: usize,
 ) -> Result<(), StoreError> {
-    let bytes = read_blob(root, &digest)?;
+    let bytes = read_document(root, &digest)?;
     keep.insert(digest);
-    let Some(bytes) = bytes.filter(|b| b.len() <= oci::manifest::MAX_DOCUMENT_BYTES) else {
+    let Some(bytes) = bytes else {
         return Ok(());
     };
     let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
@@ -207,14 +238,19 @@ pub fn load(root: &Path) -> Result<Recovered, StoreError> {
 pub fn collect_garbage(root: &Path, keep: &HashSet<Digest>) -> Result<(), StoreError> {
     let dir = layout::blobs_dir(root);
     let entries = std::fs::read_dir(&dir).map_err(|e| StoreError::io(root, "read dir", &dir, e))?;
-    for entry in entries.flatten() {
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io(root, "read dir", &dir, e))?;
+        let path = entry.path();
+        if path.is_dir() {
+            tracing::warn!(path = %path.display(), "leaving a directory that is no blob alone");
+            continue;
+        }
         let file = entry.file_name();
         let referenced = file
             .to_str()
             .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok())
             .is_some_and(|d| keep.contains(&d));
         if !referenced {
-            let path = entry.path();
             tracing::info!(path = %path.display(), "removing unreferenced blob");
             std::fs::remove_file(&path).map_err(|e| StoreError::io(root, "remove", &path, e))?;
         }

@@ -227,17 +227,13 @@ async fn usage_follows_blobs_in_and_out() {
         full.bytes >= empty.bytes + 256 * 1024,
         "{empty:?} -> {full:?}"
     );
-    assert_eq!(full.inodes, empty.inodes + 4, "three blobs and index.json");
+    assert_eq!(full.inodes, empty.inodes + 3, "three blobs");
     store
         .remove_image(&ImageId::new(blobs.config.digest.clone()))
         .await
         .unwrap();
     let after = store.usage();
-    assert_eq!(
-        after.inodes,
-        full.inodes - 3,
-        "index.json now exists; the three blobs are gone"
-    );
+    assert_eq!(after.inodes, empty.inodes, "the three blobs are gone");
     assert!(after.bytes < full.bytes);
 }
 
@@ -406,4 +402,80 @@ async fn an_artifact_named_like_an_image_is_kept_with_its_blobs() {
         text.contains("r.io/charts/app:1"),
         "the artifact's entry survives rewrites: {text}"
     );
+}
+
+#[test]
+fn a_directory_with_blobs_but_no_index_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = layout::blobs_dir(dir.path());
+    std::fs::create_dir_all(&blobs).unwrap();
+    let d = desc(b"someone else's", "x");
+    std::fs::write(layout::blob_path(dir.path(), &d.digest), b"someone else's").unwrap();
+    std::fs::create_dir_all(dir.path().join(layout::INGEST_DIR)).unwrap();
+    std::fs::write(
+        dir.path().join(layout::INGEST_DIR).join("their-partial"),
+        b"x",
+    )
+    .unwrap();
+    let err = Store::open(dir.path()).err().expect("must refuse");
+    assert!(err.to_string().contains("index.json"), "{err}");
+    assert!(
+        layout::blob_path(dir.path(), &d.digest).exists(),
+        "no blob deleted"
+    );
+    assert!(
+        dir.path()
+            .join(layout::INGEST_DIR)
+            .join("their-partial")
+            .exists(),
+        "ingest untouched"
+    );
+}
+
+#[test]
+fn a_new_store_gets_an_empty_index_so_a_crash_before_the_first_image_is_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    assert!(dir.path().join(layout::INDEX_FILE).exists());
+    // A blob placed before the first index update, then a crash: the store still opens.
+    let d = desc(b"early", "x");
+    std::fs::write(layout::blob_path(dir.path(), &d.digest), b"early").unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    assert!(
+        !layout::blob_path(dir.path(), &d.digest).exists(),
+        "the orphan was collected"
+    );
+}
+
+#[tokio::test]
+async fn an_intact_manifest_cri_imaged_cannot_parse_is_someone_elses_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let write = |bytes: &[u8]| {
+        let d = desc(bytes, "x");
+        std::fs::write(layout::blob_path(dir.path(), &d.digest), bytes).unwrap();
+        d
+    };
+    let layer = write(b"layer hashed with sha512 in its descriptor");
+    let manifest_json = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":1}},"layers":[{{"mediaType":"x","digest":"sha512:{}","size":1}}]}}"#,
+        media::OCI_MANIFEST,
+        media::OCI_CONFIG,
+        layer.digest,
+        "ab".repeat(64)
+    );
+    let manifest = write(manifest_json.as_bytes());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": media::OCI_MANIFEST, "digest": manifest.digest.to_string(), "size": manifest.size,
+        "annotations": {layout::REF_NAME: "docker.io/library/foreign:1"},
+    }]});
+    std::fs::write(dir.path().join(layout::INDEX_FILE), index.to_string()).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.records().is_empty());
+    assert!(
+        store.has_blob(&manifest).await && store.has_blob(&layer).await,
+        "nothing of it deleted"
+    );
+    let text = std::fs::read_to_string(dir.path().join(layout::INDEX_FILE)).unwrap();
+    assert!(text.contains("docker.io/library/foreign:1"), "{text}");
 }
