@@ -170,7 +170,7 @@ mod tests {
                     pulled_by: d(*pulled_by),
                 })
                 .collect(),
-            blobs: Vec::new(),
+            manifests: Vec::new(),
             size: 1,
         }
     }

@@ -20,20 +20,44 @@ pub struct NameRecord {
     pub pulled_by: Digest,
 }
 
-/// An image: its ID, its names in the order they were added, and every blob it needs.
+/// An image: its ID, its names in the order they were added, and the manifests those
+/// names point at (each with its config and layers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRecord {
     pub id: ImageId,
     pub names: Vec<NameRecord>,
-    /// Manifests, config and layers, each once.
-    pub blobs: Vec<Descriptor>,
-    /// Bytes of the config and layers (compressed, as stored). The manifest is not
-    /// counted: it is stored in OCI form, whatever format the registry served.
+    /// One entry per manifest some name points at; none other is kept.
+    pub manifests: Vec<ManifestBlobs>,
+    /// Bytes of the config and layers (compressed, as stored) of the first name's
+    /// manifest. The manifest is not counted: it is stored in OCI form, whatever format
+    /// the registry served.
     pub size: u64,
 }
 
+impl ImageRecord {
+    /// Every blob the image needs (a blob shared by two manifests appears twice).
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        self.manifests.iter().flat_map(ManifestBlobs::all)
+    }
+
+    /// Drops manifests no name points at any more and recomputes the size.
+    fn prune(&mut self) {
+        let names = &self.names;
+        self.manifests
+            .retain(|m| names.iter().any(|n| n.manifest.digest == m.manifest.digest));
+        let first = names.first().and_then(|n| {
+            self.manifests
+                .iter()
+                .find(|m| m.manifest.digest == n.manifest.digest)
+        });
+        self.size = first.map_or(0, |m| {
+            m.config.size + m.layers.iter().map(|d| d.size).sum::<u64>()
+        });
+    }
+}
+
 /// The blobs one manifest brings: the manifest itself, its config and its layers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestBlobs {
     pub manifest: Descriptor,
     pub config: Descriptor,
@@ -104,7 +128,7 @@ impl Records {
     pub fn referenced_blobs(&self) -> HashSet<Digest> {
         self.images
             .values()
-            .flat_map(|i| i.blobs.iter().map(|d| d.digest.clone()))
+            .flat_map(|i| i.blobs().map(|d| d.digest.clone()))
             .collect()
     }
 
@@ -117,16 +141,21 @@ impl Records {
         if let Some(old) = self.by_name.get(&key).cloned() {
             if &old == id {
                 // Same image: refresh where the name came from (a re-pull).
-                let mut changed = false;
-                if let Some(n) = self
-                    .images
-                    .get_mut(id.as_str())
-                    .and_then(|img| img.names.iter_mut().find(|n| n.name == name.name))
-                {
-                    changed = *n != name;
-                    *n = name;
+                let Some(img) = self.images.get_mut(id.as_str()) else {
+                    return false;
+                };
+                let Some(n) = img.names.iter_mut().find(|n| n.name == name.name) else {
+                    return false;
+                };
+                if *n == name {
+                    return false;
                 }
-                return self.add_blobs(id, blobs) || changed;
+                *n = name;
+                if !img.manifests.contains(blobs) {
+                    img.manifests.push(blobs.clone());
+                }
+                img.prune();
+                return true;
             }
             self.take_name(&old, &name.name, true);
         }
@@ -136,28 +165,16 @@ impl Records {
             .or_insert_with(|| ImageRecord {
                 id: id.clone(),
                 names: Vec::new(),
-                blobs: Vec::new(),
-                size: blobs.config.size + blobs.layers.iter().map(|d| d.size).sum::<u64>(),
+                manifests: Vec::new(),
+                size: 0,
             });
         img.names.push(name);
-        self.by_name.insert(key, id.clone());
-        self.add_blobs(id, blobs);
-        true
-    }
-
-    /// Adds the blobs an image is missing; returns whether it was missing any.
-    fn add_blobs(&mut self, id: &ImageId, blobs: &ManifestBlobs) -> bool {
-        let Some(img) = self.images.get_mut(id.as_str()) else {
-            return false;
-        };
-        let mut added = false;
-        for d in blobs.all() {
-            if !img.blobs.iter().any(|b| b.digest == d.digest) {
-                img.blobs.push(d.clone());
-                added = true;
-            }
+        if !img.manifests.contains(blobs) {
+            img.manifests.push(blobs.clone());
         }
-        added
+        img.prune();
+        self.by_name.insert(key, id.clone());
+        true
     }
 
     /// Removes one name from an image; the image goes when no name remains. With
@@ -188,6 +205,8 @@ impl Records {
         }
         if img.names.is_empty() {
             self.images.remove(id.as_str());
+        } else {
+            img.prune();
         }
     }
 
@@ -281,6 +300,38 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.get(&id(&a)).unwrap().names.len(), 2);
         assert_eq!(r.get(&id(&a)).unwrap().size, 105);
+    }
+
+    #[test]
+    fn a_name_moved_to_another_manifest_of_the_same_image_frees_the_old_one() {
+        // The same config served with a new manifest (recompressed layers).
+        let old = blobs(1, 2, &[3]);
+        let new = blobs(4, 2, &[5]);
+        let mut r = Records::default();
+        assert!(r.tag(&id(&old), &old, name("r.io/a:1", &old)));
+        assert!(r.tag(&id(&new), &new, name("r.io/a:1", &new)));
+        let refs = r.referenced_blobs();
+        assert_eq!(
+            refs,
+            [4, 2, 5].iter().map(|n| digest(*n)).collect(),
+            "old manifest and layer unreferenced"
+        );
+        assert_eq!(r.get(&id(&new)).unwrap().manifests, vec![new]);
+    }
+
+    #[test]
+    fn untagging_one_of_two_manifests_frees_its_blobs() {
+        let a = blobs(1, 2, &[3]);
+        let b = blobs(4, 2, &[5]);
+        let mut r = Records::default();
+        r.tag(&id(&a), &a, name("r.io/a:1", &a));
+        r.tag(&id(&b), &b, name("q.io/b:1", &b));
+        assert_eq!(r.referenced_blobs().len(), 5);
+        assert!(r.untag(&ImageName::parse_qualified("q.io/b:1").unwrap()));
+        assert_eq!(
+            r.referenced_blobs(),
+            [1, 2, 3].iter().map(|n| digest(*n)).collect()
+        );
     }
 
     #[test]
