@@ -50,12 +50,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen.display()))?;
     tracing::info!(socket = %config.listen.display(), root = %config.root.display(), "serving CRI image service");
     let stopping = image.clone();
+    let closing = image.clone();
     let shutdown = async move {
         daemon::signal().await;
         stopping.shutdown();
     };
     let served = daemon::serve(listener, CriImageService::new(image), shutdown).await;
     let _ = std::fs::remove_file(&config.listen);
+    // Cancelled pulls have let go of their work; let the store finish what it started.
+    closing.close().await;
     served.context("serving gRPC")?;
     tracing::info!("stopped");
     Ok(())

@@ -81,6 +81,12 @@ impl ImageService {
         self.inner.shutdown.cancel();
     }
 
+    /// Waits until the store work in flight (records changes, blob placements, clean-ups)
+    /// is done: call after [`ImageService::shutdown`] and the server's drain, before exit.
+    pub async fn close(&self) {
+        self.inner.store.close().await;
+    }
+
     /// The store's root directory.
     pub fn root(&self) -> &std::path::Path {
         self.inner.store.root()

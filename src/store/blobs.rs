@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
+use tokio_util::task::TaskTracker;
 
 use super::error::StoreError;
 use super::layout;
@@ -26,10 +27,16 @@ pub struct Ingest {
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
     hasher: Sha256,
     written: u64,
+    /// The store's tracker: a drop's clean-up is waited for at shutdown.
+    tasks: TaskTracker,
 }
 
 impl Ingest {
-    pub(super) fn create(root: &Path, expected: &Descriptor) -> Result<Ingest, StoreError> {
+    pub(super) fn create(
+        root: &Path,
+        expected: &Descriptor,
+        tasks: TaskTracker,
+    ) -> Result<Ingest, StoreError> {
         let n = NEXT_INGEST.fetch_add(1, Ordering::Relaxed);
         let path = root.join(layout::INGEST_DIR).join(format!(
             "{}.{}.{n}",
@@ -48,6 +55,7 @@ impl Ingest {
             file: Some(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file)),
             hasher: Sha256::new(),
             written: 0,
+            tasks,
         })
     }
 
@@ -111,17 +119,11 @@ impl Ingest {
         file.flush().await.map_err(|e| io("write", e))?;
         let file = file.into_inner();
         file.sync_all().await.map_err(|e| io("fsync", e))?;
-        let allocated = file
-            .metadata()
-            .await
-            .map(|m| allocated_bytes(&m))
-            .unwrap_or(self.written);
         drop(file);
         Ok(Finished {
             temp: std::mem::take(&mut self.path),
             digest: self.expected.digest.clone(),
             size: self.expected.size,
-            allocated,
         })
     }
 }
@@ -131,14 +133,25 @@ pub struct Finished {
     pub temp: PathBuf,
     pub digest: Digest,
     pub size: u64,
-    /// Bytes it occupies on disk.
-    pub allocated: u64,
 }
 
 impl Drop for Ingest {
+    /// Deletes an unfinished ingest. Unlinking and closing a large file frees its extents,
+    /// which can take long: that happens on a blocking thread when a runtime is around.
     fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.path);
+        let path = std::mem::take(&mut self.path);
+        if path.as_os_str().is_empty() {
+            return;
+        }
+        let file = self.file.take();
+        let work = move || {
+            let _ = std::fs::remove_file(&path);
+            drop(file);
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            drop(self.tasks.spawn_blocking(work));
+        } else {
+            work();
         }
     }
 }

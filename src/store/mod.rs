@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use tokio_util::task::TaskTracker;
+
 pub use blobs::Ingest;
 pub use error::StoreError;
 pub use records::{ImageRecord, ManifestBlobs, NameRecord, Records};
@@ -58,15 +60,17 @@ impl Drop for Lease {
                 }
             }
         }
-        if !released.is_empty() {
-            // Deciding and moving blobs out of `blobs/` is quick; only the unlinks, which
-            // need nothing of the store, go to a blocking thread.
-            let trash = self.shared.collect(released);
-            if !trash.is_empty() {
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => drop(rt.spawn_blocking(move || unlink_trash(trash))),
-                    Err(_) => unlink_trash(trash),
-                }
+        // Usually every released blob is referenced (the image was recorded): that is
+        // decided in memory. Only real orphans (a failed or cancelled pull) cost file
+        // system work, on a blocking thread the store's `close` waits for.
+        let orphans = self.shared.unneeded(released);
+        if !orphans.is_empty() {
+            let shared = self.shared.clone();
+            let work = move || unlink_trash(shared.collect(orphans));
+            if tokio::runtime::Handle::try_current().is_ok() {
+                drop(self.shared.tasks.spawn_blocking(work));
+            } else {
+                work();
             }
         }
     }
@@ -91,6 +95,9 @@ struct Shared {
     leases: Mutex<HashMap<Digest, usize>>,
     blob_bytes: AtomicU64,
     blob_inodes: AtomicU64,
+    /// Work that must finish before the process exits: records changes, placements and
+    /// clean-ups (see [`Store::close`]).
+    tasks: TaskTracker,
 }
 
 impl Store {
@@ -155,6 +162,7 @@ impl Store {
                 leases: Mutex::default(),
                 blob_bytes: AtomicU64::new(bytes),
                 blob_inodes: AtomicU64::new(inodes),
+                tasks: TaskTracker::new(),
             }),
         })
     }
@@ -197,7 +205,7 @@ impl Store {
 
     /// Starts writing a blob.
     pub async fn ingest(&self, expected: &Descriptor) -> Result<Ingest, StoreError> {
-        Ingest::create(self.root(), expected)
+        Ingest::create(self.root(), expected, self.shared.tasks.clone())
     }
 
     /// Verifies an ingest and places the blob under its digest. The placement and its
@@ -206,7 +214,9 @@ impl Store {
         let finished = ingest.finish().await?;
         // No `.await` between `finish` and the spawn: the temp file always has an owner.
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.place(finished))
+        self.shared
+            .tasks
+            .spawn_blocking(move || shared.place(finished))
             .await
             .map_err(|e| {
                 StoreError::io(self.root(), "commit", self.root(), std::io::Error::other(e))
@@ -283,20 +293,29 @@ impl Store {
         hold: Option<Lease>,
     ) -> Result<bool, StoreError> {
         let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let result = shared.update(change).await;
-            drop(hold);
-            result
-        })
-        .await
-        .map_err(|e| {
-            StoreError::io(
-                self.root(),
-                "update",
-                &self.root().join(layout::INDEX_FILE),
-                std::io::Error::other(e),
-            )
-        })?
+        self.shared
+            .tasks
+            .spawn(async move {
+                let result = shared.update(change).await;
+                drop(hold);
+                result
+            })
+            .await
+            .map_err(|e| {
+                StoreError::io(
+                    self.root(),
+                    "update",
+                    &self.root().join(layout::INDEX_FILE),
+                    std::io::Error::other(e),
+                )
+            })?
+    }
+
+    /// Waits for the records changes, blob placements and clean-ups under way, so that
+    /// what they started is on disk, consistent, before the process exits.
+    pub async fn close(&self) {
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
     }
 
     /// Bytes and inodes the store uses: blobs plus the layout files and directories.
@@ -382,13 +401,20 @@ impl Shared {
     /// went away meanwhile) is collected at once.
     fn place(&self, f: blobs::Finished) -> Result<(), StoreError> {
         let dest = layout::blob_path(&self.root, &f.digest);
+        let allocated = || {
+            std::fs::metadata(&dest)
+                .map(|m| blobs::allocated_bytes(&m))
+                .unwrap_or(f.size)
+        };
         let placed = match std::fs::hard_link(&f.temp, &dest) {
             Ok(()) => {
-                self.blob_bytes.fetch_add(f.allocated, Ordering::Relaxed);
+                self.blob_bytes.fetch_add(allocated(), Ordering::Relaxed);
                 self.blob_inodes.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Under the lease lock, like `collect`: check and replace happen as one.
+                let _leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
                 match std::fs::metadata(&dest) {
                     Ok(m) if m.len() == f.size => Ok(()),
                     Ok(m) => {
@@ -397,7 +423,7 @@ impl Shared {
                         std::fs::rename(&f.temp, &dest)
                             .map_err(|e| StoreError::io(&self.root, "rename", &dest, e))
                             .map(|()| {
-                                self.blob_bytes.fetch_add(f.allocated, Ordering::Relaxed);
+                                self.blob_bytes.fetch_add(allocated(), Ordering::Relaxed);
                                 self.sub_bytes(old);
                             })
                     }
@@ -411,6 +437,26 @@ impl Shared {
             unlink_trash(self.collect(vec![f.digest]));
         }
         placed
+    }
+
+    /// Those of `candidates` no lease, no foreign entry and no image needs (decided in
+    /// memory; [`Shared::collect`] checks again under the lock before deleting).
+    fn unneeded(&self, candidates: Vec<Digest>) -> Vec<Digest> {
+        if candidates.is_empty() {
+            return candidates;
+        }
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let records = self.records();
+        let mut referenced: Option<HashSet<Digest>> = None;
+        candidates
+            .into_iter()
+            .filter(|d| !leases.contains_key(d) && !self.protected.contains(d))
+            .filter(|d| {
+                !referenced
+                    .get_or_insert_with(|| records.referenced_blobs())
+                    .contains(d)
+            })
+            .collect()
     }
 
     fn sub_bytes(&self, n: u64) {

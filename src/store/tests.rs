@@ -51,6 +51,8 @@ async fn ingest_refuses_wrong_digest_and_wrong_size_and_leaves_nothing() {
         Err(StoreError::SizeMismatch { .. })
     ));
     assert!(!store.has_blob(&d).await);
+    // Dropped ingests are deleted on blocking threads; `close` waits for them.
+    store.close().await;
     assert_eq!(
         std::fs::read_dir(dir.path().join(layout::INGEST_DIR))
             .unwrap()
