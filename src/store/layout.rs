@@ -180,6 +180,16 @@ pub fn sync_dir(root: &Path, dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(root, "fsync", dir, e))
 }
 
+/// What identifies one version of `index.json`: size, modification time, inode. A
+/// change means someone else wrote it.
+pub type Stamp = (u64, std::time::SystemTime, u64);
+
+pub fn stamp(root: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(root.join(INDEX_FILE)).ok()?;
+    Some((m.len(), m.modified().ok()?, m.ino()))
+}
+
 /// Writes `oci-layout` when missing.
 pub fn ensure_layout_file(root: &Path) -> Result<(), StoreError> {
     if root.join(LAYOUT_FILE).exists() {

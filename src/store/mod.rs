@@ -88,9 +88,9 @@ struct Shared {
     /// `.await`; writers replace the whole value after persisting it.
     records: RwLock<Arc<Records>>,
     /// Serialises index updates; holds the entries cri-imaged keeps verbatim.
-    writer: tokio::sync::Mutex<Vec<serde_json::Value>>,
+    writer: tokio::sync::Mutex<Writer>,
     /// Blobs of entries cri-imaged did not write: never deleted.
-    protected: HashSet<Digest>,
+    protected: RwLock<HashSet<Digest>>,
     /// Blobs in-flight pulls rely on, with how many leases each.
     leases: Mutex<HashMap<Digest, usize>>,
     blob_bytes: AtomicU64,
@@ -98,6 +98,14 @@ struct Shared {
     /// Work that must finish before the process exits: records changes, placements and
     /// clean-ups (see [`Store::close`]).
     tasks: TaskTracker,
+}
+
+/// What the index writer keeps between updates.
+struct Writer {
+    /// Entries cri-imaged did not write, kept verbatim.
+    foreign: Vec<serde_json::Value>,
+    /// The `index.json` version cri-imaged last wrote (or read at start).
+    stamp: Option<layout::Stamp>,
 }
 
 impl Store {
@@ -157,8 +165,11 @@ impl Store {
                 root: root.to_owned(),
                 _lock: lock,
                 records: RwLock::new(Arc::new(rec.records)),
-                writer: tokio::sync::Mutex::new(rec.foreign),
-                protected: rec.protected,
+                writer: tokio::sync::Mutex::new(Writer {
+                    foreign: rec.foreign,
+                    stamp: layout::stamp(root),
+                }),
+                protected: RwLock::new(rec.protected),
                 leases: Mutex::default(),
                 blob_bytes: AtomicU64::new(bytes),
                 blob_inodes: AtomicU64::new(inodes),
@@ -353,22 +364,40 @@ impl Shared {
         self: Arc<Self>,
         change: impl FnOnce(&mut Records) -> bool,
     ) -> Result<bool, StoreError> {
-        let writer = self.writer.lock().await;
+        let mut writer = self.writer.lock().await;
         let before = self.records();
         let mut after = (*before).clone();
         if !change(&mut after) {
             return Ok(false);
         }
-        let bytes = layout::render_index(
-            after
-                .entries()
-                .map(|n| (&n.name, &n.manifest, &n.pulled_by)),
-            &writer,
+        let after = Arc::new(after);
+        let shared = self.clone();
+        let (ours, known, stamp, next) = (
+            before.clone(),
+            writer.foreign.clone(),
+            writer.stamp,
+            after.clone(),
         );
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || {
-            layout::sync_dir(&root, &layout::blobs_dir(&root))?;
-            layout::write_atomic(&root, layout::INDEX_FILE, &bytes)
+        let written = tokio::task::spawn_blocking(move || {
+            let root = &shared.root;
+            let mut foreign = known;
+            if layout::stamp(root) != stamp {
+                // Someone else wrote index.json since cri-imaged did: keep what they added.
+                let (added, keep) = recover::added_by_others(root, &ours, &foreign)?;
+                shared
+                    .protected
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(keep);
+                foreign.extend(added);
+            }
+            let bytes = layout::render_index(
+                next.entries().map(|n| (&n.name, &n.manifest, &n.pulled_by)),
+                &foreign,
+            );
+            layout::sync_dir(root, &layout::blobs_dir(root))?;
+            layout::write_atomic(root, layout::INDEX_FILE, &bytes)?;
+            Ok::<_, StoreError>((foreign, layout::stamp(root)))
         })
         .await
         .map_err(|e| {
@@ -379,13 +408,14 @@ impl Shared {
                 std::io::Error::other(e),
             )
         })??;
+        (writer.foreign, writer.stamp) = written;
         let still = after.referenced_blobs();
         let orphans: Vec<Digest> = before
             .referenced_blobs()
             .into_iter()
             .filter(|d| !still.contains(d))
             .collect();
-        *self.records.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(after);
+        *self.records.write().unwrap_or_else(|p| p.into_inner()) = after;
         drop(writer);
         if !orphans.is_empty() {
             let shared = self.clone();
@@ -446,11 +476,12 @@ impl Shared {
             return candidates;
         }
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let protected = self.protected.read().unwrap_or_else(|p| p.into_inner());
         let records = self.records();
         let mut referenced: Option<HashSet<Digest>> = None;
         candidates
             .into_iter()
-            .filter(|d| !leases.contains_key(d) && !self.protected.contains(d))
+            .filter(|d| !leases.contains_key(d) && !protected.contains(d))
             .filter(|d| {
                 !referenced
                     .get_or_insert_with(|| records.referenced_blobs())
@@ -475,10 +506,11 @@ impl Shared {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let mut trash = Vec::new();
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let protected = self.protected.read().unwrap_or_else(|p| p.into_inner());
         let records = self.records();
         let mut referenced: Option<HashSet<Digest>> = None;
         for d in candidates {
-            if leases.contains_key(&d) || self.protected.contains(&d) {
+            if leases.contains_key(&d) || protected.contains(&d) {
                 continue;
             }
             if referenced

@@ -234,6 +234,48 @@ pub fn load(root: &Path) -> Result<Recovered, StoreError> {
     })
 }
 
+/// Entries another tool added to `index.json` while the daemon ran: those that are
+/// neither one of `ours` (the records it last wrote) nor already `known` foreign entries,
+/// with every blob they reach. They are kept, never erased by the next rewrite.
+pub fn added_by_others(
+    root: &Path,
+    ours: &Records,
+    known: &[serde_json::Value],
+) -> Result<(Vec<serde_json::Value>, HashSet<Digest>), StoreError> {
+    let mut added = Vec::new();
+    let mut keep = HashSet::new();
+    for entry in layout::read_index(root)? {
+        let (raw, manifest) = match entry {
+            IndexEntry::Named {
+                name,
+                manifest,
+                raw,
+                ..
+            } => {
+                let is_ours = ours.by_name(&name).is_some_and(|img| {
+                    img.names
+                        .iter()
+                        .any(|n| n.name == name && n.manifest.digest == manifest.digest)
+                });
+                if is_ours {
+                    continue;
+                }
+                (raw, Some(manifest.digest))
+            }
+            IndexEntry::Foreign { raw, manifest } => (raw, manifest),
+        };
+        if known.contains(&raw) || added.contains(&raw) {
+            continue;
+        }
+        tracing::info!(entry = %raw, "keeping an index.json entry another tool added");
+        if let Some(d) = manifest {
+            protect(root, d, &mut keep, 4)?;
+        }
+        added.push(raw);
+    }
+    Ok((added, keep))
+}
+
 /// Deletes every file in `blobs/sha256` that is not in `keep`.
 pub fn collect_garbage(root: &Path, keep: &HashSet<Digest>) -> Result<(), StoreError> {
     let dir = layout::blobs_dir(root);

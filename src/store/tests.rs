@@ -481,3 +481,46 @@ async fn an_intact_manifest_cri_imaged_cannot_parse_is_someone_elses_and_kept() 
     let text = std::fs::read_to_string(dir.path().join(layout::INDEX_FILE)).unwrap();
     assert!(text.contains("docker.io/library/foreign:1"), "{text}");
 }
+
+#[tokio::test]
+async fn an_entry_another_tool_adds_while_the_store_is_open_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    add_image(&store, "r.io/a:1", b"a").await;
+    // Another tool (say `skopeo copy ... oci:<root>:v1`) writes a blob and adds an entry.
+    let theirs = desc(b"their manifest-ish blob", media::OCI_MANIFEST);
+    std::fs::write(
+        layout::blob_path(dir.path(), &theirs.digest),
+        b"their manifest-ish blob",
+    )
+    .unwrap();
+    let path = dir.path().join(layout::INDEX_FILE);
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    doc["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": media::OCI_MANIFEST,
+            "digest": theirs.digest.to_string(),
+            "size": theirs.size,
+            "annotations": {layout::REF_NAME: "v1"},
+        }));
+    let tmp = dir.path().join("their-index.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&doc).unwrap()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+
+    add_image(&store, "r.io/b:1", b"b").await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    for name in ["r.io/a:1", "r.io/b:1", "\"v1\""] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
+    store.close().await;
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(
+        store.has_blob(&theirs).await,
+        "their blob survives a restart"
+    );
+    assert_eq!(store.records().len(), 2);
+}
