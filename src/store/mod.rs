@@ -116,6 +116,10 @@ impl Store {
         for dir in [layout::blobs_dir(root), root.join(layout::INGEST_DIR)] {
             std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
         }
+        // The directories themselves survive a power loss before the first image.
+        for dir in [root.join("blobs"), root.to_owned()] {
+            layout::sync_dir(root, &dir)?;
+        }
         let lock_path = root.join(layout::LOCK_FILE);
         let lock = std::fs::OpenOptions::new()
             .create(true)
