@@ -113,6 +113,8 @@ impl Store {
     /// crash left behind.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let io = |op, path: &Path, e| StoreError::io(root, op, path, e);
+        // Before anything is created or deleted: is this a store at all?
+        recover::check_is_store(root)?;
         for dir in [layout::blobs_dir(root), root.join(layout::INGEST_DIR)] {
             std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
         }
@@ -137,8 +139,6 @@ impl Store {
             }
             Err(e) => return Err(io("lock", &lock_path, e.into())),
         }
-        // Before anything is deleted: is this a store at all?
-        recover::check_is_store(root)?;
         layout::ensure_layout_file(root)?;
         if !root.join(layout::INDEX_FILE).exists() {
             layout::write_atomic(
@@ -386,14 +386,15 @@ impl Shared {
             let root = &shared.root;
             let mut foreign = known;
             if layout::stamp(root) != stamp {
-                // Someone else wrote index.json since cri-imaged did: keep what they added.
-                let (added, keep) = recover::added_by_others(root, &ours, &foreign)?;
+                // Someone else wrote index.json since cri-imaged did: its entries that are
+                // not cri-imaged's are kept, as they now are.
+                let (others, keep) = recover::foreign_entries(root, &[&ours, &next])?;
                 shared
                     .protected
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .extend(keep);
-                foreign.extend(added);
+                foreign = others;
             }
             let bytes = layout::render_index(
                 next.entries().map(|n| (&n.name, &n.manifest, &n.pulled_by)),

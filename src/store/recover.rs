@@ -31,12 +31,17 @@ pub struct Recovered {
 /// which blobs matter, and recovery would delete them all (another tool's OCI layout, or
 /// a containerd content store, given as `--root` by mistake).
 pub fn check_is_store(root: &Path) -> Result<(), StoreError> {
-    if root.join(layout::INDEX_FILE).exists() {
+    // A lock file says cri-imaged made this root (an older version wrote index.json only
+    // with its first image, so a crash during the very first pull left blobs without it).
+    if root.join(layout::INDEX_FILE).exists() || root.join(layout::LOCK_FILE).exists() {
         return Ok(());
     }
     let dir = layout::blobs_dir(root);
-    let mut entries =
-        std::fs::read_dir(&dir).map_err(|e| StoreError::io(root, "read dir", &dir, e))?;
+    let mut entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io(root, "read dir", &dir, e)),
+    };
     if entries.next().is_some() {
         return Err(StoreError::Corrupt {
             root: root.to_owned(),
@@ -234,17 +239,29 @@ pub fn load(root: &Path) -> Result<Recovered, StoreError> {
     })
 }
 
-/// Entries another tool added to `index.json` while the daemon ran: those that are
-/// neither one of `ours` (the records it last wrote) nor already `known` foreign entries,
-/// with every blob they reach. They are kept, never erased by the next rewrite.
-pub fn added_by_others(
+/// The entries of `index.json` that are not cri-imaged's, after another tool wrote it
+/// while the daemon ran: every entry except those naming one in `ours` (the records
+/// before and after the change being written; cri-imaged is
+/// authoritative for its own names, so a stale or duplicate entry for one of them is not
+/// kept), with every blob they reach. The file is read a few times if it does not parse:
+/// containers/image rewrites it in place.
+pub fn foreign_entries(
     root: &Path,
-    ours: &Records,
-    known: &[serde_json::Value],
+    ours: &[&Records],
 ) -> Result<(Vec<serde_json::Value>, HashSet<Digest>), StoreError> {
-    let mut added = Vec::new();
+    let mut attempt = 0;
+    let entries = loop {
+        match layout::read_index(root) {
+            Err(StoreError::Corrupt { .. }) if attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => break other?,
+        }
+    };
+    let mut foreign = Vec::new();
     let mut keep = HashSet::new();
-    for entry in layout::read_index(root)? {
+    for entry in entries {
         let (raw, manifest) = match entry {
             IndexEntry::Named {
                 name,
@@ -252,28 +269,26 @@ pub fn added_by_others(
                 raw,
                 ..
             } => {
-                let is_ours = ours.by_name(&name).is_some_and(|img| {
-                    img.names
-                        .iter()
-                        .any(|n| n.name == name && n.manifest.digest == manifest.digest)
-                });
-                if is_ours {
+                let names_it = |r: &&Records| {
+                    r.by_name(&name)
+                        .is_some_and(|img| img.names.iter().any(|n| n.name == name))
+                };
+                if ours.iter().any(names_it) {
                     continue;
                 }
                 (raw, Some(manifest.digest))
             }
             IndexEntry::Foreign { raw, manifest } => (raw, manifest),
         };
-        if known.contains(&raw) || added.contains(&raw) {
+        if foreign.contains(&raw) {
             continue;
         }
-        tracing::info!(entry = %raw, "keeping an index.json entry another tool added");
         if let Some(d) = manifest {
             protect(root, d, &mut keep, 4)?;
         }
-        added.push(raw);
+        foreign.push(raw);
     }
-    Ok((added, keep))
+    Ok((foreign, keep))
 }
 
 /// Deletes every file in `blobs/sha256` that is not in `keep`.

@@ -524,3 +524,52 @@ async fn an_entry_another_tool_adds_while_the_store_is_open_survives() {
     );
     assert_eq!(store.records().len(), 2);
 }
+
+#[tokio::test]
+async fn foreign_entries_follow_the_file_and_never_shadow_our_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    add_image(&store, "r.io/a:1", b"a").await;
+    let path = dir.path().join(layout::INDEX_FILE);
+    // Another tool rewrites index.json (atomically) with our entries plus `extra`.
+    let rewrite = |extra: Vec<serde_json::Value>| {
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let list = doc["manifests"].as_array_mut().unwrap();
+        list.retain(|e| e["annotations"][layout::REF_NAME] == "r.io/a:1");
+        list.extend(extra);
+        let tmp = dir.path().join("their.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&doc).unwrap()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    let entry = |name: &str, bytes: &[u8]| {
+        let d = desc(bytes, media::OCI_MANIFEST);
+        std::fs::write(layout::blob_path(dir.path(), &d.digest), bytes).unwrap();
+        serde_json::json!({"mediaType": media::OCI_MANIFEST, "digest": d.digest.to_string(), "size": d.size,
+            "annotations": {layout::REF_NAME: name}})
+    };
+    rewrite(vec![entry("v1", b"first")]);
+    add_image(&store, "r.io/b:1", b"b").await;
+    // The tool retags v1 and also writes an entry for one of our names.
+    rewrite(vec![entry("v1", b"second"), entry("r.io/a:1", b"shadow")]);
+    add_image(&store, "r.io/c:1", b"c").await;
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let names: Vec<String> = doc["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            e["annotations"][layout::REF_NAME]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names.iter().filter(|n| *n == "v1").count(), 1, "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| *n == "r.io/a:1").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(names.len(), 4, "{names:?}");
+}
