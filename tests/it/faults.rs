@@ -153,14 +153,19 @@ async fn wait_for_stall(f: &Fixture, task: &mut JoinHandle<Result<String, Status
     ingest_files(&root)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_cancels_an_in_flight_pull_and_cleans_its_partial_blob() {
+/// A daemon and a fake registry serving `test/app:1`, whose one layer stalls mid-body.
+async fn stalled_layer_fixture() -> (Fixture, TestImage, String) {
     let fake = FakeRegistry::start().await;
     let img = ImageBuilder::new().layer_sizes(&[64 * 1024]).build();
     let layer = img.layer_digests()[0].clone();
     fake.add_image("test/app", "1", &img);
     fake.set_blob(&layer, BlobBehavior::Stall { after: STALL_AFTER });
-    let mut f = Fixture::start(fake).await;
+    (Fixture::start(fake).await, img, layer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cancels_an_in_flight_pull_and_cleans_its_partial_blob() {
+    let (mut f, img, layer) = stalled_layer_fixture().await;
     let root = f.root();
     let socket = f.daemon.socket.clone();
     let name = f.name("test/app:1");
@@ -212,12 +217,7 @@ async fn sigterm_cancels_an_in_flight_pull_and_cleans_its_partial_blob() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_download_left_by_sigkill_is_cleaned_at_start_and_the_pull_then_succeeds() {
-    let fake = FakeRegistry::start().await;
-    let img = ImageBuilder::new().layer_sizes(&[64 * 1024]).build();
-    let layer = img.layer_digests()[0].clone();
-    fake.add_image("test/app", "1", &img);
-    fake.set_blob(&layer, BlobBehavior::Stall { after: STALL_AFTER });
-    let mut f = Fixture::start(fake).await;
+    let (mut f, img, layer) = stalled_layer_fixture().await;
     let root = f.root();
     let name = f.name("test/app:1");
 
