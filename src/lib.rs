@@ -6,6 +6,7 @@
 //! - [`names`]: image names, digests, IDs, short-name resolution, insecure registries.
 //! - [`oci`]: manifest, index and config formats, platform selection.
 //! - [`registry`]: the registry client (the only user of `oci-client`).
+//! - [`transport`]: images from files (`oci:`, `oci-archive:`, …) through skopeo's proxy.
 //! - [`store`]: the OCI-layout content store, crash-safe and verified.
 //! - [`config`]: the TOML file and flags, validated into typed settings.
 //! - [`daemon`]: the socket's life, serving, shutdown.
@@ -22,3 +23,4 @@ pub mod proto;
 pub mod registry;
 pub mod store;
 pub mod telemetry;
+pub mod transport;

@@ -44,6 +44,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         registries: config.registries.clone(),
         default_transport: config.default_transport.clone(),
         max_concurrent_downloads: config.max_concurrent_downloads,
+        imports: config.imports.clone(),
     };
     let image = ImageService::new(store, registry, settings);
     let listener = daemon::bind(&config.listen)

@@ -29,6 +29,15 @@ pub struct Cli {
     /// Blob downloads running at once, across all pulls [config: max_concurrent_downloads] [default: 3]
     #[arg(long, value_name = "N")]
     pub max_concurrent_downloads: Option<usize>,
+    /// Local transport to allow besides docker (oci, oci-archive, docker-archive, dir); repeatable. Replaces the config list [config: transports]
+    #[arg(long = "transport", value_name = "TRANSPORT")]
+    pub transports: Vec<String>,
+    /// Directory images from local transports may be read from; repeatable. Replaces the config list [config: import_dirs]
+    #[arg(long = "import-dir", value_name = "DIR")]
+    pub import_dirs: Vec<PathBuf>,
+    /// The skopeo binary for local transports [config: skopeo] [default: skopeo]
+    #[arg(long, value_name = "PATH")]
+    pub skopeo: Option<PathBuf>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive [config: log_level] [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,

@@ -21,6 +21,14 @@ pub struct FileConfig {
     pub default_transport: Option<String>,
     /// Blob downloads at once, across all pulls. Default 3.
     pub max_concurrent_downloads: Option<usize>,
+    /// Local transports to allow besides `docker`: `oci`, `oci-archive`, `docker-archive`,
+    /// `dir`. Default: none.
+    pub transports: Option<Vec<String>>,
+    /// Directories images from local transports may be read from (symlinks resolved).
+    /// Default: none.
+    pub import_dirs: Option<Vec<PathBuf>>,
+    /// The skopeo binary that reads local transports. Default `skopeo` (from `PATH`).
+    pub skopeo: Option<PathBuf>,
     /// Log filter: `error`, `warn`, `info`, `debug`, `trace` or a tracing directive. Default `info`.
     pub log_level: Option<String>,
 }

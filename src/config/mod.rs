@@ -11,6 +11,7 @@ pub use cli::Cli;
 use file::FileConfig;
 
 use crate::names::{ImageName, InsecureRegistries};
+use crate::transport::{ImportPolicy, LocalTransport};
 
 pub const DEFAULT_CONFIG: &str = "/etc/cri-imaged/config.toml";
 pub const DEFAULT_ROOT: &str = "/var/lib/cri-imaged";
@@ -26,6 +27,7 @@ pub struct Config {
     pub insecure: InsecureRegistries,
     pub default_transport: String,
     pub max_concurrent_downloads: usize,
+    pub imports: ImportPolicy,
     pub log_level: String,
 }
 
@@ -57,6 +59,7 @@ impl Config {
 
 fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
+    let imports = imports(&mut problems, &raw, cli);
     let mut check_path = |key: &str, p: PathBuf| {
         if !p.is_absolute() {
             problems.push(format!(
@@ -150,8 +153,56 @@ fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigErr
         insecure,
         default_transport,
         max_concurrent_downloads,
+        imports,
         log_level,
     })
+}
+
+/// `transports`, `import_dirs` and `skopeo`: an enabled local transport needs somewhere
+/// to read from.
+fn imports(problems: &mut Vec<String>, raw: &FileConfig, cli: &Cli) -> ImportPolicy {
+    let names = if cli.transports.is_empty() {
+        raw.transports.clone().unwrap_or_default()
+    } else {
+        cli.transports.clone()
+    };
+    let mut transports = Vec::new();
+    for t in &names {
+        match LocalTransport::from_name(t) {
+            Some(t) => transports.push(t),
+            None if t == "docker" => {}
+            None => problems.push(format!(
+                "transports: {t:?} is not a local transport (oci, oci-archive, docker-archive, dir)"
+            )),
+        }
+    }
+    let import_dirs = if cli.import_dirs.is_empty() {
+        raw.import_dirs.clone().unwrap_or_default()
+    } else {
+        cli.import_dirs.clone()
+    };
+    for d in &import_dirs {
+        if !d.is_absolute() || d.parent().is_none() {
+            problems.push(format!(
+                "import_dirs: {:?} must be an absolute path other than /",
+                d.display().to_string()
+            ));
+        }
+    }
+    if !transports.is_empty() && import_dirs.is_empty() {
+        problems.push(format!(
+            "transports = {names:?} needs import_dirs: the directories images may be read from"
+        ));
+    }
+    ImportPolicy {
+        transports,
+        import_dirs,
+        skopeo: cli
+            .skopeo
+            .clone()
+            .or(raw.skopeo.clone())
+            .unwrap_or_else(|| "skopeo".into()),
+    }
 }
 
 #[cfg(test)]
@@ -222,5 +273,25 @@ mod tests {
     fn every_invalid_value_is_reported_at_once() {
         let e = load("root = \"rel\"\nmax_concurrent_downloads = 0\ndefault_transport = \"oci\"\ninsecure_registries = [\"10.0.0.0/99\"]\nregistries = [\"Bad Host\"]\n", &[]).unwrap_err();
         assert_eq!(e.problems.len(), 5, "{e}");
+    }
+
+    #[test]
+    fn local_transports_need_import_dirs() {
+        let c = load("", &[]).unwrap();
+        assert!(c.imports.transports.is_empty());
+        let e = load("transports = [\"oci-archive\"]\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("needs import_dirs"), "{e}");
+        let e = load("transports = [\"ftp\"]\nimport_dirs = [\"rel\"]\n", &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        let c = load(
+            "transports = [\"docker\", \"oci\"]\nimport_dirs = [\"/srv/images\"]\n",
+            &["--transport", "dir", "--transport", "oci-archive"],
+        )
+        .unwrap();
+        assert_eq!(
+            c.imports.transports,
+            [LocalTransport::Dir, LocalTransport::OciArchive]
+        );
+        assert_eq!(c.imports.import_dirs, [PathBuf::from("/srv/images")]);
     }
 }

@@ -6,6 +6,7 @@ use tonic::{Code, Status};
 use crate::image::Error;
 use crate::names::NameError;
 use crate::store::StoreError;
+use crate::transport::TransportError;
 
 fn code(e: &Error) -> Code {
     match e {
@@ -40,6 +41,19 @@ fn code(e: &Error) -> Code {
             .map(|(_, e)| code(e))
             .find(|c| *c != Code::NotFound)
             .unwrap_or(Code::NotFound),
+        Error::Import { source, .. } => match source {
+            TransportError::InvalidReference { .. }
+            | TransportError::RelativePath { .. }
+            | TransportError::ColonInPath { .. }
+            | TransportError::Unnamed { .. } => Code::InvalidArgument,
+            TransportError::Disabled { .. } | TransportError::OutsideImportDirs { .. } => {
+                Code::PermissionDenied
+            }
+            TransportError::NotFound { .. } | TransportError::NoSuchImage { .. } => Code::NotFound,
+            TransportError::SkopeoMissing { .. } => Code::FailedPrecondition,
+            TransportError::Unreadable { .. } => Code::Unknown,
+            TransportError::InvalidContent { .. } => Code::DataLoss,
+        },
         Error::ShuttingDown { .. } => Code::Unavailable,
         Error::Shared(inner) => code(inner),
         Error::Internal(_) => Code::Internal,

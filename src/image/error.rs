@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::names::NameError;
 use crate::registry::{AuthError, RegistryError};
 use crate::store::StoreError;
+use crate::transport::TransportError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -13,7 +14,9 @@ pub enum Error {
     Name(#[from] NameError),
     #[error("image name must not be empty")]
     EmptyName,
-    #[error("image {image:?}: transport {transport:?} is not supported (supported: docker)")]
+    #[error(
+        "image {image:?}: transport {transport:?} is not supported (supported: docker, oci, oci-archive, docker-archive, dir)"
+    )]
     UnsupportedTransport { image: String, transport: String },
     #[error("image {image}: unusable credentials: {source}")]
     Credentials { image: String, source: AuthError },
@@ -54,6 +57,11 @@ pub enum Error {
     },
     #[error("image {image}: {source}")]
     Store { image: String, source: StoreError },
+    #[error("importing {image:?}: {source}")]
+    Import {
+        image: String,
+        source: TransportError,
+    },
     #[error("pulling image {image}: every candidate failed: {}", list(.failures))]
     AllCandidatesFailed {
         image: String,

@@ -9,6 +9,7 @@ mod cache;
 mod error;
 mod flight;
 mod fs_info;
+mod import;
 mod info;
 mod list;
 mod pull;
@@ -30,6 +31,7 @@ pub use status::verbose_info;
 use crate::names::{self, ImageId, NameError, Resolved};
 use crate::registry::RegistryClient;
 use crate::store::{ImageRecord, Store};
+use crate::transport::ImportPolicy;
 
 /// Settings of the core service.
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct Settings {
     pub default_transport: String,
     /// Blob downloads running at once, across all pulls.
     pub max_concurrent_downloads: usize,
+    /// Which local transports are on and where their files may come from.
+    pub imports: ImportPolicy,
 }
 
 /// The core image service; cheap to clone (all clones share one state).

@@ -12,6 +12,7 @@ use crate::names::{self, ImageId, ImageName, Resolved};
 use crate::oci::{self, Descriptor};
 use crate::registry::{AuthFields, Credentials, Session};
 use crate::store::{ManifestBlobs, NameRecord, StoreError};
+use crate::transport::LocalTransport;
 
 /// A pull request without gRPC types.
 #[derive(Clone, Default)]
@@ -52,10 +53,13 @@ impl ImageService {
         }
         let (transport, name) = split_transport(&req.image, &self.inner.settings.default_transport);
         if transport != "docker" {
-            return Err(Error::UnsupportedTransport {
-                image: req.image.clone(),
-                transport: transport.to_owned(),
-            });
+            let Some(local) = LocalTransport::from_name(transport) else {
+                return Err(Error::UnsupportedTransport {
+                    image: req.image.clone(),
+                    transport: transport.to_owned(),
+                });
+            };
+            return self.import(&req.image, local, name).await;
         }
         let creds = match &req.auth {
             Some(a) => Credentials::from_fields(a).map_err(|source| Error::Credentials {
@@ -99,18 +103,35 @@ impl ImageService {
         let mut h = DefaultHasher::new();
         creds.hash(&mut h);
         let key = format!("{name}#{:x}", h.finish());
-        let inner = self.inner.clone();
         let (name, creds) = (name.clone(), creds.clone());
+        self.single_flight(key, name.to_string(), move |inner| {
+            pull_task(inner, name, creds)
+        })
+        .await
+    }
+
+    /// Runs `work` as the one pull for `key` (callers asking for the same key join it) in
+    /// its own task: it stops when every caller has gone, or at shutdown.
+    pub(super) async fn single_flight<F, Fut>(
+        &self,
+        key: String,
+        image: String,
+        work: F,
+    ) -> Result<ImageId, Error>
+    where
+        F: FnOnce(Arc<Inner>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<ImageId, Error>> + Send + 'static,
+    {
+        let inner = self.inner.clone();
         let result = self
             .inner
             .pulls
             .run(key, move || async move {
-                let image = name.to_string();
                 let token = inner.shutdown.clone();
                 let task = tokio::spawn(async move {
                     tokio::select! {
-                        r = pull_task(inner, name, creds) => r,
-                        () = token.cancelled() => Err(Error::ShuttingDown { image: image.clone() }),
+                        r = work(inner) => r,
+                        () = token.cancelled() => Err(Error::ShuttingDown { image }),
                     }
                 });
                 // When every waiter is gone, the pull stops (and with it its downloads).

@@ -23,6 +23,7 @@ fn fixture(registries: &[&str]) -> Fixture {
         registries: registries.iter().map(|r| r.to_string()).collect(),
         default_transport: "docker".into(),
         max_concurrent_downloads: 3,
+        imports: Default::default(),
     };
     Fixture {
         _dir: dir,
