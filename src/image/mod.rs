@@ -11,6 +11,8 @@ mod flight;
 mod fs_info;
 mod info;
 mod list;
+mod observe;
+pub mod progress;
 mod pull;
 mod remove;
 pub mod status;
@@ -24,9 +26,11 @@ pub use cache::ImageMeta;
 pub use error::Error;
 pub use fs_info::FsUsage;
 pub use info::{ImageInfo, ImageUser};
+pub use progress::{BlobSnapshot, PullSnapshot};
 pub use pull::PullRequest;
 pub use status::verbose_info;
 
+use crate::metrics::Metrics;
 use crate::names::{self, ImageId, NameError, Resolved};
 use crate::registry::RegistryClient;
 use crate::store::{ImageRecord, Store};
@@ -57,6 +61,8 @@ struct Inner {
     blobs: flight::Flights<Result<(), Arc<Error>>>,
     downloads: Arc<Semaphore>,
     shutdown: CancellationToken,
+    progress: progress::Progress,
+    metrics: Metrics,
 }
 
 impl ImageService {
@@ -72,6 +78,8 @@ impl ImageService {
                 blobs: flight::Flights::default(),
                 downloads,
                 shutdown: CancellationToken::new(),
+                progress: progress::Progress::default(),
+                metrics: Metrics::new(),
             }),
         }
     }
