@@ -10,16 +10,21 @@
 //! - [`store`]: the OCI-layout content store, crash-safe and verified.
 //! - [`config`]: the TOML file and flags, validated into typed settings.
 //! - [`daemon`]: the socket's life, serving, shutdown.
+//! - [`metrics`]: the Prometheus registry; [`admin`]: `/metrics` and `/pulls` over HTTP;
+//!   [`pulls`]: the `cri-imaged pulls` command, a client of `/pulls`.
 //!
 //! `ARCHITECTURE.md` says which module may depend on which.
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod grpc;
 pub mod image;
+pub mod metrics;
 pub mod names;
 pub mod oci;
 pub mod proto;
+pub mod pulls;
 pub mod registry;
 pub mod store;
 pub mod telemetry;

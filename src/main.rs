@@ -4,13 +4,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cri_imaged::config::{Cli, Config};
+use cri_imaged::config::{Cli, Command, Config};
 use cri_imaged::grpc::CriImageService;
 use cri_imaged::image::{ImageService, Settings};
 use cri_imaged::oci::Platform;
 use cri_imaged::registry::RegistryClient;
 use cri_imaged::store::Store;
-use cri_imaged::{daemon, telemetry};
+use cri_imaged::{admin, config, daemon, pulls, telemetry};
+use tokio_util::sync::CancellationToken;
 
 /// sysexits' EX_CONFIG-style code for a bad configuration.
 const EXIT_CONFIG: u8 = 64;
@@ -18,6 +19,9 @@ const EXIT_CONFIG: u8 = 64;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Pulls(args)) = &cli.command {
+        return pulls_command(args).await;
+    }
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -25,7 +29,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    telemetry::init(&config.log_level);
+    telemetry::init(&config.log_level, config.log_json);
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -49,6 +53,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let image = ImageService::new(store, registry, settings);
     let listener = daemon::bind(&config.listen)
         .with_context(|| format!("listening on {}", config.listen.display()))?;
+    let http_stop = CancellationToken::new();
+    let http = serve_http(&config, &image, &http_stop).await?;
     tracing::info!(socket = %config.listen.display(), root = %config.root.display(), "serving CRI image service");
     let stopping = image.clone();
     let closing = image.clone();
@@ -58,9 +64,74 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let served = daemon::serve(listener, CriImageService::new(image), shutdown).await;
     let _ = std::fs::remove_file(&config.listen);
+    http_stop.cancel();
+    for task in http {
+        let _ = task.await;
+    }
+    let _ = std::fs::remove_file(&config.admin_socket);
+    if let Some(config::MetricsAddress::Unix(p)) = &config.metrics_address {
+        let _ = std::fs::remove_file(p);
+    }
     // Cancelled pulls have let go of their work; let the store finish what it started.
     closing.close().await;
     served.context("serving gRPC")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the admin socket (always) and the metrics listener (when configured).
+async fn serve_http(
+    config: &Config,
+    image: &ImageService,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    let admin_listener = admin::bind_admin(&config.admin_socket).with_context(|| {
+        format!(
+            "listening on admin socket {}",
+            config.admin_socket.display()
+        )
+    })?;
+    let mut servers = vec![(
+        admin_listener,
+        admin::admin_router(image.clone()),
+        format!("unix:{}", config.admin_socket.display()),
+    )];
+    if let Some(addr) = &config.metrics_address {
+        let l = admin::bind_metrics(addr)
+            .await
+            .with_context(|| format!("listening for metrics on {addr}"))?;
+        servers.push((l, admin::metrics_router(image.clone()), addr.to_string()));
+        tracing::info!(address = %addr, "serving /metrics");
+    }
+    for (listener, router, what) in servers {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = admin::serve(listener, router, stop.cancelled_owned()).await {
+                tracing::error!(address = %what, error = %e, "HTTP endpoint failed");
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+/// `cri-imaged pulls`: a client of the running daemon's admin socket.
+async fn pulls_command(args: &cri_imaged::config::PullsArgs) -> ExitCode {
+    let socket = match &args.admin_socket {
+        Some(s) => s.clone(),
+        None => match config::admin_socket_of(&args.config) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cri-imaged: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    match pulls::run(args, &socket).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cri-imaged pulls: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

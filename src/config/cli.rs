@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// cri-imaged: a Kubernetes CRI image service (runtime.v1 ImageService) on a Unix socket.
 #[derive(Debug, Parser)]
-#[command(name = "cri-imaged", version)]
+#[command(name = "cri-imaged", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Configuration file (TOML). A missing file means defaults.
     #[arg(long, value_name = "FILE", default_value = super::DEFAULT_CONFIG)]
@@ -41,4 +41,48 @@ pub struct Cli {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive [config: log_level] [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Serve Prometheus metrics on a loopback IP:PORT or a unix socket (unix:/path) [config: metrics_address] [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_address: Option<String>,
+    /// Root-only unix socket for `cri-imaged pulls` [config: admin_socket] [default: the --listen path with -admin.sock for .sock]
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+    /// Log format: text or json (one object per line) [config: log_format] [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Without a command, cri-imaged runs the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands that talk to a running daemon.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the pulls in flight: image, source registry, bytes per layer, rate, ETA, waiting
+    /// callers (read from the daemon's admin socket)
+    Pulls(PullsArgs),
+}
+
+/// `cri-imaged pulls`.
+#[derive(Debug, Args)]
+pub struct PullsArgs {
+    /// Keep the view open, updated live with progress bars, until interrupted
+    #[arg(long)]
+    pub watch: bool,
+    /// Output: text, or json (with --watch, one JSON document per line per update)
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// The daemon's configuration file, read to find its admin socket
+    #[arg(long, value_name = "FILE", default_value = super::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The daemon's admin socket; overrides the configuration
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+}
+
+/// How `cri-imaged pulls` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }

@@ -31,4 +31,11 @@ pub struct FileConfig {
     pub skopeo: Option<PathBuf>,
     /// Log filter: `error`, `warn`, `info`, `debug`, `trace` or a tracing directive. Default `info`.
     pub log_level: Option<String>,
+    /// Serve Prometheus metrics on this loopback `ip:port` or unix socket. Default: off.
+    pub metrics_address: Option<String>,
+    /// Root-only (0600) unix socket serving `/pulls` and `/metrics` to `cri-imaged pulls`.
+    /// Default: `<listen without .sock>-admin.sock`.
+    pub admin_socket: Option<PathBuf>,
+    /// `text` (default) or `json` (one object per line, for journald/fluentd collectors).
+    pub log_format: Option<String>,
 }

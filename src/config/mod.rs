@@ -2,12 +2,14 @@
 //! anything starts. Every problem is reported at once, naming the file and key. Pure: no
 //! directory is created and no socket opened here.
 
+pub mod address;
 pub mod cli;
 pub mod file;
 
 use std::path::{Path, PathBuf};
 
-pub use cli::Cli;
+pub use address::MetricsAddress;
+pub use cli::{Cli, Command, OutputFormat, PullsArgs};
 use file::FileConfig;
 
 use crate::names::{ImageName, InsecureRegistries};
@@ -29,6 +31,22 @@ pub struct Config {
     pub max_concurrent_downloads: usize,
     pub imports: ImportPolicy,
     pub log_level: String,
+    /// Where `/metrics` is served; `None`: nowhere but the admin socket.
+    pub metrics_address: Option<MetricsAddress>,
+    /// The root-only socket serving `/pulls` and `/metrics`.
+    pub admin_socket: PathBuf,
+    /// Log one JSON object per line instead of text.
+    pub log_json: bool,
+}
+
+/// The admin socket next to `listen`: `x.sock` → `x-admin.sock` (else `x` → `x-admin.sock`).
+pub fn default_admin_socket(listen: &Path) -> PathBuf {
+    let name = listen
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".sock").unwrap_or(&name);
+    listen.with_file_name(format!("{stem}-admin.sock"))
 }
 
 /// Every problem found in the configuration.
@@ -42,19 +60,29 @@ pub struct ConfigError {
 impl Config {
     /// Reads the file (absent is fine), applies the flags, and validates everything.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        let file = &cli.config;
-        let fail = |p: String| ConfigError {
-            file: file.clone(),
-            problems: vec![p],
-        };
-        let raw = match std::fs::read_to_string(file) {
-            Ok(text) => toml::from_str::<FileConfig>(&text)
-                .map_err(|e| fail(e.to_string().trim().replace('\n', "\n  ")))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
-            Err(e) => return Err(fail(format!("cannot read: {e}"))),
-        };
-        validate(file, raw, cli)
+        validate(&cli.config, read_file(&cli.config)?, cli)
     }
+}
+
+fn read_file(file: &Path) -> Result<FileConfig, ConfigError> {
+    let fail = |p: String| ConfigError {
+        file: file.to_owned(),
+        problems: vec![p],
+    };
+    match std::fs::read_to_string(file) {
+        Ok(text) => toml::from_str::<FileConfig>(&text)
+            .map_err(|e| fail(e.to_string().trim().replace('\n', "\n  "))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(fail(format!("cannot read: {e}"))),
+    }
+}
+
+/// The admin socket of a daemon configured by `file` (for `cri-imaged pulls`).
+pub fn admin_socket_of(file: &Path) -> Result<PathBuf, ConfigError> {
+    let raw = read_file(file)?;
+    Ok(raw.admin_socket.unwrap_or_else(|| {
+        default_admin_socket(&raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into()))
+    }))
 }
 
 fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigError> {
@@ -140,6 +168,44 @@ fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigErr
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
         problems.push(format!("log_level = {log_level:?}: {e}"));
     }
+    let metrics_address = cli
+        .metrics_address
+        .clone()
+        .or(raw.metrics_address)
+        .and_then(|a| {
+            MetricsAddress::parse(&a)
+                .map_err(|e| problems.push(format!("metrics_address = {a:?}: {e}")))
+                .ok()
+        });
+    let admin_socket = cli
+        .admin_socket
+        .clone()
+        .or(raw.admin_socket)
+        .unwrap_or_else(|| default_admin_socket(&listen));
+    if !admin_socket.is_absolute() || admin_socket == listen {
+        problems.push(format!(
+            "admin_socket = {:?}: must be an absolute path other than listen",
+            admin_socket.display().to_string()
+        ));
+    }
+    if let Some(MetricsAddress::Unix(p)) = &metrics_address
+        && (*p == listen || *p == admin_socket)
+    {
+        problems.push(format!(
+            "metrics_address = \"unix:{}\": must differ from listen and admin_socket",
+            p.display()
+        ));
+    }
+    let log_format = cli
+        .log_format
+        .clone()
+        .or(raw.log_format)
+        .unwrap_or_else(|| "text".into());
+    if log_format != "text" && log_format != "json" {
+        problems.push(format!(
+            "log_format = {log_format:?}: must be \"text\" or \"json\""
+        ));
+    }
     if !problems.is_empty() {
         return Err(ConfigError {
             file: file.to_owned(),
@@ -155,6 +221,9 @@ fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigErr
         max_concurrent_downloads,
         imports,
         log_level,
+        metrics_address,
+        admin_socket,
+        log_json: log_format == "json",
     })
 }
 
@@ -231,6 +300,36 @@ mod tests {
         assert_eq!(c.listen, PathBuf::from(DEFAULT_LISTEN));
         assert_eq!(c.max_concurrent_downloads, 3);
         assert!(c.registries.is_empty());
+        assert_eq!(c.metrics_address, None, "metrics are off by default");
+        assert_eq!(
+            c.admin_socket,
+            PathBuf::from("/run/cri-imaged/cri-imaged-admin.sock")
+        );
+        assert!(!c.log_json);
+    }
+
+    #[test]
+    fn observability_keys_are_validated() {
+        let c = load(
+            "metrics_address = \"127.0.0.1:9464\"\nlog_format = \"json\"\n",
+            &["--admin-socket", "/run/a.sock"],
+        )
+        .unwrap();
+        assert_eq!(
+            c.metrics_address,
+            Some(MetricsAddress::Tcp("127.0.0.1:9464".parse().unwrap()))
+        );
+        assert_eq!(c.admin_socket, PathBuf::from("/run/a.sock"));
+        assert!(c.log_json);
+        let e = load(
+            "metrics_address = \"0.0.0.0:9464\"\nlog_format = \"xml\"\nadmin_socket = \"rel.sock\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 3, "{e}");
+        for key in ["metrics_address", "log_format", "admin_socket"] {
+            assert!(e.to_string().contains(key), "{key} not named in {e}");
+        }
     }
 
     #[test]

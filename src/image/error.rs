@@ -100,12 +100,63 @@ impl Error {
             RegistryError::NotFound { .. } | RegistryError::NoPlatform { .. } => {
                 Error::NotFound { image, source }
             }
-            RegistryError::Unavailable { .. } => Error::RegistryUnavailable { image, source },
+            RegistryError::Unavailable { .. }
+            | RegistryError::Timeout { .. }
+            | RegistryError::Tls { .. } => Error::RegistryUnavailable { image, source },
             RegistryError::Unauthorized { .. } => Error::Unauthorized { image, source },
             RegistryError::Denied { .. } => Error::Denied { image, source },
-            RegistryError::InvalidContent { .. } => Error::InvalidContent { image, source },
+            RegistryError::InvalidContent { .. } | RegistryError::DigestMismatch { .. } => {
+                Error::InvalidContent { image, source }
+            }
             RegistryError::Unsupported { .. } => Error::Unsupported { image, source },
             RegistryError::Other { .. } => Error::Registry { image, source },
+        }
+    }
+
+    /// The failure's class, the `error_class` label of `cri_imaged_pulls_total`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Error::Name(_) | Error::EmptyName | Error::UnsupportedTransport { .. } => {
+                "invalid_argument"
+            }
+            Error::Credentials { .. } | Error::Unauthorized { .. } => "auth",
+            Error::Denied { .. } => "denied",
+            Error::NotFound { .. } => "not_found",
+            Error::RegistryUnavailable { source, .. } => match source {
+                RegistryError::Timeout { .. } => "timeout",
+                RegistryError::Tls { .. } => "tls",
+                _ => "network",
+            },
+            Error::InvalidContent { source, .. } => match source {
+                RegistryError::DigestMismatch { .. } => "digest_mismatch",
+                _ => "invalid_content",
+            },
+            Error::Unsupported { .. } => "unsupported",
+            Error::Registry { .. } => "registry",
+            Error::Store { .. } => "store",
+            Error::Import { source, .. } => match source {
+                TransportError::InvalidReference { .. }
+                | TransportError::RelativePath { .. }
+                | TransportError::ColonInPath { .. }
+                | TransportError::Unnamed { .. } => "invalid_argument",
+                TransportError::Disabled { .. } | TransportError::OutsideImportDirs { .. } => {
+                    "denied"
+                }
+                TransportError::NotFound { .. } | TransportError::NoSuchImage { .. } => "not_found",
+                TransportError::SkopeoMissing { .. } | TransportError::Unreadable { .. } => {
+                    "import"
+                }
+                TransportError::InvalidContent { .. } => "invalid_content",
+            },
+            // As for the gRPC code: anything but "not found" beats "not found".
+            Error::AllCandidatesFailed { failures, .. } => failures
+                .iter()
+                .map(|(_, e)| e.class())
+                .find(|c| *c != "not_found")
+                .unwrap_or("not_found"),
+            Error::ShuttingDown { .. } => "shutdown",
+            Error::Shared(inner) => inner.class(),
+            Error::Internal(_) => "internal",
         }
     }
 

@@ -12,6 +12,8 @@ mod fs_info;
 mod import;
 mod info;
 mod list;
+mod observe;
+pub mod progress;
 mod pull;
 mod remove;
 pub mod status;
@@ -25,9 +27,11 @@ pub use cache::ImageMeta;
 pub use error::Error;
 pub use fs_info::FsUsage;
 pub use info::{ImageInfo, ImageUser};
+pub use progress::{BlobSnapshot, PullSnapshot};
 pub use pull::PullRequest;
 pub use status::verbose_info;
 
+use crate::metrics::Metrics;
 use crate::names::{self, ImageId, NameError, Resolved};
 use crate::registry::RegistryClient;
 use crate::store::{ImageRecord, Store};
@@ -61,6 +65,8 @@ struct Inner {
     blobs: flight::Flights<Result<(), Arc<Error>>>,
     downloads: Arc<Semaphore>,
     shutdown: CancellationToken,
+    progress: progress::Progress,
+    metrics: Metrics,
 }
 
 impl ImageService {
@@ -76,6 +82,8 @@ impl ImageService {
                 blobs: flight::Flights::default(),
                 downloads,
                 shutdown: CancellationToken::new(),
+                progress: progress::Progress::default(),
+                metrics: Metrics::new(),
             }),
         }
     }

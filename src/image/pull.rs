@@ -46,8 +46,8 @@ fn split_transport<'a>(image: &'a str, default: &'a str) -> (&'a str, &'a str) {
 }
 
 impl ImageService {
-    /// Pulls an image and returns its ID (the config digest).
-    pub async fn pull(&self, req: PullRequest) -> Result<ImageId, Error> {
+    /// Pulls an image and returns its ID (the config digest). `observe.rs` wraps it.
+    pub(super) async fn pull_unobserved(&self, req: PullRequest) -> Result<ImageId, Error> {
         if req.image.is_empty() {
             return Err(Error::EmptyName);
         }
@@ -103,9 +103,10 @@ impl ImageService {
         let mut h = DefaultHasher::new();
         creds.hash(&mut h);
         let key = format!("{name}#{:x}", h.finish());
-        let (name, creds) = (name.clone(), creds.clone());
+        let _waiting = self.inner.progress.waiting(&key);
+        let (name, creds, key2) = (name.clone(), creds.clone(), key.clone());
         self.single_flight(key, name.to_string(), move |inner| {
-            pull_task(inner, name, creds)
+            pull_task(inner, name, creds, key2)
         })
         .await
     }
@@ -151,8 +152,12 @@ async fn pull_task(
     inner: Arc<Inner>,
     name: ImageName,
     creds: Credentials,
+    key: String,
 ) -> Result<ImageId, Error> {
     let started = std::time::Instant::now();
+    let progress = inner
+        .progress
+        .start(&key, &name.to_string(), name.registry());
     let (session, fetched) = inner
         .registry
         .open(&name, &creds)
@@ -185,7 +190,23 @@ async fn pull_task(
         source,
     };
 
+    let present =
+        futures_util::future::join_all(m.layers.iter().map(|l| inner.store.has_blob(l))).await;
+    let config_present = inner.store.has_blob(&m.config).await;
+    progress.set_blobs(
+        std::iter::once((&m.config, config_present))
+            .chain(m.layers.iter().zip(present.iter().copied()))
+            .map(|(d, p)| (d.digest.to_string(), d.size, p)),
+    );
+    let skipped_bytes: u64 = std::iter::once((&m.config, config_present))
+        .chain(m.layers.iter().zip(present.iter().copied()))
+        .filter(|(_, p)| *p)
+        .map(|(d, _)| d.size)
+        .sum();
+    inner.metrics.skipped(skipped_bytes);
+
     fetch_blob(&inner, &session, &name, &m.config).await?;
+    progress.blob_done(&m.config.digest.to_string());
     let config_bytes = inner
         .store
         .read_blob(&m.config.digest)
@@ -194,14 +215,12 @@ async fn pull_task(
     let config = oci::manifest::parse_config(&config_bytes)
         .map_err(|e| invalid(&name, format!("config {}: {e}", m.config.digest)))?;
 
-    let present =
-        futures_util::future::join_all(m.layers.iter().map(|l| inner.store.has_blob(l))).await;
     let skipped = present.iter().filter(|p| **p).count();
-    futures_util::future::try_join_all(
-        m.layers
-            .iter()
-            .map(|l| fetch_blob(&inner, &session, &name, l)),
-    )
+    futures_util::future::try_join_all(m.layers.iter().map(|l| async {
+        fetch_blob(&inner, &session, &name, l).await?;
+        progress.blob_done(&l.digest.to_string());
+        Ok::<_, Error>(())
+    }))
     .await?;
     inner
         .store
@@ -223,13 +242,19 @@ async fn pull_task(
     inner
         .cache
         .insert(id.clone(), ImageMeta { user: config.user });
+    let seconds = started.elapsed().as_secs_f64();
+    let fetched = m.content_size().saturating_sub(skipped_bytes);
     tracing::info!(
         image = %name,
         id = %id,
+        source = %name.registry(),
         bytes = m.content_size(),
+        fetched_bytes = fetched,
+        seconds = format_args!("{seconds:.3}"),
+        bytes_per_second = (fetched as f64 / seconds.max(0.001)) as u64,
         layers = m.layers.len(),
+        layers_fetched = m.layers.len() - skipped,
         layers_present = skipped,
-        elapsed_ms = started.elapsed().as_millis() as u64,
         "pulled image"
     );
     Ok(id)
@@ -249,7 +274,13 @@ fn invalid(name: &ImageName, reason: String) -> Error {
 fn blob_err(name: &ImageName, e: StoreError) -> Error {
     match e {
         StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => {
-            invalid(name, e.to_string())
+            Error::InvalidContent {
+                image: name.to_string(),
+                source: crate::registry::RegistryError::DigestMismatch {
+                    registry: name.registry().to_owned(),
+                    reason: e.to_string(),
+                },
+            }
         }
         source => Error::Store {
             image: name.to_string(),
@@ -318,11 +349,14 @@ async fn download(
         .ingest(blob)
         .await
         .map_err(|e| blob_err(name, e))?;
+    let progress = inner.progress.download(&blob.digest.to_string());
     while let Some(chunk) = stream
         .try_next()
         .await
         .map_err(|e| Error::from_registry(name, e))?
     {
+        progress.add(chunk.len() as u64);
+        inner.metrics.fetched(name.registry(), chunk.len() as u64);
         ingest.write(&chunk).await.map_err(|e| blob_err(name, e))?;
     }
     inner

@@ -112,7 +112,7 @@ impl RegistryClient {
                     return Ok((session, m));
                 }
                 // Only a transport failure suggests the other scheme; an HTTP answer is final.
-                Err(e @ RegistryError::Unavailable { .. }) => last = Some(e),
+                Err(e) if e.is_unavailable() => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -250,10 +250,13 @@ impl Session {
                     .manifest_raw(&oci_reference(name, Some(&child.digest)), &what)
                     .await?;
                 if child_digest != child.digest {
-                    return Err(self.invalid(format!(
-                        "manifest {} was served for {}",
-                        child_digest, child.digest
-                    )));
+                    return Err(RegistryError::DigestMismatch {
+                        registry: self.registry.clone(),
+                        reason: format!(
+                            "manifest {} was served for {}",
+                            child_digest, child.digest
+                        ),
+                    });
                 }
                 let Parsed::Manifest(manifest) = oci::manifest::parse(&child_bytes, None)
                     .map_err(|e| self.format_error(format!("manifest {}", child.digest), e))?
@@ -307,14 +310,11 @@ impl Session {
             }
             let item = match item {
                 Ok(chunk) => Ok(chunk),
-                Err(e) if is_digest_error(&e) => Err(RegistryError::InvalidContent {
+                Err(e) if is_digest_error(&e) => Err(RegistryError::DigestMismatch {
                     registry: registry.clone(),
                     reason: format!("blob {digest}: {e}"),
                 }),
-                Err(e) => Err(RegistryError::Unavailable {
-                    registry: registry.clone(),
-                    reason: e.to_string(),
-                }),
+                Err(e) => Err(error::unavailable(registry.clone(), e.to_string(), &e)),
             };
             *failed = item.is_err();
             futures_util::future::ready(Some(item))

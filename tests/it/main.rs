@@ -9,7 +9,8 @@
 //! - `support/`: fixtures that own their processes (registry, daemon), the image builder,
 //!   and `fake`, an in-process registry that stalls, lies about digests or ignores `Range`.
 //! - one module per area: `pull`, `list`, `status`, `remove`, `fs_info`, `config`,
-//!   `daemon_life`, `store`, `faults` (shutdown and kill mid-pull, bad content).
+//!   `daemon_life`, `store`, `faults` (shutdown and kill mid-pull, bad content), `observe`
+//!   (metrics, `cri-imaged pulls`, summary logs, no credentials in any output).
 
 mod support;
 
@@ -18,6 +19,7 @@ mod daemon_life;
 mod faults;
 mod fs_info;
 mod list;
+mod observe;
 mod pull;
 mod remove;
 mod status;

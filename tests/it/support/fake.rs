@@ -42,6 +42,9 @@ pub enum BlobBehavior {
     /// Serve bytes of the right length whose sha256 differs from the digest (the headers,
     /// `Docker-Content-Digest` included, claim the requested digest).
     WrongBytes,
+    /// Send the first `after` bytes like `Stall`, then the rest once
+    /// [`FakeRegistry::open_gate`] is called: a pull held in flight, then let finish.
+    Gate { after: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -69,6 +72,8 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Gated blobs send their rest once this is set.
+    gate_open: std::sync::atomic::AtomicBool,
     /// Connections that sent the first bytes of a stalled blob and now hold still.
     stalled: AtomicUsize,
 }
@@ -95,6 +100,7 @@ impl FakeRegistry {
         let addr = listener.local_addr().expect("fake registry address");
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
+            gate_open: std::sync::atomic::AtomicBool::new(false),
             stalled: AtomicUsize::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -190,6 +196,11 @@ impl FakeRegistry {
     /// How many requests for `repo`'s blob `digest` arrived.
     pub fn blob_requests(&self, repo: &str, digest: &str) -> usize {
         self.requests(&format!("/v2/{repo}/blobs/{digest}"))
+    }
+
+    /// Lets every gated blob send the rest of its body.
+    pub fn open_gate(&self) {
+        self.shared.gate_open.store(true, Ordering::SeqCst);
     }
 
     /// How many connections are holding still in the middle of a stalled blob.
@@ -296,6 +307,8 @@ struct Answer {
     body: Vec<u8>,
     /// `Some(n)`: send only the first `n` body bytes, then hold the connection still.
     stall_after: Option<usize>,
+    /// With `stall_after`: send the rest once the gate opens instead of holding forever.
+    gated: bool,
 }
 
 impl Answer {
@@ -305,6 +318,7 @@ impl Answer {
             headers: vec![("Content-Type", content_type.to_owned())],
             body,
             stall_after: None,
+            gated: false,
         }
     }
 
@@ -388,7 +402,22 @@ async fn serve_connection(mut sock: TcpStream, shared: Arc<Shared>) {
     if sock.write_all(&bytes).await.is_err() || sock.flush().await.is_err() {
         return;
     }
-    if answer.stall_after.is_some() && !head_only {
+    if let (Some(sent), true, false) = (answer.stall_after, answer.gated, head_only) {
+        shared.stalled.fetch_add(1, Ordering::SeqCst);
+        // Bounded: a gate never opened ends the answer short after HOLD_LIMIT.
+        let deadline = tokio::time::Instant::now() + HOLD_LIMIT;
+        while !shared.gate_open.load(Ordering::SeqCst) {
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shared.stalled.fetch_sub(1, Ordering::SeqCst);
+        let rest = &answer.body[sent.min(answer.body.len())..];
+        if sock.write_all(rest).await.is_err() || sock.flush().await.is_err() {
+            return;
+        }
+    } else if answer.stall_after.is_some() && !head_only {
         shared.stalled.fetch_add(1, Ordering::SeqCst);
         // Hold the connection, sending nothing, until the task is aborted (fake dropped).
         std::future::pending::<()>().await;
@@ -462,6 +491,10 @@ fn route(shared: &Shared, req: &Request) -> Answer {
         }
         if let BlobBehavior::Stall { after } = behavior {
             a.stall_after = Some(after);
+        }
+        if let BlobBehavior::Gate { after } = behavior {
+            a.stall_after = Some(after);
+            a.gated = true;
         }
         return a;
     }
