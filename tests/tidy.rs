@@ -87,6 +87,20 @@ fn names_is_a_leaf() {
 }
 
 #[test]
+fn skopeo_stays_in_the_transport_module() {
+    let bad = offenders(&["transport/"], &["containers_image_proxy", "skopeo_cmd"]);
+    assert!(
+        bad.is_empty(),
+        "containers_image_proxy used outside transport/: {bad:?}"
+    );
+    let unsafe_users = offenders(&["transport/proxy.rs"], &["unsafe "]);
+    assert!(
+        unsafe_users.is_empty(),
+        "unsafe outside transport/proxy.rs: {unsafe_users:?}"
+    );
+}
+
+#[test]
 fn anyhow_only_in_main() {
     let bad = offenders(&["main.rs"], &["anyhow"]);
     assert!(bad.is_empty(), "anyhow used outside main.rs: {bad:?}");
