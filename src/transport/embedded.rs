@@ -50,6 +50,8 @@ struct OciEntry {
     media_type: String,
     digest: String,
     #[serde(default)]
+    size: u64,
+    #[serde(default)]
     annotations: std::collections::HashMap<String, String>,
 }
 
@@ -91,6 +93,13 @@ pub fn read(src: &SourceRef) -> Result<Embedded, TransportError> {
                 None => None,
             };
             if let Some(entry) = entry {
+                // The proxy reads a manifest whole: refuse an oversized one first.
+                if entry.size > MAX_DOCUMENT_BYTES as u64 {
+                    return Err(invalid(format!(
+                        "{} is {} bytes, more than {MAX_DOCUMENT_BYTES}",
+                        entry.digest, entry.size
+                    )));
+                }
                 if entry.media_type == media::OCI_INDEX || entry.media_type == media::DOCKER_LIST {
                     out.index_digest = Some(
                         Digest::parse(&entry.digest)
