@@ -18,6 +18,7 @@ mod config;
 mod daemon_life;
 mod faults;
 mod fs_info;
+mod import;
 mod list;
 mod observe;
 mod pull;

@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod fake;
 pub mod images;
+pub mod layout;
 pub mod registry;
 
 use std::future::Future;
