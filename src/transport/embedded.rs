@@ -30,6 +30,10 @@ pub struct Embedded {
     pub names: Vec<ImageName>,
     /// The digest of the image index the layout entry is, when it is one.
     pub index_digest: Option<Digest>,
+    /// For OCI layouts: the digests the manifest skopeo returns may have (the entry's, or
+    /// for an index its children's). skopeo 1.9 does not check a layout manifest against
+    /// its digest; cri-imaged does.
+    pub manifest_digests: Option<Vec<Digest>>,
     /// For Docker-format sources (docker-archive, a `dir:` with a Docker manifest): the
     /// original config. skopeo 1.9's proxy converts their manifest to OCI with a
     /// re-encoded config that is no blob of the source and changes the image ID; the
@@ -89,8 +93,21 @@ pub fn read(src: &SourceRef) -> Result<Embedded, TransportError> {
                     .manifests
                     .iter()
                     .find(|m| m.annotations.get(REF_NAME) == Some(r)),
-                None if index.manifests.len() == 1 => index.manifests.first(),
-                None => None,
+                None if index.manifests.len() <= 1 => index.manifests.first(),
+                None => {
+                    let refs: Vec<_> = index
+                        .manifests
+                        .iter()
+                        .filter_map(|m| m.annotations.get(REF_NAME))
+                        .collect();
+                    return Err(TransportError::InvalidReference {
+                        reference: src.to_string(),
+                        reason: format!(
+                            "the layout holds {} images; name one with :REF (ref names: {refs:?})",
+                            index.manifests.len()
+                        ),
+                    });
+                }
             };
             if let Some(entry) = entry {
                 // The proxy reads a manifest whole: refuse an oversized one first.
@@ -100,11 +117,27 @@ pub fn read(src: &SourceRef) -> Result<Embedded, TransportError> {
                         entry.digest, entry.size
                     )));
                 }
+                let digest = Digest::parse(&entry.digest)
+                    .map_err(|e| invalid(format!("index.json: {e}")))?;
                 if entry.media_type == media::OCI_INDEX || entry.media_type == media::DOCKER_LIST {
-                    out.index_digest = Some(
-                        Digest::parse(&entry.digest)
-                            .map_err(|e| invalid(format!("index.json: {e}")))?,
-                    );
+                    let bytes = if src.transport == LocalTransport::Oci {
+                        read_capped(&src.path.join(blob_member(&digest))).map_err(unreadable)?
+                    } else {
+                        archive_member(&src.path, &blob_member(&digest)).map_err(unreadable)?
+                    };
+                    if config_descriptor(&bytes).digest != digest {
+                        return Err(invalid(format!("index {digest} does not match its digest")));
+                    }
+                    let children = match oci::manifest::parse(&bytes, Some(&entry.media_type)) {
+                        Ok(oci::Parsed::Index(i)) => i.manifests,
+                        Ok(oci::Parsed::Manifest(_)) => Vec::new(),
+                        Err(e) => return Err(invalid(format!("index {digest}: {e}"))),
+                    };
+                    out.manifest_digests =
+                        Some(children.into_iter().map(|c| c.descriptor.digest).collect());
+                    out.index_digest = Some(digest);
+                } else {
+                    out.manifest_digests = Some(vec![digest]);
                 }
                 local_ref = entry.annotations.get(REF_NAME).cloned();
             }
@@ -129,9 +162,29 @@ pub fn read(src: &SourceRef) -> Result<Embedded, TransportError> {
                         .flatten()
                         .any(|t| docker_name(t).as_ref() == Some(name))
                 }),
-                (None, Some(r)) => r[1..].parse::<usize>().ok().and_then(|i| entries.get(i)),
-                (None, None) if entries.len() == 1 => entries.first(),
-                (None, None) => None,
+                (None, Some(r)) => {
+                    let i =
+                        r[1..]
+                            .parse::<usize>()
+                            .map_err(|_| TransportError::InvalidReference {
+                                reference: src.to_string(),
+                                reason: format!("{r:?} is neither an image name nor @N"),
+                            })?;
+                    Some(entries.get(i).ok_or_else(|| TransportError::NoSuchImage {
+                        source_ref: src.to_string(),
+                        reason: format!("the archive holds {} images", entries.len()),
+                    })?)
+                }
+                (None, None) if entries.len() <= 1 => entries.first(),
+                (None, None) => {
+                    return Err(TransportError::InvalidReference {
+                        reference: src.to_string(),
+                        reason: format!(
+                            "the archive holds {} images; name one with :NAME or :@N",
+                            entries.len()
+                        ),
+                    });
+                }
             };
             if let Some(name) = explicit {
                 out.names.push(name);
@@ -165,6 +218,11 @@ pub fn read(src: &SourceRef) -> Result<Embedded, TransportError> {
         out.names.push(local_name(src, "latest")?);
     }
     Ok(out)
+}
+
+/// A blob's path inside a layout, from a validated digest.
+fn blob_member(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm(), d.hex())
 }
 
 /// Describes config bytes as the OCI config blob they are.

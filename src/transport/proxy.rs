@@ -218,6 +218,19 @@ fn image_of(label: &str, bytes: Vec<u8>, embedded: Embedded) -> Result<LocalImag
         digest: Digest::from_sha256(sha2::Sha256::digest(&bytes).into()),
         size: bytes.len() as u64,
     };
+    if let Some(allowed) = &embedded.manifest_digests
+        && !allowed.contains(&descriptor.digest)
+    {
+        return Err(invalid(format!(
+            "manifest does not match its digest in index.json (its bytes hash to {}, expected {})",
+            descriptor.digest,
+            allowed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )));
+    }
     let (descriptor, bytes) = oci::convert::for_layout(&descriptor, &bytes)
         .map_err(|e| invalid(format!("manifest: {e}")))?;
     Ok(LocalImage {

@@ -936,3 +936,64 @@ async fn concurrent_pulls_of_one_archive_both_succeed_with_one_id() {
     );
     assert_no_children(&f.daemon, "after both pulls").await;
 }
+
+/// A layout whose manifest blob no longer matches the digest
+/// index.json gives it is refused (skopeo 1.9 does not check it), and nothing is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_that_does_not_match_its_index_digest_is_data_loss() {
+    let f = Fixture::with(&["oci"], &[]).await;
+    let mut c = f.client();
+    let img = ImageBuilder::new().build();
+    let dir = f.import_path("tampered");
+    let mut layout = OciLayout::create(&dir);
+    layout.add_image(&img, Some("1"));
+    // Same meaning, other bytes: the digest index.json names no longer matches.
+    let doc: serde_json::Value = serde_json::from_slice(&img.manifest.data).unwrap();
+    std::fs::write(
+        layout.blob_path(&img.manifest_digest()),
+        serde_json::to_vec_pretty(&doc).unwrap(),
+    )
+    .unwrap();
+    let src = source("oci", &dir, None);
+    assert_refused(
+        &src,
+        try_pull(&mut c, &src).await,
+        Code::DataLoss,
+        &[&img.manifest_digest()],
+    );
+    assert!(list(&mut c, None).await.is_empty());
+}
+
+/// Bad or ambiguous references get client codes, not Unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_or_bad_source_references_get_client_codes() {
+    let f = Fixture::start().await;
+    let mut c = f.client();
+    let (a, b) = (ImageBuilder::new().build(), ImageBuilder::new().build());
+    let two = f.import_path("two");
+    OciLayout::create(&two)
+        .add_image(&a, Some("a"))
+        .add_image(&b, Some("b"));
+    let docker = ImageBuilder::new().format(Format::Docker).build();
+    docker.push(&f.registry, "test/d", "1").await;
+    let archive = f.import_path("d.tar");
+    skopeo_copy(
+        f.dir.path(),
+        &format!("docker://{}", f.reg_name("test/d:1")),
+        &format!("docker-archive:{}:d:1", archive.display()),
+    );
+    for (src, code) in [
+        (source("oci", &two, None), Code::InvalidArgument),
+        (
+            source("docker-archive", &archive, Some("@5")),
+            Code::NotFound,
+        ),
+        (
+            source("docker-archive", &archive, Some("@x")),
+            Code::InvalidArgument,
+        ),
+    ] {
+        let r = try_pull(&mut c, &src).await;
+        assert_refused(&src, r, code, &[&src]);
+    }
+}

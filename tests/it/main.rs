@@ -7,10 +7,12 @@
 //!
 //! # Layout
 //! - `support/`: fixtures that own their processes (registry, daemon), the image builder,
-//!   and `fake`, an in-process registry that stalls, lies about digests or ignores `Range`.
+//!   `layout` (OCI layouts and archives written by the test), and `fake`, an in-process registry that stalls, lies about digests or ignores `Range`.
 //! - one module per area: `pull`, `list`, `status`, `remove`, `fs_info`, `config`,
 //!   `daemon_life`, `store`, `faults` (shutdown and kill mid-pull, bad content), `observe`
-//!   (metrics, `cri-imaged pulls`, summary logs, no credentials in any output).
+//!   (metrics, `cri-imaged pulls`, summary logs, no credentials in any output), `import`
+//!   (`oci:`, `oci-archive:`, `docker-archive:`, `dir:` through skopeo: names, IDs,
+//!   refusals, corrupted blobs, no skopeo left after a cancelled pull).
 
 mod support;
 
