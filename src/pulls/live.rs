@@ -52,8 +52,9 @@ pub async fn run(socket: &Path, poll: Duration) -> Result<(), ClientError> {
         for p in &resp.pulls {
             let bars = shown.entry(p.id).or_insert_with(|| {
                 let header = multi.add(ProgressBar::new_spinner());
+                // Cut to the terminal's width: a wrapped line would throw off the redraw.
                 header.set_style(
-                    ProgressStyle::with_template("{msg}")
+                    ProgressStyle::with_template("{wide_msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
                 PullBars {

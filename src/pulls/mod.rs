@@ -69,15 +69,15 @@ pub fn header(p: &PullSnapshot) -> String {
         .map(|s| format!("ETA {}", HumanDuration(Duration::from_secs_f64(s.max(0.0)))))
         .unwrap_or_else(|| "ETA -".to_owned());
     format!(
-        "{}  from {}  {} / {}  {}/s  {}  {} waiting  {} running",
+        "{}  {} / {}  {}/s  {}  {} waiting  {} running  from {}",
         p.image,
-        p.source,
         HumanBytes(p.bytes_done),
         HumanBytes(p.bytes_total),
         HumanBytes(p.bytes_per_second as u64),
         eta,
         p.waiters,
         HumanDuration(Duration::from_secs_f64(p.elapsed_seconds.max(0.0))),
+        p.source,
     )
 }
 
