@@ -14,6 +14,7 @@
 
 mod support;
 
+mod auth;
 mod config;
 mod daemon_life;
 mod faults;
@@ -21,6 +22,7 @@ mod fs_info;
 mod list;
 mod observe;
 mod pull;
+mod registries;
 mod remove;
 mod status;
 mod store;

@@ -89,6 +89,26 @@ pub async fn try_pull(client: &mut Client, image: &str) -> Result<String, tonic:
     .map(|r| r.into_inner().image_ref)
 }
 
+/// PullImage with CRI credentials; returns the `image_ref` or the gRPC status.
+pub async fn try_pull_with(
+    client: &mut Client,
+    image: &str,
+    auth: Option<cri_imaged::proto::AuthConfig>,
+) -> Result<String, tonic::Status> {
+    let req = PullImageRequest {
+        image: Some(spec(image)),
+        auth,
+        sandbox_config: None,
+    };
+    bounded(
+        &format!("PullImage({image})"),
+        PULL_TIMEOUT,
+        client.pull_image(req),
+    )
+    .await
+    .map(|r| r.into_inner().image_ref)
+}
+
 /// PullImage that must succeed.
 pub async fn pull(client: &mut Client, image: &str) -> String {
     match try_pull(client, image).await {
