@@ -178,6 +178,18 @@ mod tests {
     }
 
     #[test]
+    fn the_contrib_examples_load() {
+        let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
+        let c = load_conf(&contrib.join("registries.conf")).unwrap();
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        assert_eq!(c.registries().len(), 5);
+        let mut w = Vec::new();
+        let a = crate::registries::AuthFile::load(&contrib.join("auth.json"), &mut w).unwrap();
+        assert_eq!(a.len(), 3);
+        assert_eq!(w.len(), 1, "only _comment is ignored: {w:?}");
+    }
+
+    #[test]
     fn unknown_top_level_keys_are_warnings() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("r.conf");

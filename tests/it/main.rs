@@ -2,15 +2,18 @@
 //! real Debian `docker-registry` on 127.0.0.1, checked through the CRI gRPC API, the OCI
 //! layout on disk and `skopeo`. Nothing is mocked.
 //!
-//! Needs `/usr/bin/docker-registry` and `/usr/bin/skopeo`
-//! (`apt-get install docker-registry skopeo`); without them the tests fail, they never skip.
+//! Needs `/usr/bin/docker-registry`, `/usr/bin/skopeo` and `/usr/bin/openssl`
+//! (`apt-get install docker-registry skopeo openssl`); without them the tests fail, they never skip.
 //!
 //! # Layout
 //! - `support/`: fixtures that own their processes (registry, daemon), the image builder,
 //!   and `fake`, an in-process registry that stalls, lies about digests or ignores `Range`.
 //! - one module per area: `pull`, `list`, `status`, `remove`, `fs_info`, `config`,
 //!   `daemon_life`, `store`, `faults` (shutdown and kill mid-pull, bad content), `observe`
-//!   (metrics, `cri-imaged pulls`, summary logs, no credentials in any output).
+//!   (metrics, `cri-imaged pulls`, summary logs, no credentials in any output),
+//!   `registries` (registries.conf: mirrors, blocked, aliases, short-name-mode, SIGHUP),
+//!   `auth` (CRI credentials, the auth file, never to a mirror), `tls` (certs.d CAs with a
+//!   registry serving HTTPS from a test-made CA; pinned images).
 
 mod support;
 
@@ -26,3 +29,4 @@ mod registries;
 mod remove;
 mod status;
 mod store;
+mod tls;

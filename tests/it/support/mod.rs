@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod fake;
 pub mod images;
 pub mod registry;
+pub mod tls;
 
 use std::future::Future;
 use std::path::Path;
