@@ -78,3 +78,9 @@ pub async fn signal() {
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
     }
 }
+
+/// The SIGHUP stream, installed now (before the socket is served, so a SIGHUP that
+/// arrives once the daemon is ready can no longer kill it).
+pub fn hangups() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}

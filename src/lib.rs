@@ -5,6 +5,8 @@
 //! - [`image`]: the core `ImageService`: resolve, pull, list, status, remove, fs info.
 //! - [`names`]: image names, digests, IDs, short-name resolution, insecure registries.
 //! - [`oci`]: manifest, index and config formats, platform selection.
+//! - [`registries`]: registries.conf (mirrors, remapping, blocking, aliases), the node's
+//!   auth file and certs.d, loaded into one snapshot the image service swaps on SIGHUP.
 //! - [`registry`]: the registry client (the only user of `oci-client`).
 //! - [`transport`]: images from files (`oci:`, `oci-archive:`, …) through skopeo's proxy.
 //! - [`store`]: the OCI-layout content store, crash-safe and verified.
@@ -25,6 +27,7 @@ pub mod names;
 pub mod oci;
 pub mod proto;
 pub mod pulls;
+pub mod registries;
 pub mod registry;
 pub mod store;
 pub mod telemetry;

@@ -10,7 +10,7 @@ use cri_imaged::image::{ImageService, Settings};
 use cri_imaged::oci::Platform;
 use cri_imaged::registry::RegistryClient;
 use cri_imaged::store::Store;
-use cri_imaged::{admin, config, daemon, pulls, telemetry};
+use cri_imaged::{admin, config, daemon, pulls, registries, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// sysexits' EX_CONFIG-style code for a bad configuration.
@@ -49,8 +49,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         default_transport: config.default_transport.clone(),
         max_concurrent_downloads: config.max_concurrent_downloads,
         imports: config.imports.clone(),
+        node: config.node.clone(),
+        pinned: config.pinned.clone(),
     };
+    log_registry_files(&config.registry_paths, &config.node);
     let image = ImageService::new(store, registry, settings);
+    let hangups = daemon::hangups().context("installing the SIGHUP handler")?;
+    tokio::spawn(reload_on_hangup(
+        hangups,
+        config.registry_paths.clone(),
+        image.clone(),
+    ));
     let listener = daemon::bind(&config.listen)
         .with_context(|| format!("listening on {}", config.listen.display()))?;
     let http_stop = CancellationToken::new();
@@ -77,6 +86,45 @@ async fn run(config: Config) -> anyhow::Result<()> {
     served.context("serving gRPC")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn log_registry_files(paths: &registries::Paths, node: &registries::NodeRegistries) {
+    for w in &node.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        registries_conf = %paths.registries_conf.display(),
+        files = node.conf.files().len(),
+        registries = node.conf.registries().len(),
+        auth_file = %paths.auth_file.display(),
+        credentials = node.auth.len(),
+        certs_dir = %paths.certs_dir.display(),
+        "registry configuration loaded"
+    );
+}
+
+/// On SIGHUP, reads registries.conf, the auth file and certs.d again and swaps them in;
+/// pulls in flight keep the configuration they started with. A bad file keeps the old
+/// configuration.
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    paths: registries::Paths,
+    image: ImageService,
+) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received, reloading the registry configuration");
+        let p = paths.clone();
+        match tokio::task::spawn_blocking(move || registries::load(&p)).await {
+            Ok(Ok(node)) => {
+                log_registry_files(&paths, &node);
+                image.reload_registries(node);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reload failed; keeping the previous registry configuration")
+            }
+            Err(e) => tracing::error!(error = %e, "reload failed"),
+        }
+    }
 }
 
 /// Starts the admin socket (always) and the metrics listener (when configured).

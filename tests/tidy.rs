@@ -158,3 +158,22 @@ fn the_core_reads_no_admin_or_cli_code() {
         "image/ and store/ must not depend on admin/, pulls/ or grpc/: {bad:?}"
     );
 }
+
+#[test]
+fn registries_reads_files_but_knows_no_images_or_network() {
+    let bad = users(
+        &["registries/"],
+        &[
+            "crate::image",
+            "crate::store",
+            "crate::grpc",
+            "crate::oci",
+            "tokio::",
+            "oci_client",
+        ],
+    );
+    assert!(
+        bad.is_empty(),
+        "registries/ may use only names and registry's credential types: {bad:?}"
+    );
+}

@@ -50,6 +50,21 @@ pub struct Cli {
     /// Log format: text or json (one object per line) [config: log_format] [default: text]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// containers-registries.conf v2 file (drop-ins: FILE.d/*.conf); missing is fine [config: registries_conf] [default: /etc/containers/registries.conf]
+    #[arg(long, value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
+    /// Node-wide auth file (containers-auth.json / docker config.json); missing is fine [config: auth_file] [default: /run/containers/0/auth.json]
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Per-registry TLS directory (<host[:port]>/*.crt) [config: certs_dir] [default: /etc/containers/certs.d]
+    #[arg(long, value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Image reported as pinned: a qualified name or a prefix* glob; repeatable. Replaces the config list [config: pinned_images]
+    #[arg(long = "pinned-image", value_name = "NAME|PREFIX*")]
+    pub pinned_images: Vec<String>,
+    /// The pause image, always pinned [config: pause_image] [default: registry.k8s.io/pause:3.10]
+    #[arg(long, value_name = "NAME")]
+    pub pause_image: Option<String>,
     /// Without a command, cri-imaged runs the daemon.
     #[command(subcommand)]
     pub command: Option<Command>,

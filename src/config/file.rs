@@ -38,4 +38,18 @@ pub struct FileConfig {
     pub admin_socket: Option<PathBuf>,
     /// `text` (default) or `json` (one object per line, for journald/fluentd collectors).
     pub log_format: Option<String>,
+    /// containers-registries.conf(5) v2 file; drop-ins are read from `<file>.d/*.conf`.
+    /// A missing file is fine. Default `/etc/containers/registries.conf`.
+    pub registries_conf: Option<PathBuf>,
+    /// Node-wide credentials (containers-auth.json(5) / docker config.json). A missing
+    /// file is fine. Default `/run/containers/0/auth.json`.
+    pub auth_file: Option<PathBuf>,
+    /// Per-registry TLS: `<dir>/<host[:port]>/*.crt` CA bundles. Default
+    /// `/etc/containers/certs.d`.
+    pub certs_dir: Option<PathBuf>,
+    /// Images reported as pinned: exact qualified names or `prefix*` globs. Default: none
+    /// (besides `pause_image`).
+    pub pinned_images: Option<Vec<String>>,
+    /// The pause (sandbox) image, always pinned. Default `registry.k8s.io/pause:3.10`.
+    pub pause_image: Option<String>,
 }

@@ -12,13 +12,16 @@ pub use address::MetricsAddress;
 pub use cli::{Cli, Command, OutputFormat, PullsArgs};
 use file::FileConfig;
 
+use crate::image::Pinned;
 use crate::names::{ImageName, InsecureRegistries};
+use crate::registries::{self, NodeRegistries};
 use crate::transport::{ImportPolicy, LocalTransport};
 
 pub const DEFAULT_CONFIG: &str = "/etc/cri-imaged/config.toml";
 pub const DEFAULT_ROOT: &str = "/var/lib/cri-imaged";
 pub const DEFAULT_LISTEN: &str = "/run/cri-imaged/cri-imaged.sock";
 pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 3;
+pub const DEFAULT_PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -37,6 +40,12 @@ pub struct Config {
     pub admin_socket: PathBuf,
     /// Log one JSON object per line instead of text.
     pub log_json: bool,
+    /// Where registries.conf, the auth file and certs.d are (read again on SIGHUP).
+    pub registry_paths: registries::Paths,
+    /// What they held at start.
+    pub node: NodeRegistries,
+    /// `pinned_images` plus `pause_image`.
+    pub pinned: Pinned,
 }
 
 /// The admin socket next to `listen`: `x.sock` → `x-admin.sock` (else `x` → `x-admin.sock`).
@@ -88,6 +97,7 @@ pub fn admin_socket_of(file: &Path) -> Result<PathBuf, ConfigError> {
 fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let imports = imports(&mut problems, &raw, cli);
+    let (registry_paths, node) = registry_files(&mut problems, &raw, cli);
     let mut check_path = |key: &str, p: PathBuf| {
         if !p.is_absolute() {
             problems.push(format!(
@@ -206,6 +216,21 @@ fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigErr
             "log_format = {log_format:?}: must be \"text\" or \"json\""
         ));
     }
+    let mut pinned_patterns = if cli.pinned_images.is_empty() {
+        raw.pinned_images.unwrap_or_default()
+    } else {
+        cli.pinned_images.clone()
+    };
+    pinned_patterns.push(
+        cli.pause_image
+            .clone()
+            .or(raw.pause_image)
+            .unwrap_or_else(|| DEFAULT_PAUSE_IMAGE.into()),
+    );
+    let pinned = Pinned::new(&pinned_patterns).unwrap_or_else(|e| {
+        problems.push(format!("pinned_images/pause_image: {e}"));
+        Pinned::default()
+    });
     if !problems.is_empty() {
         return Err(ConfigError {
             file: file.to_owned(),
@@ -224,7 +249,54 @@ fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigErr
         metrics_address,
         admin_socket,
         log_json: log_format == "json",
+        registry_paths,
+        node,
+        pinned,
     })
+}
+
+/// `registries_conf`, `auth_file`, `certs_dir`: absolute paths, and their content valid.
+fn registry_files(
+    problems: &mut Vec<String>,
+    raw: &FileConfig,
+    cli: &Cli,
+) -> (registries::Paths, NodeRegistries) {
+    let defaults = registries::Paths::default();
+    let mut pick = |key: &str, flag: &Option<PathBuf>, file: &Option<PathBuf>, default: PathBuf| {
+        let p = flag.clone().or(file.clone()).unwrap_or(default);
+        if !p.is_absolute() {
+            problems.push(format!(
+                "{key} = {:?}: must be an absolute path",
+                p.display().to_string()
+            ));
+        }
+        p
+    };
+    let paths = registries::Paths {
+        registries_conf: pick(
+            "registries_conf",
+            &cli.registries_conf,
+            &raw.registries_conf,
+            defaults.registries_conf,
+        ),
+        auth_file: pick(
+            "auth_file",
+            &cli.auth_file,
+            &raw.auth_file,
+            defaults.auth_file,
+        ),
+        certs_dir: pick(
+            "certs_dir",
+            &cli.certs_dir,
+            &raw.certs_dir,
+            defaults.certs_dir,
+        ),
+    };
+    let node = registries::load(&paths).unwrap_or_else(|e| {
+        problems.push(format!("registry configuration: {e}"));
+        NodeRegistries::default()
+    });
+    (paths, node)
 }
 
 /// `transports`, `import_dirs` and `skopeo`: an enabled local transport needs somewhere
@@ -372,6 +444,57 @@ mod tests {
     fn every_invalid_value_is_reported_at_once() {
         let e = load("root = \"rel\"\nmax_concurrent_downloads = 0\ndefault_transport = \"oci\"\ninsecure_registries = [\"10.0.0.0/99\"]\nregistries = [\"Bad Host\"]\n", &[]).unwrap_err();
         assert_eq!(e.problems.len(), 5, "{e}");
+    }
+
+    #[test]
+    fn registry_files_are_read_and_an_invalid_one_refuses_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("registries.conf");
+        std::fs::write(&conf, "unqualified-search-registries = [\"quay.io\"]\n").unwrap();
+        let c = load(
+            &format!("registries_conf = {:?}\n", conf.display().to_string()),
+            &[
+                "--auth-file",
+                "/nonexistent/auth.json",
+                "--certs-dir",
+                "/nonexistent/certs.d",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.node.conf.search(), Some(&["quay.io".to_string()][..]));
+        assert_eq!(c.registry_paths.registries_conf, conf);
+        std::fs::write(
+            &conf,
+            "[[registry]]\nprefix = \"x.io\"\nblocked = \"yes\"\n",
+        )
+        .unwrap();
+        let e = load("", &["--registries-conf", conf.to_str().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("registries.conf"), "{e}");
+        assert!(e.to_string().contains("blocked"), "{e}");
+        let e = load("auth_file = \"rel.json\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("auth_file"), "{e}");
+    }
+
+    #[test]
+    fn the_pause_image_and_pinned_images_are_pinned() {
+        let c = load(
+            "pinned_images = [\"quay.io/org/*\"]\n",
+            &["--pause-image", "r.io/pause:1"],
+        )
+        .unwrap();
+        for (n, want) in [
+            ("quay.io/org/a:1", true),
+            ("r.io/pause:1", true),
+            (DEFAULT_PAUSE_IMAGE, false),
+        ] {
+            assert_eq!(
+                c.pinned.matches(&ImageName::parse_qualified(n).unwrap()),
+                want,
+                "{n}"
+            );
+        }
+        let e = load("pinned_images = [\"busybox\"]\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("busybox"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use tonic::{Code, Status};
 
 use crate::image::Error;
 use crate::names::NameError;
+use crate::registries::LookupError;
 use crate::store::StoreError;
 use crate::transport::TransportError;
 
@@ -17,9 +18,14 @@ fn code(e: &Error) -> Code {
             | NameError::NoRegistries { .. }
             | NameError::InvalidInsecureEntry { .. } => Code::InvalidArgument,
         },
-        Error::EmptyName | Error::UnsupportedTransport { .. } | Error::Credentials { .. } => {
-            Code::InvalidArgument
-        }
+        Error::EmptyName
+        | Error::UnsupportedTransport { .. }
+        | Error::Credentials { .. }
+        | Error::AmbiguousShortName { .. } => Code::InvalidArgument,
+        Error::Blocked { source, .. } => match source {
+            LookupError::Blocked { .. } => Code::PermissionDenied,
+            LookupError::Remap { .. } => Code::FailedPrecondition,
+        },
         Error::NotFound { .. } => Code::NotFound,
         Error::RegistryUnavailable { .. } => Code::Unavailable,
         Error::Unauthorized { .. } => Code::Unauthenticated,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::names::NameError;
+use crate::registries::LookupError;
 use crate::registry::{AuthError, RegistryError};
 use crate::store::StoreError;
 use crate::transport::TransportError;
@@ -67,6 +68,18 @@ pub enum Error {
         image: String,
         failures: Vec<(String, Arc<Error>)>,
     },
+    /// registries.conf blocks the registry (or cannot remap the name): nothing was
+    /// contacted.
+    #[error("pulling image {image}: {source}")]
+    Blocked { image: String, source: LookupError },
+    #[error(
+        "short name {name:?} is ambiguous (short-name-mode is enforcing and it has no alias): it could be any of {}; use a fully qualified name or add an [aliases] entry to registries.conf",
+        candidates.join(", ")
+    )]
+    AmbiguousShortName {
+        name: String,
+        candidates: Vec<String>,
+    },
     #[error("pull of image {image} cancelled: cri-imaged is shutting down")]
     ShuttingDown { image: String },
     /// A failure shared by every caller waiting on the same pull.
@@ -116,9 +129,14 @@ impl Error {
     /// The failure's class, the `error_class` label of `cri_imaged_pulls_total`.
     pub fn class(&self) -> &'static str {
         match self {
-            Error::Name(_) | Error::EmptyName | Error::UnsupportedTransport { .. } => {
-                "invalid_argument"
-            }
+            Error::Name(_)
+            | Error::EmptyName
+            | Error::UnsupportedTransport { .. }
+            | Error::AmbiguousShortName { .. } => "invalid_argument",
+            Error::Blocked { source, .. } => match source {
+                LookupError::Blocked { .. } => "denied",
+                LookupError::Remap { .. } => "config",
+            },
             Error::Credentials { .. } | Error::Unauthorized { .. } => "auth",
             Error::Denied { .. } => "denied",
             Error::NotFound { .. } => "not_found",

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 
-use super::{Error, ImageMeta, ImageService, Inner, flight};
-use crate::names::{self, ImageId, ImageName, Resolved};
+use super::{Error, ImageMeta, ImageService, Inner, flight, sources};
+use crate::names::{ImageId, ImageName, Resolved};
 use crate::oci::{self, Descriptor};
+use crate::registries::Source;
 use crate::registry::{AuthFields, Credentials, Session};
 use crate::store::{ManifestBlobs, NameRecord, StoreError};
 use crate::transport::LocalTransport;
@@ -69,9 +70,8 @@ impl ImageService {
             None => Credentials::Anonymous,
         };
         let store = &self.inner.store;
-        let candidates = match names::resolve(name, &self.inner.settings.registries, |p| {
-            store.find_id_prefix(p)
-        })? {
+        let node = self.node();
+        let candidates = match self.resolve_input(&node, name, |p| store.find_id_prefix(p), true)? {
             Resolved::Id(id) => return Ok(id),
             Resolved::Names(c) => c,
         };
@@ -158,11 +158,10 @@ async fn pull_task(
     let progress = inner
         .progress
         .start(&key, &name.to_string(), name.registry());
-    let (session, fetched) = inner
-        .registry
-        .open(&name, &creds)
-        .await
-        .map_err(|e| Error::from_registry(&name, e))?;
+    let node = inner.node.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let planned = sources::plan(&node, &name, &creds)?;
+    drop(node);
+    let (session, fetched, source) = open_first(&inner, &name, &planned).await?;
     let session = Arc::new(session);
     let m = &fetched.manifest;
     // Docker manifests are stored as OCI ones, so OCI-layout readers see every image.
@@ -205,7 +204,7 @@ async fn pull_task(
         .sum();
     inner.metrics.skipped(skipped_bytes);
 
-    fetch_blob(&inner, &session, &name, &m.config).await?;
+    fetch_blob(&inner, &session, &source.name, &m.config).await?;
     progress.blob_done(&m.config.digest.to_string());
     let config_bytes = inner
         .store
@@ -217,7 +216,7 @@ async fn pull_task(
 
     let skipped = present.iter().filter(|p| **p).count();
     futures_util::future::try_join_all(m.layers.iter().map(|l| async {
-        fetch_blob(&inner, &session, &name, l).await?;
+        fetch_blob(&inner, &session, &source.name, l).await?;
         progress.blob_done(&l.digest.to_string());
         Ok::<_, Error>(())
     }))
@@ -247,7 +246,8 @@ async fn pull_task(
     tracing::info!(
         image = %name,
         id = %id,
-        source = %name.registry(),
+        source = %source.name.registry(),
+        mirror = source.mirror,
         bytes = m.content_size(),
         fetched_bytes = fetched,
         seconds = format_args!("{seconds:.3}"),
@@ -258,6 +258,30 @@ async fn pull_task(
         "pulled image"
     );
     Ok(id)
+}
+
+/// Opens the first source that serves the manifest: mirrors in order, then the primary.
+/// A source that fails costs one attempt here; blobs then come from the one that answered.
+async fn open_first(
+    inner: &Inner,
+    name: &ImageName,
+    planned: &[sources::Planned],
+) -> Result<(Session, crate::registry::FetchedManifest, Source), Error> {
+    for (i, p) in planned.iter().enumerate() {
+        match inner.registry.open(&p.source.name, &p.creds, &p.tls).await {
+            Ok((session, fetched)) => {
+                if p.source.mirror {
+                    tracing::info!(image = %name, mirror = %p.source.name.registry(), from = %p.source.name, "pulling through mirror");
+                }
+                return Ok((session, fetched, p.source.clone()));
+            }
+            Err(e) if i + 1 < planned.len() => {
+                tracing::warn!(image = %name, source = %p.source.name, mirror = p.source.mirror, error = %e, "source failed; trying the next");
+            }
+            Err(e) => return Err(Error::from_registry(name, e)),
+        }
+    }
+    Err(Error::Internal(format!("no source to pull {name} from")))
 }
 
 fn invalid(name: &ImageName, reason: String) -> Error {

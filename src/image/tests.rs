@@ -24,6 +24,8 @@ fn fixture(registries: &[&str]) -> Fixture {
         default_transport: "docker".into(),
         max_concurrent_downloads: 3,
         imports: Default::default(),
+        node: Default::default(),
+        pinned: Default::default(),
     };
     Fixture {
         _dir: dir,

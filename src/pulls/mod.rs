@@ -142,9 +142,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(
-            lines[0].starts_with("r.io/app:1  from r.io  1.00 KiB / 4.00 KiB"),
+            lines[0].starts_with("r.io/app:1  1.00 KiB / 4.00 KiB"),
             "{text}"
         );
+        assert!(lines[0].ends_with("from r.io"), "{text}");
         assert!(lines[0].contains("2 waiting"), "{text}");
         assert!(
             lines[1].contains("config   0123456789ab  present"),

@@ -5,9 +5,11 @@
 //! `Client`), because oci-client keeps the first credentials and tokens it sees per
 //! registry: sharing a client would let one pod's token serve another's pull.
 //!
-//! TLS: verified everywhere, except registries the operator marked insecure (and loopback),
-//! which are tried over HTTPS without verification first and plain HTTP after; the scheme
-//! that worked is remembered per registry.
+//! TLS: verified everywhere (system roots plus the source's certs.d CAs), except registries
+//! the operator marked insecure — registries.conf `insecure = true`, or the insecure list
+//! (hosts, literal-IP CIDRs, loopback) for a host without certs.d CAs — which are tried
+//! over HTTPS without verification first and plain HTTP after; the scheme that worked is
+//! remembered per registry.
 
 mod auth;
 mod error;
@@ -19,7 +21,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use oci_client::RegistryOperation;
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::client::{
+    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
+};
 use oci_client::{Client, Reference};
 
 pub use auth::{AuthError, AuthFields, Credentials};
@@ -70,8 +74,16 @@ impl RegistryClient {
         &self.platform
     }
 
-    fn schemes_to_try(&self, registry: &str) -> Vec<Scheme> {
-        if !self.insecure.is_insecure(registry) {
+    /// Whether `registry` is reached without TLS verification: registries.conf's
+    /// `insecure` when set; otherwise the insecure list (hosts, literal-IP CIDRs, loopback),
+    /// unless certs.d gives CAs for it (an operator who installs a CA wants it checked).
+    pub fn is_insecure(&self, registry: &str, tls: &SourceTls) -> bool {
+        tls.insecure
+            .unwrap_or_else(|| tls.roots.is_empty() && self.insecure.is_insecure(registry))
+    }
+
+    fn schemes_to_try(&self, registry: &str, tls: &SourceTls) -> Vec<Scheme> {
+        if !self.is_insecure(registry, tls) {
             return vec![Scheme::Https];
         }
         let known = self
@@ -101,11 +113,12 @@ impl RegistryClient {
         &self,
         name: &ImageName,
         creds: &Credentials,
+        tls: &SourceTls,
     ) -> Result<(Session, FetchedManifest), RegistryError> {
         let registry = name.registry();
         let mut last = None;
-        for scheme in self.schemes_to_try(registry) {
-            let session = Session::new(registry, scheme, creds)?;
+        for scheme in self.schemes_to_try(registry, tls) {
+            let session = Session::new(registry, scheme, creds, &tls.roots)?;
             match session.fetch_manifest(name, &self.platform).await {
                 Ok(m) => {
                     self.remember(registry, scheme);
@@ -121,6 +134,15 @@ impl RegistryClient {
             reason: "no scheme to try".into(),
         }))
     }
+}
+
+/// How one source is reached over TLS (from registries.conf and certs.d).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceTls {
+    /// registries.conf's `insecure` for this source; `None`: not set there.
+    pub insecure: Option<bool>,
+    /// CA certificates (PEM, one each) trusted besides the system roots.
+    pub roots: Vec<Vec<u8>>,
 }
 
 /// One pull's connection to one registry, with its credentials.
@@ -140,7 +162,12 @@ fn oci_reference(name: &ImageName, digest: Option<&Digest>) -> Reference {
 }
 
 impl Session {
-    fn new(registry: &str, scheme: Scheme, creds: &Credentials) -> Result<Session, RegistryError> {
+    fn new(
+        registry: &str,
+        scheme: Scheme,
+        creds: &Credentials,
+        roots: &[Vec<u8>],
+    ) -> Result<Session, RegistryError> {
         let config = ClientConfig {
             protocol: if scheme == Scheme::Http {
                 ClientProtocol::Http
@@ -155,6 +182,13 @@ impl Session {
             // download slot, forever.
             read_timeout: Some(Duration::from_secs(60)),
             user_agent: concat!("cri-imaged/", env!("CARGO_PKG_VERSION")),
+            extra_root_certificates: roots
+                .iter()
+                .map(|pem| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
             ..ClientConfig::default()
         };
         // `Client::new` silently falls back to defaults on a bad config: use try_from.
@@ -321,6 +355,13 @@ impl Session {
         });
         Ok(Box::pin(stream))
     }
+}
+
+/// Checks that `pem` is one certificate the TLS stack accepts (for certs.d files).
+pub fn check_certificate(pem: &[u8]) -> Result<(), String> {
+    reqwest::Certificate::from_pem(pem)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Whether a blob stream error is oci-client's digest verification failing.

@@ -2,8 +2,8 @@
 //! real Debian `docker-registry` on 127.0.0.1, checked through the CRI gRPC API, the OCI
 //! layout on disk and `skopeo`. Nothing is mocked.
 //!
-//! Needs `/usr/bin/docker-registry` and `/usr/bin/skopeo`
-//! (`apt-get install docker-registry skopeo`); without them the tests fail, they never skip.
+//! Needs `/usr/bin/docker-registry`, `/usr/bin/skopeo` and `/usr/bin/openssl`
+//! (`apt-get install docker-registry skopeo openssl`); without them the tests fail, they never skip.
 //!
 //! # Layout
 //! - `support/`: fixtures that own their processes (registry, daemon), the image builder,
@@ -12,10 +12,14 @@
 //!   `daemon_life`, `store`, `faults` (shutdown and kill mid-pull, bad content), `observe`
 //!   (metrics, `cri-imaged pulls`, summary logs, no credentials in any output), `import`
 //!   (`oci:`, `oci-archive:`, `docker-archive:`, `dir:` through skopeo: names, IDs,
-//!   refusals, corrupted blobs, no skopeo left after a cancelled pull).
+//!   refusals, corrupted blobs, no skopeo left after a cancelled pull), `registries`
+//!   (registries.conf: mirrors, blocked, aliases, short-name-mode, SIGHUP), `auth` (CRI
+//!   credentials, the auth file, never to a mirror), `tls` (certs.d CAs with a registry
+//!   serving HTTPS from a test-made CA; pinned images).
 
 mod support;
 
+mod auth;
 mod config;
 mod daemon_life;
 mod faults;
@@ -24,6 +28,8 @@ mod import;
 mod list;
 mod observe;
 mod pull;
+mod registries;
 mod remove;
 mod status;
 mod store;
+mod tls;

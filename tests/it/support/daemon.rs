@@ -83,8 +83,31 @@ impl DaemonBuilder {
         &self.listen
     }
 
+    /// `<base>/registries.conf` (drop-ins in `<base>/registries.conf.d/`), passed as
+    /// `--registries-conf`: absent unless the test writes it, so the machine's
+    /// /etc/containers never leaks into a test.
+    pub fn registries_conf(&self) -> PathBuf {
+        self.base.join("registries.conf")
+    }
+    /// `<base>/auth.json`, passed as `--auth-file`.
+    pub fn auth_file(&self) -> PathBuf {
+        self.base.join("auth.json")
+    }
+    /// `<base>/certs.d`, passed as `--certs-dir`.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.base.join("certs.d")
+    }
+
     fn args(&self) -> Vec<String> {
         let mut a = vec!["--config".to_owned(), self.config.display().to_string()];
+        for (flag, path) in [
+            ("--registries-conf", self.registries_conf()),
+            ("--auth-file", self.auth_file()),
+            ("--certs-dir", self.certs_dir()),
+        ] {
+            a.push(flag.into());
+            a.push(path.display().to_string());
+        }
         if self.pass_paths {
             a.push("--root".into());
             a.push(self.root.display().to_string());

@@ -26,10 +26,18 @@ pub const AUTH_PASSWORD: &str = "Pull-Pw-4b9e1d";
 const AUTH_HTPASSWD: &str =
     "puller-7c41:$2b$05$cri1imaged2test3salt4u.VBidbEQJnrt.QkjBPHhfz1R9WyJLg2\n";
 
+/// A server certificate for [`Registry::start_tls`]: PEM files, and the CA that signed it.
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca_pem: Vec<u8>,
+}
+
 /// A running `docker-registry serve` on 127.0.0.1:<port>.
 pub struct Registry {
     child: Child,
     port: u16,
+    scheme: &'static str,
     /// Sent with every request the test makes, when the registry requires it.
     basic_auth: Option<(String, String)>,
     log_path: PathBuf,
@@ -46,15 +54,20 @@ pub fn closed_port() -> u16 {
 impl Registry {
     /// Starts a registry and waits (bounded) until `GET /v2/` answers.
     pub async fn start() -> Registry {
-        Self::start_inner(false).await
+        Self::start_inner(false, None).await
     }
 
     /// Starts a registry that requires HTTP Basic authentication as [`AUTH_USER`].
     pub async fn start_with_auth() -> Registry {
-        Self::start_inner(true).await
+        Self::start_inner(true, None).await
     }
 
-    async fn start_inner(auth: bool) -> Registry {
+    /// Starts a registry serving HTTPS with `tls` (the test's own client trusts its CA).
+    pub async fn start_tls(tls: &TlsFiles) -> Registry {
+        Self::start_inner(false, Some(tls)).await
+    }
+
+    async fn start_inner(auth: bool, tls: Option<&TlsFiles>) -> Registry {
         assert!(
             std::path::Path::new(REGISTRY_BIN).is_file(),
             "docker-registry not found: {INSTALL_HINT}"
@@ -74,6 +87,13 @@ impl Registry {
                  http:\n  addr: 127.0.0.1:{port}\n",
                 storage.display()
             );
+            if let Some(t) = tls {
+                yaml.push_str(&format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    t.cert.display(),
+                    t.key.display()
+                ));
+            }
             if auth {
                 let htpasswd = dir.path().join("htpasswd");
                 std::fs::write(&htpasswd, AUTH_HTPASSWD).expect("write htpasswd");
@@ -94,16 +114,20 @@ impl Registry {
                 .stderr(log2)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start docker-registry: {e} ({INSTALL_HINT})"));
+            let mut http = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30));
+            if let Some(t) = tls {
+                http = http
+                    .tls_certs_merge([reqwest::Certificate::from_pem(&t.ca_pem).expect("test CA")]);
+            }
             let mut reg = Registry {
                 child,
                 port,
+                scheme: if tls.is_some() { "https" } else { "http" },
                 basic_auth: auth.then(|| (AUTH_USER.to_owned(), AUTH_PASSWORD.to_owned())),
                 log_path,
-                http: reqwest::Client::builder()
-                    .no_proxy()
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .expect("build HTTP client"),
+                http: http.build().expect("build HTTP client"),
                 _dir: dir,
             };
             if reg.wait_ready().await {
@@ -140,9 +164,9 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` for a TLS registry).
     pub fn url(&self) -> String {
-        format!("http://{}", self.host())
+        format!("{}://{}", self.scheme, self.host())
     }
 
     /// A request with the registry's credentials, if it has any.
