@@ -49,6 +49,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         default_transport: config.default_transport.clone(),
         max_concurrent_downloads: config.max_concurrent_downloads,
         imports: config.imports.clone(),
+        retry: Default::default(),
+        progress_timeout: config.pull_progress_timeout,
+        min_rate: config.pull_min_rate,
     };
     let image = ImageService::new(store, registry, settings);
     let listener = daemon::bind(&config.listen)

@@ -50,6 +50,12 @@ pub struct Cli {
     /// Log format: text or json (one object per line) [config: log_format] [default: text]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// A blob download receiving nothing for this long fails: 30s, 1m, or seconds; 0 = off [config: pull_progress_timeout] [default: 1m]
+    #[arg(long, value_name = "DURATION")]
+    pub pull_progress_timeout: Option<String>,
+    /// Bytes/s a download must average over each pull_progress_timeout window [config: pull_min_rate] [default: 0]
+    #[arg(long, value_name = "BYTES_PER_SECOND")]
+    pub pull_min_rate: Option<u64>,
     /// Without a command, cri-imaged runs the daemon.
     #[command(subcommand)]
     pub command: Option<Command>,

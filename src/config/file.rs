@@ -38,4 +38,10 @@ pub struct FileConfig {
     pub admin_socket: Option<PathBuf>,
     /// `text` (default) or `json` (one object per line, for journald/fluentd collectors).
     pub log_format: Option<String>,
+    /// A blob download receiving no bytes for this long fails: `"30s"`, `"1m"`, or
+    /// seconds; `0` turns the watch off. Default 1 minute.
+    pub pull_progress_timeout: Option<super::duration::DurationValue>,
+    /// Bytes per second a download must average over each `pull_progress_timeout` window
+    /// (a trickle below it counts as a stall). Default 0: any byte is progress.
+    pub pull_min_rate: Option<u64>,
 }

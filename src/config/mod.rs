@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod cli;
+pub mod duration;
 pub mod file;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/cri-imaged/config.toml";
 pub const DEFAULT_ROOT: &str = "/var/lib/cri-imaged";
 pub const DEFAULT_LISTEN: &str = "/run/cri-imaged/cri-imaged.sock";
 pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 3;
+pub const DEFAULT_PULL_PROGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -37,6 +39,10 @@ pub struct Config {
     pub admin_socket: PathBuf,
     /// Log one JSON object per line instead of text.
     pub log_json: bool,
+    /// A blob download receiving nothing for this long fails; `None`: never.
+    pub pull_progress_timeout: Option<std::time::Duration>,
+    /// Bytes per second each `pull_progress_timeout` window must bring on average.
+    pub pull_min_rate: u64,
 }
 
 /// The admin socket next to `listen`: `x.sock` → `x-admin.sock` (else `x` → `x-admin.sock`).
@@ -206,6 +212,23 @@ fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigErr
             "log_format = {log_format:?}: must be \"text\" or \"json\""
         ));
     }
+    let pull_progress_timeout = match cli
+        .pull_progress_timeout
+        .clone()
+        .map(duration::DurationValue::Text)
+        .or(raw.pull_progress_timeout)
+    {
+        None => Some(DEFAULT_PULL_PROGRESS_TIMEOUT),
+        Some(v) => match v.parse() {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(d),
+            Err(e) => {
+                problems.push(format!("pull_progress_timeout = {v}: {e}"));
+                None
+            }
+        },
+    };
+    let pull_min_rate = cli.pull_min_rate.or(raw.pull_min_rate).unwrap_or(0);
     if !problems.is_empty() {
         return Err(ConfigError {
             file: file.to_owned(),
@@ -224,6 +247,8 @@ fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigErr
         metrics_address,
         admin_socket,
         log_json: log_format == "json",
+        pull_progress_timeout,
+        pull_min_rate,
     })
 }
 
@@ -372,6 +397,46 @@ mod tests {
     fn every_invalid_value_is_reported_at_once() {
         let e = load("root = \"rel\"\nmax_concurrent_downloads = 0\ndefault_transport = \"oci\"\ninsecure_registries = [\"10.0.0.0/99\"]\nregistries = [\"Bad Host\"]\n", &[]).unwrap_err();
         assert_eq!(e.problems.len(), 5, "{e}");
+    }
+
+    #[test]
+    fn pull_progress_timeout_takes_humane_durations_or_seconds() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.pull_progress_timeout, Some(DEFAULT_PULL_PROGRESS_TIMEOUT));
+        assert_eq!(c.pull_min_rate, 0);
+        let c = load(
+            "pull_progress_timeout = \"1m30s\"\npull_min_rate = 1024\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.pull_progress_timeout,
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(c.pull_min_rate, 1024);
+        let c = load("pull_progress_timeout = 45\n", &[]).unwrap();
+        assert_eq!(
+            c.pull_progress_timeout,
+            Some(std::time::Duration::from_secs(45))
+        );
+        let c = load(
+            "pull_progress_timeout = 45\n",
+            &["--pull-progress-timeout", "0"],
+        )
+        .unwrap();
+        assert_eq!(c.pull_progress_timeout, None, "0 turns the watch off");
+        let c = load("", &["--pull-progress-timeout", "500ms"]).unwrap();
+        assert_eq!(
+            c.pull_progress_timeout,
+            Some(std::time::Duration::from_millis(500))
+        );
+        for bad in ["\"soon\"", "\"10 parsecs\"", "\"-1s\"", "\"\""] {
+            let e = load(&format!("pull_progress_timeout = {bad}\n"), &[]).unwrap_err();
+            assert!(
+                e.to_string().contains("pull_progress_timeout"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

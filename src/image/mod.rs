@@ -16,6 +16,7 @@ mod observe;
 pub mod progress;
 mod pull;
 mod remove;
+mod stall;
 pub mod status;
 
 use std::sync::Arc;
@@ -33,7 +34,7 @@ pub use status::verbose_info;
 
 use crate::metrics::Metrics;
 use crate::names::{self, ImageId, NameError, Resolved};
-use crate::registry::RegistryClient;
+use crate::registry::{RegistryClient, RetryPolicy};
 use crate::store::{ImageRecord, Store};
 use crate::transport::ImportPolicy;
 
@@ -48,6 +49,12 @@ pub struct Settings {
     pub max_concurrent_downloads: usize,
     /// Which local transports are on and where their files may come from.
     pub imports: ImportPolicy,
+    /// Retries of broken blob downloads.
+    pub retry: RetryPolicy,
+    /// A blob download receiving nothing (or less than `min_rate`) for this long fails.
+    pub progress_timeout: Option<std::time::Duration>,
+    /// Bytes per second a download must average over each `progress_timeout` window.
+    pub min_rate: u64,
 }
 
 /// The core image service; cheap to clone (all clones share one state).

@@ -24,6 +24,9 @@ fn fixture(registries: &[&str]) -> Fixture {
         default_transport: "docker".into(),
         max_concurrent_downloads: 3,
         imports: Default::default(),
+        retry: Default::default(),
+        progress_timeout: None,
+        min_rate: 0,
     };
     Fixture {
         _dir: dir,

@@ -93,6 +93,9 @@ struct Shared {
     protected: RwLock<HashSet<Digest>>,
     /// Blobs in-flight pulls rely on, with how many leases each.
     leases: Mutex<HashMap<Digest, usize>>,
+    /// Partial downloads a crash left in `ingest/`, each taken by the first download of
+    /// its blob (so no two ingests ever share a file).
+    partials: Mutex<HashMap<Digest, PathBuf>>,
     blob_bytes: AtomicU64,
     blob_inodes: AtomicU64,
     /// Work that must finish before the process exits: records changes, placements and
@@ -148,11 +151,11 @@ impl Store {
             )?;
         }
         let _ = std::fs::remove_file(root.join(format!("{}.tmp", layout::INDEX_FILE)));
-        recover::clear_dir(root, &root.join(layout::INGEST_DIR))?;
         let rec = recover::load(root)?;
         let mut keep = rec.records.referenced_blobs();
         keep.extend(rec.protected.iter().cloned());
         recover::collect_garbage(root, &keep)?;
+        let partials = recover::scan_ingest(root)?;
         if rec.dirty {
             let bytes = layout::render_index(
                 rec.records
@@ -175,6 +178,7 @@ impl Store {
                 }),
                 protected: RwLock::new(rec.protected),
                 leases: Mutex::default(),
+                partials: Mutex::new(partials),
                 blob_bytes: AtomicU64::new(bytes),
                 blob_inodes: AtomicU64::new(inodes),
                 tasks: TaskTracker::new(),
@@ -221,6 +225,43 @@ impl Store {
     /// Starts writing a blob.
     pub async fn ingest(&self, expected: &Descriptor) -> Result<Ingest, StoreError> {
         Ingest::create(self.root(), expected, self.shared.tasks.clone())
+    }
+
+    /// Starts writing a blob, resuming the partial download a crash left for it if there is
+    /// one (hashed again on a blocking thread: see [`Ingest::written`] for where it ends).
+    pub async fn ingest_resumable(&self, expected: &Descriptor) -> Result<Ingest, StoreError> {
+        let partial = self
+            .shared
+            .partials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&expected.digest);
+        let Some(path) = partial else {
+            return self.ingest(expected).await;
+        };
+        let (root, expected_again, tasks) =
+            (self.root().to_owned(), expected, self.shared.tasks.clone());
+        let expected = expected_again.clone();
+        // The blocking task owns the file from here: if this caller goes away, the
+        // `Ingest` it makes is dropped there, deleting the file.
+        let resumed = self
+            .shared
+            .tasks
+            .spawn_blocking(move || Ingest::resume(&root, &expected, tasks, path))
+            .await;
+        match resumed {
+            Ok(Ok(ingest)) => Ok(ingest),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot resume a partial download; starting afresh");
+                self.ingest(expected_again).await
+            }
+            Err(e) => Err(StoreError::io(
+                self.root(),
+                "resume",
+                self.root(),
+                std::io::Error::other(e),
+            )),
+        }
     }
 
     /// Verifies an ingest and places the blob under its digest. The placement and its

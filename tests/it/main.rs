@@ -22,5 +22,6 @@ mod list;
 mod observe;
 mod pull;
 mod remove;
+mod retries;
 mod status;
 mod store;
