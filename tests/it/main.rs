@@ -23,5 +23,6 @@ mod observe;
 mod pull;
 mod remove;
 mod retries;
+mod stalls;
 mod status;
 mod store;
