@@ -10,7 +10,7 @@ pub mod file;
 use std::path::{Path, PathBuf};
 
 pub use address::MetricsAddress;
-pub use cli::{Cli, Command, OutputFormat, PullsArgs};
+pub use cli::{CheckArgs, Cli, Command, OutputFormat, PullsArgs};
 use file::FileConfig;
 
 use crate::names::{ImageName, InsecureRegistries};
@@ -89,6 +89,11 @@ pub fn admin_socket_of(file: &Path) -> Result<PathBuf, ConfigError> {
     Ok(raw.admin_socket.unwrap_or_else(|| {
         default_admin_socket(&raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into()))
     }))
+}
+
+/// The store root a daemon configured by `file` uses (for `cri-imaged check`).
+pub fn root_of(file: &Path) -> Result<PathBuf, ConfigError> {
+    Ok(read_file(file)?.root.unwrap_or_else(|| DEFAULT_ROOT.into()))
 }
 
 fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigError> {

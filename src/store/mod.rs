@@ -9,9 +9,11 @@
 //! Ordering that makes a crash harmless: a blob is fsynced and renamed into place, the blob
 //! directory is fsynced, and only then does `index.json` name it; a removal rewrites
 //! `index.json` first and deletes blobs after. Start-up recovery ([`recover`]) deletes what
-//! a crash left between those steps.
+//! a crash left between those steps. [`check`] verifies a store offline
+//! (`cri-imaged check`) and repairs it.
 
 mod blobs;
+pub mod check;
 pub mod error;
 pub mod layout;
 pub mod records;
@@ -115,6 +117,13 @@ impl Store {
     /// Opens (creating if needed) the store at `root`, takes its lock, and recovers what a
     /// crash left behind.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let lock = Self::lock(root)?;
+        Self::open_locked(root, lock)
+    }
+
+    /// Takes the store's lock (creating the root's directories if needed), refusing a
+    /// root that is not a store and one another process holds.
+    fn lock(root: &Path) -> Result<std::fs::File, StoreError> {
         let io = |op, path: &Path, e| StoreError::io(root, op, path, e);
         // Before anything is created or deleted: is this a store at all?
         recover::check_is_store(root)?;
@@ -142,6 +151,11 @@ impl Store {
             }
             Err(e) => return Err(io("lock", &lock_path, e.into())),
         }
+        Ok(lock)
+    }
+
+    /// [`Store::open`] with the lock already taken.
+    fn open_locked(root: &Path, lock: std::fs::File) -> Result<Store, StoreError> {
         layout::ensure_layout_file(root)?;
         if !root.join(layout::INDEX_FILE).exists() {
             layout::write_atomic(

@@ -180,7 +180,7 @@ fn check_named(root: &Path, manifest: &oci::Descriptor) -> Result<ManifestBlobs,
 /// Adds everything a foreign document reaches to `keep`, read leniently as plain JSON
 /// (artifacts and unknown media types included): `config`, `layers`, `blobs`, `subject`,
 /// and for an index each of `manifests`, recursively to a bounded depth.
-fn protect(
+pub(super) fn protect(
     root: &Path,
     digest: Digest,
     keep: &mut HashSet<Digest>,

@@ -14,6 +14,7 @@
 
 mod support;
 
+mod check;
 mod config;
 mod daemon_life;
 mod faults;
