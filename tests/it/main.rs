@@ -16,6 +16,7 @@ mod support;
 
 mod check;
 mod config;
+mod crash;
 mod daemon_life;
 mod faults;
 mod fs_info;

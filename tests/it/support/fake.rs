@@ -249,6 +249,13 @@ impl FakeRegistry {
         self.shared.state().served.get(digest).copied().unwrap_or(0)
     }
 
+    /// Forgets the byte counts and the requested ranges.
+    pub fn reset_served(&self) {
+        let mut st = self.shared.state();
+        st.served.clear();
+        st.ranges.clear();
+    }
+
     /// The start offsets requested for the blob `digest`, in order (0: no `Range`).
     pub fn range_starts(&self, digest: &str) -> Vec<usize> {
         self.shared
