@@ -21,6 +21,7 @@ mod daemon_life;
 mod faults;
 mod fs_info;
 mod list;
+mod load;
 mod observe;
 mod pull;
 mod remove;
