@@ -10,7 +10,11 @@
 //!   and `fake`, an in-process registry that stalls, lies about digests or ignores `Range`.
 //! - one module per area: `pull`, `list`, `status`, `remove`, `fs_info`, `config`,
 //!   `daemon_life`, `store`, `faults` (shutdown and kill mid-pull, bad content), `observe`
-//!   (metrics, `cri-imaged pulls`, summary logs, no credentials in any output).
+//!   (metrics, `cri-imaged pulls`, summary logs, no credentials in any output), `retries`
+//!   (cut bodies resume with `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`,
+//!   client cancel), `check` (`cri-imaged check --repair`), `crash` (SIGKILL at many points
+//!   of a pull, then resume), `load` (50 clients, 2,000 calls). RELIABILITY.md maps each
+//!   fault to its test.
 
 mod support;
 
