@@ -19,8 +19,10 @@ const EXIT_CONFIG: u8 = 64;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Pulls(args)) = &cli.command {
-        return pulls_command(args).await;
+    match &cli.command {
+        Some(Command::Pulls(args)) => return pulls_command(args).await,
+        Some(Command::Check(args)) => return check_command(args),
+        None => {}
     }
     let config = match Config::load(&cli) {
         Ok(c) => c,
@@ -51,6 +53,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         imports: config.imports.clone(),
         node: config.node.clone(),
         pinned: config.pinned.clone(),
+        retry: Default::default(),
+        progress_timeout: config.pull_progress_timeout,
+        min_rate: config.pull_min_rate,
     };
     log_registry_files(&config.registry_paths, &config.node);
     let image = ImageService::new(store, registry, settings);
@@ -181,5 +186,56 @@ async fn pulls_command(args: &cri_imaged::config::PullsArgs) -> ExitCode {
             eprintln!("cri-imaged pulls: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `cri-imaged check [--repair]`: verifies the store offline; exit 1 on any problem.
+fn check_command(args: &cri_imaged::config::CheckArgs) -> ExitCode {
+    let root = match &args.root {
+        Some(r) => r.clone(),
+        None => match config::root_of(&args.config) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("cri-imaged: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let result = if args.repair {
+        cri_imaged::store::check::repair(&root)
+    } else {
+        cri_imaged::store::check::check(&root)
+    };
+    let report = match result {
+        Ok(r) => r,
+        Err(e @ cri_imaged::store::StoreError::Locked { .. }) => {
+            eprintln!("cri-imaged check: refusing to repair: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("cri-imaged check: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for line in &report.repaired {
+        println!("repaired: {line}");
+    }
+    for line in &report.notes {
+        println!("note: {line}");
+    }
+    for line in &report.problems {
+        println!("problem: {line}");
+    }
+    println!(
+        "{}: {} image name(s), {} blob(s) checked, {} problem(s)",
+        root.display(),
+        report.names,
+        report.blobs,
+        report.problems.len()
+    );
+    if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

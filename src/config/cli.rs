@@ -65,17 +65,41 @@ pub struct Cli {
     /// The pause image, always pinned [config: pause_image] [default: registry.k8s.io/pause:3.10]
     #[arg(long, value_name = "NAME")]
     pub pause_image: Option<String>,
+    /// A blob download receiving nothing for this long fails: 30s, 1m, or seconds; 0 = off [config: pull_progress_timeout] [default: 1m]
+    #[arg(long, value_name = "DURATION")]
+    pub pull_progress_timeout: Option<String>,
+    /// Bytes/s a download must average over each pull_progress_timeout window [config: pull_min_rate] [default: 0]
+    #[arg(long, value_name = "BYTES_PER_SECOND")]
+    pub pull_min_rate: Option<u64>,
     /// Without a command, cri-imaged runs the daemon.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
-/// Commands that talk to a running daemon.
+/// Commands besides the daemon: `pulls` talks to a running one, `check` reads a store.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show the pulls in flight: image, source registry, bytes per layer, rate, ETA, waiting
     /// callers (read from the daemon's admin socket)
     Pulls(PullsArgs),
+    /// Verify a store offline: every blob's digest and size, every index.json reference;
+    /// prints each problem and exits 1 on any (--repair removes what cannot be trusted)
+    Check(CheckArgs),
+}
+
+/// `cri-imaged check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The store root; default: the root of the configuration file
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The daemon's configuration file, read to find the root
+    #[arg(long, value_name = "FILE", default_value = super::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Remove corrupt blobs (and the names using them), unreferenced blobs and ingest
+    /// files; refused while a daemon holds the store's lock
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// `cri-imaged pulls`.

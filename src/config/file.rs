@@ -52,4 +52,10 @@ pub struct FileConfig {
     pub pinned_images: Option<Vec<String>>,
     /// The pause (sandbox) image, always pinned. Default `registry.k8s.io/pause:3.10`.
     pub pause_image: Option<String>,
+    /// A blob download receiving no bytes for this long fails: `"30s"`, `"1m"`, or
+    /// seconds; `0` turns the watch off. Default 1 minute.
+    pub pull_progress_timeout: Option<super::duration::DurationValue>,
+    /// Bytes per second a download must average over each `pull_progress_timeout` window
+    /// (a trickle below it counts as a stall). Default 0: any byte is progress.
+    pub pull_min_rate: Option<u64>,
 }

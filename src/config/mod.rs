@@ -4,12 +4,13 @@
 
 pub mod address;
 pub mod cli;
+pub mod duration;
 pub mod file;
 
 use std::path::{Path, PathBuf};
 
 pub use address::MetricsAddress;
-pub use cli::{Cli, Command, OutputFormat, PullsArgs};
+pub use cli::{CheckArgs, Cli, Command, OutputFormat, PullsArgs};
 use file::FileConfig;
 
 use crate::image::Pinned;
@@ -22,6 +23,7 @@ pub const DEFAULT_ROOT: &str = "/var/lib/cri-imaged";
 pub const DEFAULT_LISTEN: &str = "/run/cri-imaged/cri-imaged.sock";
 pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 3;
 pub const DEFAULT_PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
+pub const DEFAULT_PULL_PROGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -46,6 +48,10 @@ pub struct Config {
     pub node: NodeRegistries,
     /// `pinned_images` plus `pause_image`.
     pub pinned: Pinned,
+    /// A blob download receiving nothing for this long fails; `None`: never.
+    pub pull_progress_timeout: Option<std::time::Duration>,
+    /// Bytes per second each `pull_progress_timeout` window must bring on average.
+    pub pull_min_rate: u64,
 }
 
 /// The admin socket next to `listen`: `x.sock` → `x-admin.sock` (else `x` → `x-admin.sock`).
@@ -92,6 +98,11 @@ pub fn admin_socket_of(file: &Path) -> Result<PathBuf, ConfigError> {
     Ok(raw.admin_socket.unwrap_or_else(|| {
         default_admin_socket(&raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into()))
     }))
+}
+
+/// The store root a daemon configured by `file` uses (for `cri-imaged check`).
+pub fn root_of(file: &Path) -> Result<PathBuf, ConfigError> {
+    Ok(read_file(file)?.root.unwrap_or_else(|| DEFAULT_ROOT.into()))
 }
 
 fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigError> {
@@ -231,6 +242,23 @@ fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigErr
         problems.push(format!("pinned_images/pause_image: {e}"));
         Pinned::default()
     });
+    let pull_progress_timeout = match cli
+        .pull_progress_timeout
+        .clone()
+        .map(duration::DurationValue::Text)
+        .or(raw.pull_progress_timeout)
+    {
+        None => Some(DEFAULT_PULL_PROGRESS_TIMEOUT),
+        Some(v) => match v.parse() {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(d),
+            Err(e) => {
+                problems.push(format!("pull_progress_timeout = {v}: {e}"));
+                None
+            }
+        },
+    };
+    let pull_min_rate = cli.pull_min_rate.or(raw.pull_min_rate).unwrap_or(0);
     if !problems.is_empty() {
         return Err(ConfigError {
             file: file.to_owned(),
@@ -252,6 +280,8 @@ fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigErr
         registry_paths,
         node,
         pinned,
+        pull_progress_timeout,
+        pull_min_rate,
     })
 }
 
@@ -495,6 +525,46 @@ mod tests {
         }
         let e = load("pinned_images = [\"busybox\"]\n", &[]).unwrap_err();
         assert!(e.to_string().contains("busybox"), "{e}");
+    }
+
+    #[test]
+    fn pull_progress_timeout_takes_humane_durations_or_seconds() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.pull_progress_timeout, Some(DEFAULT_PULL_PROGRESS_TIMEOUT));
+        assert_eq!(c.pull_min_rate, 0);
+        let c = load(
+            "pull_progress_timeout = \"1m30s\"\npull_min_rate = 1024\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.pull_progress_timeout,
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(c.pull_min_rate, 1024);
+        let c = load("pull_progress_timeout = 45\n", &[]).unwrap();
+        assert_eq!(
+            c.pull_progress_timeout,
+            Some(std::time::Duration::from_secs(45))
+        );
+        let c = load(
+            "pull_progress_timeout = 45\n",
+            &["--pull-progress-timeout", "0"],
+        )
+        .unwrap();
+        assert_eq!(c.pull_progress_timeout, None, "0 turns the watch off");
+        let c = load("", &["--pull-progress-timeout", "500ms"]).unwrap();
+        assert_eq!(
+            c.pull_progress_timeout,
+            Some(std::time::Duration::from_millis(500))
+        );
+        for bad in ["\"soon\"", "\"10 parsecs\"", "\"-1s\"", "\"\""] {
+            let e = load(&format!("pull_progress_timeout = {bad}\n"), &[]).unwrap_err();
+            assert!(
+                e.to_string().contains("pull_progress_timeout"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod progress;
 mod pull;
 mod remove;
 mod sources;
+mod stall;
 pub mod status;
 
 use std::sync::{Arc, RwLock};
@@ -37,7 +38,7 @@ pub use status::verbose_info;
 use crate::metrics::Metrics;
 use crate::names::{ImageId, NameError, Resolved};
 use crate::registries::NodeRegistries;
-use crate::registry::RegistryClient;
+use crate::registry::{RegistryClient, RetryPolicy};
 use crate::store::{ImageRecord, Store};
 use crate::transport::ImportPolicy;
 
@@ -56,6 +57,12 @@ pub struct Settings {
     pub node: NodeRegistries,
     /// Images reported as pinned (kubelet's garbage collection leaves them alone).
     pub pinned: Pinned,
+    /// Retries of broken blob downloads.
+    pub retry: RetryPolicy,
+    /// A blob download receiving nothing (or less than `min_rate`) for this long fails.
+    pub progress_timeout: Option<std::time::Duration>,
+    /// Bytes per second a download must average over each `progress_timeout` window.
+    pub min_rate: u64,
 }
 
 /// The core image service; cheap to clone (all clones share one state).

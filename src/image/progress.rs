@@ -350,6 +350,13 @@ impl DownloadGuard {
             e.done += bytes;
         }
     }
+
+    /// Takes back bytes counted before a download had to start again.
+    pub fn sub(&self, bytes: u64) {
+        if let Some(e) = self.progress.lock().blobs.get_mut(&self.digest) {
+            e.done = e.done.saturating_sub(bytes);
+        }
+    }
 }
 
 impl Drop for DownloadGuard {

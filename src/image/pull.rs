@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 
-use super::{Error, ImageMeta, ImageService, Inner, flight, sources};
+use super::{Error, ImageMeta, ImageService, Inner, flight, progress, sources, stall};
 use crate::names::{ImageId, ImageName, Resolved};
 use crate::oci::{self, Descriptor};
 use crate::registries::Source;
-use crate::registry::{AuthFields, Credentials, Session};
-use crate::store::{ManifestBlobs, NameRecord, StoreError};
+use crate::registry::{AuthFields, Credentials, RegistryError, Session};
+use crate::store::{Ingest, ManifestBlobs, NameRecord, StoreError};
 use crate::transport::LocalTransport;
 
 /// A pull request without gRPC types.
@@ -261,13 +261,21 @@ async fn pull_task(
 }
 
 /// Opens the first source that serves the manifest: mirrors in order, then the primary.
-/// A source that fails costs one attempt here; blobs then come from the one that answered.
+/// A mirror that fails costs one attempt (mirror fallback stays fast); the last source is
+/// retried. Blobs then come from the one that answered.
 async fn open_first(
     inner: &Inner,
     name: &ImageName,
     planned: &[sources::Planned],
 ) -> Result<(Session, crate::registry::FetchedManifest, Source), Error> {
     for (i, p) in planned.iter().enumerate() {
+        if i + 1 == planned.len() {
+            let (session, fetched) = open_retrying(inner, p).await?;
+            if p.source.mirror {
+                tracing::info!(image = %name, mirror = %p.source.name.registry(), from = %p.source.name, "pulling through mirror");
+            }
+            return Ok((session, fetched, p.source.clone()));
+        }
         match inner.registry.open(&p.source.name, &p.creds, &p.tls).await {
             Ok((session, fetched)) => {
                 if p.source.mirror {
@@ -275,13 +283,34 @@ async fn open_first(
                 }
                 return Ok((session, fetched, p.source.clone()));
             }
-            Err(e) if i + 1 < planned.len() => {
+            Err(e) => {
                 tracing::warn!(image = %name, source = %p.source.name, mirror = p.source.mirror, error = %e, "source failed; trying the next");
+            }
+        }
+    }
+    Err(Error::Internal(format!("no source to pull {name} from")))
+}
+
+/// Resolves the manifest at one source, retrying what a busy or restarting registry breaks.
+async fn open_retrying(
+    inner: &Inner,
+    p: &sources::Planned,
+) -> Result<(Session, crate::registry::FetchedManifest), Error> {
+    let name = &p.source.name;
+    let policy = inner.settings.retry;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match inner.registry.open(name, &p.creds, &p.tls).await {
+            Ok(opened) => return Ok(opened),
+            Err(e) if policy.should_retry(attempt, &e) => {
+                let delay = policy.delay(attempt, &e);
+                tracing::warn!(image = %name, attempt, delay_ms = delay.as_millis() as u64, error = %e, "fetching the manifest failed; retrying");
+                tokio::time::sleep(delay).await;
             }
             Err(e) => return Err(Error::from_registry(name, e)),
         }
     }
-    Err(Error::Internal(format!("no source to pull {name} from")))
 }
 
 fn invalid(name: &ImageName, reason: String) -> Error {
@@ -350,6 +379,22 @@ async fn fetch_blob(
     )))
 }
 
+/// Requests for one blob download, whatever progress each made.
+const MAX_TRIES: u32 = 50;
+
+/// Why one transfer of a blob stopped.
+enum Broken {
+    /// The registry or the network: maybe worth another try.
+    Registry(RegistryError),
+    /// The store: final.
+    Store(StoreError),
+}
+
+/// Downloads one blob into an ingest, retrying what the registry or the network broke
+/// (each retry resumes with `Range` from the bytes already received and hashed), then
+/// places it. A partial download a crash left for this blob is resumed too; if the
+/// finished blob does not verify and it began from such bytes, it is fetched once more
+/// from byte 0.
 async fn download(
     inner: &Inner,
     session: &Session,
@@ -364,30 +409,127 @@ async fn download(
         .acquire()
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
-    let mut stream = session
-        .fetch_blob(name, blob)
-        .await
-        .map_err(|e| Error::from_registry(name, e))?;
     let mut ingest = inner
         .store
-        .ingest(blob)
+        .ingest_resumable(blob)
         .await
         .map_err(|e| blob_err(name, e))?;
     let progress = inner.progress.download(&blob.digest.to_string());
-    while let Some(chunk) = stream
-        .try_next()
-        .await
-        .map_err(|e| Error::from_registry(name, e))?
-    {
-        progress.add(chunk.len() as u64);
-        inner.metrics.fetched(name.registry(), chunk.len() as u64);
-        ingest.write(&chunk).await.map_err(|e| blob_err(name, e))?;
+    let mut from_old_bytes = ingest.written() > 0;
+    if from_old_bytes {
+        tracing::info!(image = %name, blob = %blob.digest, bytes = ingest.written(), "resuming a partial download");
+        progress.add(ingest.written());
+    }
+    let policy = inner.settings.retry;
+    let (mut attempt, mut tries, mut reauthed) = (0u32, 0u32, false);
+    loop {
+        let before = ingest.written();
+        let failure = match transfer(inner, session, name, blob, &mut ingest, &progress).await {
+            Ok(()) => match ingest.verify() {
+                Ok(()) => break,
+                Err(e @ StoreError::DigestMismatch { .. }) if from_old_bytes => {
+                    tracing::warn!(image = %name, blob = %blob.digest, error = %e, "a resumed download does not verify; fetching it again from the start");
+                    from_old_bytes = false;
+                    ingest.reset().await.map_err(|e| blob_err(name, e))?;
+                    continue;
+                }
+                Err(e) => return Err(blob_err(name, e)),
+            },
+            Err(Broken::Store(e)) => return Err(blob_err(name, e)),
+            Err(Broken::Registry(e)) => e,
+        };
+        // A transfer that brought bytes before it broke starts the count again (a long
+        // blob on a flaky link keeps going); the total is bounded all the same.
+        tries += 1;
+        attempt = if ingest.written() > before {
+            1
+        } else {
+            attempt + 1
+        };
+        if tries >= MAX_TRIES {
+            return Err(Error::from_registry(name, failure));
+        }
+        if matches!(failure, RegistryError::Unauthorized { .. }) && !reauthed {
+            // A token that expired mid-pull: authenticate again, once.
+            reauthed = true;
+            tracing::info!(image = %name, blob = %blob.digest, "registry answered 401; authenticating again");
+            session
+                .reauth(name)
+                .await
+                .map_err(|e| Error::from_registry(name, e))?;
+            continue;
+        }
+        if !policy.should_retry(attempt, &failure) {
+            return Err(Error::from_registry(name, failure));
+        }
+        let delay = policy.delay(attempt, &failure);
+        tracing::warn!(image = %name, blob = %blob.digest, offset = ingest.written(), attempt, delay_ms = delay.as_millis() as u64, error = %failure, "blob download broke; retrying");
+        tokio::time::sleep(delay).await;
     }
     inner
         .store
         .commit(ingest)
         .await
         .map_err(|e| blob_err(name, e))
+}
+
+/// One request for the rest of a blob: from `ingest.written()` on (from 0 if the registry
+/// ignores `Range`), until the body ends, breaks, or stalls.
+async fn transfer(
+    inner: &Inner,
+    session: &Session,
+    name: &ImageName,
+    blob: &Descriptor,
+    ingest: &mut Ingest,
+    progress: &progress::DownloadGuard,
+) -> Result<(), Broken> {
+    let offset = ingest.written();
+    if offset == blob.size {
+        return Ok(());
+    }
+    let mut watch = stall::Watch::new(
+        inner.settings.progress_timeout,
+        inner.settings.min_rate,
+        name,
+        blob,
+    );
+    let (mut stream, partial) = watch
+        .guard(session.fetch_blob(name, blob, offset))
+        .await
+        .map_err(Broken::Registry)?
+        .map_err(Broken::Registry)?;
+    if !partial && offset > 0 {
+        tracing::info!(image = %name, blob = %blob.digest, offset, "registry ignored Range; fetching the whole blob again");
+        progress.sub(offset);
+        ingest.reset().await.map_err(Broken::Store)?;
+    }
+    loop {
+        let next = watch
+            .guard(stream.try_next())
+            .await
+            .map_err(Broken::Registry)?
+            .map_err(Broken::Registry)?;
+        let Some(chunk) = next else { break };
+        watch
+            .received(chunk.len() as u64)
+            .map_err(Broken::Registry)?;
+        progress.add(chunk.len() as u64);
+        inner.metrics.fetched(name.registry(), chunk.len() as u64);
+        ingest.write(&chunk).await.map_err(Broken::Store)?;
+    }
+    if ingest.written() < blob.size {
+        // A body that ended cleanly but short: the connection was cut.
+        return Err(Broken::Registry(RegistryError::Unavailable {
+            registry: name.registry().to_owned(),
+            reason: format!(
+                "blob {}: body ended after {} of {} bytes",
+                blob.digest,
+                ingest.written(),
+                blob.size
+            ),
+        }));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ fn fixture(registries: &[&str]) -> Fixture {
         imports: Default::default(),
         node: Default::default(),
         pinned: Default::default(),
+        retry: Default::default(),
+        progress_timeout: None,
+        min_rate: 0,
     };
     Fixture {
         _dir: dir,

@@ -13,6 +13,7 @@
 
 mod auth;
 mod error;
+pub mod retry;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,6 +29,7 @@ use oci_client::{Client, Reference};
 
 pub use auth::{AuthError, AuthFields, Credentials};
 pub use error::RegistryError;
+pub use retry::RetryPolicy;
 
 use crate::names::{Digest, ImageName, InsecureRegistries, Reference as NameRef};
 use crate::oci::{self, Descriptor, Manifest, Parsed, Platform, media};
@@ -314,13 +316,29 @@ impl Session {
         }
     }
 
-    /// Streams a blob's body. The caller hashes and counts what it receives: the stream
-    /// itself is not trusted.
+    /// Authenticates again (a token that expired mid-pull is replaced).
+    pub async fn reauth(&self, name: &ImageName) -> Result<(), RegistryError> {
+        self.client
+            .auth(
+                &oci_reference(name, None),
+                &self.auth,
+                RegistryOperation::Pull,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| RegistryError::from_oci(&self.registry, &name.to_string(), e))
+    }
+
+    /// Streams a blob's body from byte `offset` on. The flag says whether the registry
+    /// honoured the range (206); `false` means the body starts at byte 0 whatever was asked
+    /// (200). The caller hashes and counts what it receives: the stream itself is not
+    /// trusted.
     pub async fn fetch_blob(
         &self,
         name: &ImageName,
         blob: &Descriptor,
-    ) -> Result<BlobStream, RegistryError> {
+        offset: u64,
+    ) -> Result<(BlobStream, bool), RegistryError> {
         let reference = oci_reference(name, None);
         let digest = blob.digest.to_string();
         let what = format!("blob {digest} of {name}");
@@ -328,11 +346,12 @@ impl Session {
         // instead of oci-client and us both hashing every byte.
         let response = self
             .client
-            .pull_blob_stream_partial(&reference, digest.as_str(), 0, None)
+            .pull_blob_stream_partial(&reference, digest.as_str(), offset, None)
             .await
             .map_err(|e| RegistryError::from_oci(&self.registry, &what, e))?;
-        let sized = match response {
-            BlobResponse::Full(s) | BlobResponse::Partial(s) => s,
+        let (sized, partial) = match response {
+            BlobResponse::Full(s) => (s, false),
+            BlobResponse::Partial(s) => (s, true),
         };
         let registry = self.registry.clone();
         // oci-client's stream is not fused after an error: stop at the first one. A registry
@@ -353,7 +372,7 @@ impl Session {
             *failed = item.is_err();
             futures_util::future::ready(Some(item))
         });
-        Ok(Box::pin(stream))
+        Ok((Box::pin(stream), partial))
     }
 }
 

@@ -15,21 +15,29 @@
 //!   refusals, corrupted blobs, no skopeo left after a cancelled pull), `registries`
 //!   (registries.conf: mirrors, blocked, aliases, short-name-mode, SIGHUP), `auth` (CRI
 //!   credentials, the auth file, never to a mirror), `tls` (certs.d CAs with a registry
-//!   serving HTTPS from a test-made CA; pinned images).
+//!   serving HTTPS from a test-made CA; pinned images), `retries` (cut bodies resume with
+//!   `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`
+//!   (`cri-imaged check --repair`), `crash` (SIGKILL at many points of a pull, then resume),
+//!   `load` (50 clients, 2,000 calls). RELIABILITY.md maps each fault to its test.
 
 mod support;
 
 mod auth;
+mod check;
 mod config;
+mod crash;
 mod daemon_life;
 mod faults;
 mod fs_info;
 mod import;
 mod list;
+mod load;
 mod observe;
 mod pull;
 mod registries;
 mod remove;
+mod retries;
+mod stalls;
 mod status;
 mod store;
 mod tls;

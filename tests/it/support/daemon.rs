@@ -18,13 +18,38 @@ use cri_imaged::proto::runtime_service_client::RuntimeServiceClient;
 use rustix::process::{Pid, Signal, kill_process};
 use tonic::transport::{Channel, Endpoint};
 
-use super::{Client, wait_bounded};
+use super::{Client, ToolOutput, run_tool, wait_bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cri-imaged");
 const READY_LIMIT: Duration = Duration::from_secs(30);
 const STOP_LIMIT: Duration = Duration::from_secs(20);
 
 static SPAWNED: AtomicUsize = AtomicUsize::new(0);
+
+/// Upper bound for `cri-imaged check` on a test store.
+const CHECK_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `cri-imaged check --root ROOT` (with `--repair` if asked); output files go to `dir`.
+pub fn run_check(dir: &Path, root: &Path, repair: bool) -> ToolOutput {
+    let root = root.display().to_string();
+    let mut args = vec!["check", "--root", root.as_str()];
+    if repair {
+        args.push("--repair");
+    }
+    run_tool(dir, BIN, &args, CHECK_LIMIT)
+}
+
+/// Asserts that `cri-imaged check` passes on `root`.
+pub fn assert_check_passes(dir: &Path, root: &Path, when: &str) {
+    let out = run_check(dir, root, false);
+    assert!(
+        out.status.success(),
+        "{when}: cri-imaged check must pass ({}); stdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
 
 /// Arguments for one daemon process.
 #[derive(Clone, Debug)]

@@ -23,7 +23,7 @@ use cri_imaged::proto::{
 };
 use tonic::transport::Channel;
 
-pub use daemon::{Daemon, DaemonBuilder};
+pub use daemon::{Daemon, DaemonBuilder, assert_check_passes, run_check};
 pub use images::{Format, ImageBuilder, TestImage, TestIndex, random_layer};
 pub use registry::Registry;
 
