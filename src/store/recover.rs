@@ -63,9 +63,13 @@ pub fn partial_digest(file_name: &str) -> Option<Digest> {
     Digest::parse(&format!("sha256:{hex}")).ok()
 }
 
+/// How long a partial download is kept for a pull to resume it.
+const PARTIAL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
 /// Cleans `ingest/` and returns the partial downloads worth resuming: for each blob not
-/// yet in `blobs/`, its longest non-empty partial file. Everything else (blobs being
-/// deleted, other partials of the same blob, directories, unknown names) is deleted.
+/// yet in `blobs/`, its longest non-empty partial file written to in the last
+/// [`PARTIAL_MAX_AGE`]. Everything else (blobs being deleted, older or shorter partials,
+/// directories, unknown names) is deleted.
 pub fn scan_ingest(root: &Path) -> Result<HashMap<Digest, PathBuf>, StoreError> {
     let dir = root.join(layout::INGEST_DIR);
     let entries = std::fs::read_dir(&dir).map_err(|e| StoreError::io(root, "read dir", &dir, e))?;
@@ -77,9 +81,15 @@ pub fn scan_ingest(root: &Path) -> Result<HashMap<Digest, PathBuf>, StoreError> 
         let meta =
             std::fs::symlink_metadata(&path).map_err(|e| StoreError::io(root, "stat", &path, e))?;
         let digest = entry.file_name().to_str().and_then(partial_digest);
-        let Some(digest) = digest
-            .filter(|d| meta.is_file() && meta.len() > 0 && !layout::blob_path(root, d).exists())
-        else {
+        // A partial no pull has written to for a day is not coming back: it is only space.
+        let fresh = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_none_or(|age| age < PARTIAL_MAX_AGE);
+        let Some(digest) = digest.filter(|d| {
+            meta.is_file() && meta.len() > 0 && fresh && !layout::blob_path(root, d).exists()
+        }) else {
             doomed.push(path);
             continue;
         };
