@@ -3,7 +3,8 @@
 //!
 //! Loopback registries are always insecure for cri-imaged, so plain HTTP is what both sides
 //! speak. [`Registry::start_with_auth`] adds htpasswd (HTTP Basic) authentication, with the
-//! one test account [`AUTH_USER`] / [`AUTH_PASSWORD`].
+//! one test account [`AUTH_USER`] / [`AUTH_PASSWORD`]; [`Registry::start_with_token_auth`]
+//! the registry's own token authentication (JWTs from a token server it trusts).
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -33,6 +34,25 @@ pub struct TlsFiles {
     pub ca_pem: Vec<u8>,
 }
 
+/// docker-registry's `auth: token:` settings, and a bearer token the test's own requests
+/// (pushes) carry.
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    /// The certificate whose key signs the tokens.
+    pub rootcertbundle: PathBuf,
+    /// A token granting the test's pushes (and `GET /v2/`).
+    pub bearer: String,
+}
+
+/// How a registry authenticates clients.
+enum Auth<'a> {
+    None,
+    Htpasswd,
+    Token(&'a TokenAuth),
+}
+
 /// A running `docker-registry serve` on 127.0.0.1:<port>.
 pub struct Registry {
     child: Child,
@@ -40,6 +60,7 @@ pub struct Registry {
     scheme: &'static str,
     /// Sent with every request the test makes, when the registry requires it.
     basic_auth: Option<(String, String)>,
+    bearer: Option<String>,
     log_path: PathBuf,
     http: reqwest::Client,
     _dir: TempDir,
@@ -54,20 +75,26 @@ pub fn closed_port() -> u16 {
 impl Registry {
     /// Starts a registry and waits (bounded) until `GET /v2/` answers.
     pub async fn start() -> Registry {
-        Self::start_inner(false, None).await
+        Self::start_inner(Auth::None, None).await
     }
 
     /// Starts a registry that requires HTTP Basic authentication as [`AUTH_USER`].
     pub async fn start_with_auth() -> Registry {
-        Self::start_inner(true, None).await
+        Self::start_inner(Auth::Htpasswd, None).await
+    }
+
+    /// Starts a registry that accepts only bearer tokens from the token server `token`
+    /// describes.
+    pub async fn start_with_token_auth(token: &TokenAuth) -> Registry {
+        Self::start_inner(Auth::Token(token), None).await
     }
 
     /// Starts a registry serving HTTPS with `tls` (the test's own client trusts its CA).
     pub async fn start_tls(tls: &TlsFiles) -> Registry {
-        Self::start_inner(false, Some(tls)).await
+        Self::start_inner(Auth::None, Some(tls)).await
     }
 
-    async fn start_inner(auth: bool, tls: Option<&TlsFiles>) -> Registry {
+    async fn start_inner(auth: Auth<'_>, tls: Option<&TlsFiles>) -> Registry {
         assert!(
             std::path::Path::new(REGISTRY_BIN).is_file(),
             "docker-registry not found: {INSTALL_HINT}"
@@ -94,13 +121,23 @@ impl Registry {
                     t.key.display()
                 ));
             }
-            if auth {
-                let htpasswd = dir.path().join("htpasswd");
-                std::fs::write(&htpasswd, AUTH_HTPASSWD).expect("write htpasswd");
-                yaml.push_str(&format!(
-                    "auth:\n  htpasswd:\n    realm: cri-imaged-tests\n    path: {}\n",
-                    htpasswd.display()
-                ));
+            match &auth {
+                Auth::None => {}
+                Auth::Htpasswd => {
+                    let htpasswd = dir.path().join("htpasswd");
+                    std::fs::write(&htpasswd, AUTH_HTPASSWD).expect("write htpasswd");
+                    yaml.push_str(&format!(
+                        "auth:\n  htpasswd:\n    realm: cri-imaged-tests\n    path: {}\n",
+                        htpasswd.display()
+                    ));
+                }
+                Auth::Token(t) => yaml.push_str(&format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    t.realm,
+                    t.service,
+                    t.issuer,
+                    t.rootcertbundle.display()
+                )),
             }
             std::fs::write(&config, yaml).expect("write registry config");
             let log_path = dir.path().join("registry.log");
@@ -125,7 +162,12 @@ impl Registry {
                 child,
                 port,
                 scheme: if tls.is_some() { "https" } else { "http" },
-                basic_auth: auth.then(|| (AUTH_USER.to_owned(), AUTH_PASSWORD.to_owned())),
+                basic_auth: matches!(auth, Auth::Htpasswd)
+                    .then(|| (AUTH_USER.to_owned(), AUTH_PASSWORD.to_owned())),
+                bearer: match &auth {
+                    Auth::Token(t) => Some(t.bearer.clone()),
+                    _ => None,
+                },
                 log_path,
                 http: http.build().expect("build HTTP client"),
                 _dir: dir,
@@ -172,8 +214,12 @@ impl Registry {
     /// A request with the registry's credentials, if it has any.
     fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
         let r = self.http.request(method, url);
-        match &self.basic_auth {
+        let r = match &self.basic_auth {
             Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        };
+        match &self.bearer {
+            Some(t) => r.bearer_auth(t),
             None => r,
         }
     }
