@@ -34,6 +34,13 @@ pub struct TlsFiles {
     pub ca_pem: Vec<u8>,
 }
 
+/// Mutual TLS: the CA a registry checks client certificates against, and the identity
+/// (certificate and key, PEM) the test's own requests present.
+pub struct ClientCerts {
+    pub ca: PathBuf,
+    pub identity_pem: Vec<u8>,
+}
+
 /// docker-registry's `auth: token:` settings, and a bearer token the test's own requests
 /// (pushes) carry.
 pub struct TokenAuth {
@@ -75,26 +82,36 @@ pub fn closed_port() -> u16 {
 impl Registry {
     /// Starts a registry and waits (bounded) until `GET /v2/` answers.
     pub async fn start() -> Registry {
-        Self::start_inner(Auth::None, None).await
+        Self::start_inner(Auth::None, None, None).await
     }
 
     /// Starts a registry that requires HTTP Basic authentication as [`AUTH_USER`].
     pub async fn start_with_auth() -> Registry {
-        Self::start_inner(Auth::Htpasswd, None).await
+        Self::start_inner(Auth::Htpasswd, None, None).await
     }
 
     /// Starts a registry that accepts only bearer tokens from the token server `token`
     /// describes.
     pub async fn start_with_token_auth(token: &TokenAuth) -> Registry {
-        Self::start_inner(Auth::Token(token), None).await
+        Self::start_inner(Auth::Token(token), None, None).await
     }
 
     /// Starts a registry serving HTTPS with `tls` (the test's own client trusts its CA).
     pub async fn start_tls(tls: &TlsFiles) -> Registry {
-        Self::start_inner(Auth::None, Some(tls)).await
+        Self::start_inner(Auth::None, Some(tls), None).await
     }
 
-    async fn start_inner(auth: Auth<'_>, tls: Option<&TlsFiles>) -> Registry {
+    /// Starts a registry serving HTTPS with `tls` that requires a client certificate
+    /// signed by `client.ca` (`http.tls.clientcas`).
+    pub async fn start_mtls(tls: &TlsFiles, client: &ClientCerts) -> Registry {
+        Self::start_inner(Auth::None, Some(tls), Some(client)).await
+    }
+
+    async fn start_inner(
+        auth: Auth<'_>,
+        tls: Option<&TlsFiles>,
+        client: Option<&ClientCerts>,
+    ) -> Registry {
         assert!(
             std::path::Path::new(REGISTRY_BIN).is_file(),
             "docker-registry not found: {INSTALL_HINT}"
@@ -120,6 +137,9 @@ impl Registry {
                     t.cert.display(),
                     t.key.display()
                 ));
+                if let Some(c) = client {
+                    yaml.push_str(&format!("    clientcas:\n      - {}\n", c.ca.display()));
+                }
             }
             match &auth {
                 Auth::None => {}
@@ -157,6 +177,11 @@ impl Registry {
             if let Some(t) = tls {
                 http = http
                     .tls_certs_merge([reqwest::Certificate::from_pem(&t.ca_pem).expect("test CA")]);
+            }
+            if let Some(c) = client {
+                http = http.identity(
+                    reqwest::Identity::from_pem(&c.identity_pem).expect("test client identity"),
+                );
             }
             let mut reg = Registry {
                 child,
