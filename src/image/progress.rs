@@ -66,7 +66,8 @@ pub struct PullSnapshot {
     pub id: u64,
     /// The fully qualified name being pulled.
     pub image: String,
-    /// The registry serving it.
+    /// The registry serving it: the mirror's host when a mirror serves it (while sources
+    /// are tried in turn, the one being tried).
     pub source: String,
     /// Seconds since the Unix epoch when the pull started.
     pub started_unix: u64,
@@ -313,6 +314,14 @@ impl PullGuard {
         }
     }
 
+    /// The pull is now served by (or trying) `source`: a mirror instead of the registry
+    /// that was asked for.
+    pub fn set_source(&self, source: &str) {
+        if let Some(p) = self.progress.lock().pulls.get_mut(&self.id) {
+            source.clone_into(&mut p.source);
+        }
+    }
+
     /// Blob `digest` is in the store now.
     pub fn blob_done(&self, digest: &str) {
         let mut st = self.progress.lock();
@@ -393,6 +402,8 @@ mod tests {
         assert_eq!(s.len(), 1);
         let s = &s[0];
         assert_eq!((s.image.as_str(), s.source.as_str()), ("r.io/a:1", "r.io"));
+        pull.set_source("mirror.local:5000");
+        assert_eq!(p.snapshot()[0].source, "mirror.local:5000");
         assert_eq!(s.waiters, 2);
         assert_eq!((s.bytes_done, s.bytes_total), (10 + 40 + 50, 160));
         let states: Vec<_> = s.blobs.iter().map(|b| b.state.as_str()).collect();

@@ -161,7 +161,7 @@ async fn pull_task(
     let node = inner.node.read().unwrap_or_else(|p| p.into_inner()).clone();
     let planned = sources::plan(&node, &name, &creds)?;
     drop(node);
-    let (session, fetched, source) = open_first(&inner, &name, &planned).await?;
+    let (session, fetched, source) = open_first(&inner, &name, &planned, &progress).await?;
     let session = Arc::new(session);
     let m = &fetched.manifest;
     // Docker manifests are stored as OCI ones, so OCI-layout readers see every image.
@@ -262,13 +262,15 @@ async fn pull_task(
 
 /// Opens the first source that serves the manifest: mirrors in order, then the primary.
 /// A mirror that fails costs one attempt (mirror fallback stays fast); the last source is
-/// retried. Blobs then come from the one that answered.
+/// retried. Blobs then come from the one that answered, and the progress view names it.
 async fn open_first(
     inner: &Inner,
     name: &ImageName,
     planned: &[sources::Planned],
+    progress: &progress::PullGuard,
 ) -> Result<(Session, crate::registry::FetchedManifest, Source), Error> {
     for (i, p) in planned.iter().enumerate() {
+        progress.set_source(p.source.name.registry());
         if i + 1 == planned.len() {
             let (session, fetched) = open_retrying(inner, p).await?;
             if p.source.mirror {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::LoadError;
 use super::load::read_optional;
 use crate::names::ImageName;
-use crate::registry::{AuthError, AuthFields, Credentials};
+use crate::registry::{AuthFields, Credentials};
 
 #[derive(Deserialize)]
 struct RawAuthFile {
@@ -116,10 +116,6 @@ impl AuthFile {
                 Ok(c) => {
                     entries.insert(normalize_key(&key), c);
                 }
-                Err(AuthError::IdentityTokenUnsupported) => warnings.push(format!(
-                    "{}: auths.{key:?} has only an identity token, which is not supported yet; ignored",
-                    file.display()
-                )),
                 Err(e) => return Err(err(format!("auths.{key:?}"), e.to_string())),
             }
         }
@@ -217,7 +213,7 @@ mod tests {
             &mut w,
         )
         .unwrap();
-        assert!(f.is_empty());
-        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(f.len(), 1, "an identity token is a credential");
+        assert_eq!(w.len(), 1, "{w:?}");
     }
 }

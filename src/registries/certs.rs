@@ -3,8 +3,10 @@
 //! client certificate pairs. Read whole at load time, so a pull never touches the disk for
 //! it and a reload swaps it atomically.
 //!
-//! Client certificates are not supported yet (oci-client cannot present one): a pair is
-//! reported as a warning, and a registry that requires one refuses the handshake.
+//! Client certificates are not supported yet: oci-client 0.18's `ClientConfig` has no
+//! client identity and its `Client` accepts no prebuilt HTTP client, so there is no way to
+//! present one. A pair is reported as a warning, and a registry that requires one refuses
+//! the handshake.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,7 +89,7 @@ impl CertsDir {
                         }
                     }
                     Some("cert") => warnings.push(format!(
-                        "{}: client certificates are not supported yet; ignored",
+                        "{}: client certificates are not supported yet (oci-client cannot present one); ignored",
                         f.display()
                     )),
                     _ => {}

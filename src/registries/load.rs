@@ -185,7 +185,7 @@ mod tests {
         assert_eq!(c.registries().len(), 5);
         let mut w = Vec::new();
         let a = crate::registries::AuthFile::load(&contrib.join("auth.json"), &mut w).unwrap();
-        assert_eq!(a.len(), 3);
+        assert_eq!(a.len(), 4);
         assert_eq!(w.len(), 1, "only _comment is ignored: {w:?}");
     }
 

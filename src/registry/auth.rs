@@ -14,6 +14,9 @@ pub enum Credentials {
     },
     /// A bearer token sent as is (CRI `registry_token`).
     Bearer(String),
+    /// An OAuth2 refresh token (CRI `identity_token`, an auth file's `identitytoken`),
+    /// traded at the registry's token server for bearer tokens (`token.rs`).
+    IdentityToken(String),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -22,6 +25,7 @@ impl std::fmt::Debug for Credentials {
             Credentials::Anonymous => f.write_str("Anonymous"),
             Credentials::Basic { username, .. } => write!(f, "Basic({username:?}, <redacted>)"),
             Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Credentials::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
         }
     }
 }
@@ -31,10 +35,6 @@ impl std::fmt::Debug for Credentials {
 pub enum AuthError {
     #[error("the auth field is not valid base64 of user:password")]
     BadAuthField,
-    #[error(
-        "identity tokens (OAuth2 refresh tokens) are not supported yet; send username and password or a registry token"
-    )]
-    IdentityTokenUnsupported,
 }
 
 /// The CRI `AuthConfig` fields, without gRPC types.
@@ -86,9 +86,12 @@ impl AuthFields {
 
 impl Credentials {
     /// Picks credentials the way containerd does: username/password first, then a registry
-    /// token, then the base64 `auth` field; nothing set is anonymous.
+    /// token, then an identity token, then the base64 `auth` field; nothing set is
+    /// anonymous. A username without a password beside an identity token is the token's
+    /// account name (as docker writes it), not a password login.
     pub fn from_fields(f: &AuthFields) -> Result<Credentials, AuthError> {
-        if !f.username.is_empty() || !f.password.is_empty() {
+        let names_identity = f.password.is_empty() && !f.identity_token.is_empty();
+        if !f.password.is_empty() || (!f.username.is_empty() && !names_identity) {
             return Ok(Credentials::Basic {
                 username: f.username.clone(),
                 password: f.password.clone(),
@@ -96,6 +99,9 @@ impl Credentials {
         }
         if !f.registry_token.is_empty() {
             return Ok(Credentials::Bearer(f.registry_token.clone()));
+        }
+        if !f.identity_token.is_empty() {
+            return Ok(Credentials::IdentityToken(f.identity_token.clone()));
         }
         if !f.auth.is_empty() {
             let decoded = base64::engine::general_purpose::STANDARD
@@ -108,9 +114,6 @@ impl Credentials {
                 password: pass.trim_end_matches('\0').to_owned(),
             });
         }
-        if !f.identity_token.is_empty() {
-            return Err(AuthError::IdentityTokenUnsupported);
-        }
         Ok(Credentials::Anonymous)
     }
 
@@ -122,6 +125,8 @@ impl Credentials {
                 RegistryAuth::Basic(username.clone(), password.clone())
             }
             Credentials::Bearer(t) => RegistryAuth::Bearer(t.clone()),
+            // Exchanged for a bearer token when the session authenticates.
+            Credentials::IdentityToken(_) => RegistryAuth::Anonymous,
         }
     }
 }
@@ -166,9 +171,38 @@ mod tests {
             Credentials::from_fields(&fields(|a| a.auth = "!!".into())),
             Err(AuthError::BadAuthField)
         );
+        let identity = Ok(Credentials::IdentityToken("x".into()));
         assert_eq!(
             Credentials::from_fields(&fields(|a| a.identity_token = "x".into())),
-            Err(AuthError::IdentityTokenUnsupported)
+            identity
+        );
+        // Docker's auth file form: the account's name beside the token, in `username` or
+        // in `auth` with an empty password.
+        assert_eq!(
+            Credentials::from_fields(&fields(|a| {
+                a.username = "00000000-0000-0000-0000-000000000000".into();
+                a.identity_token = "x".into();
+            })),
+            identity
+        );
+        assert_eq!(
+            Credentials::from_fields(&fields(|a| {
+                a.auth = "dTo=".into();
+                a.identity_token = "x".into();
+            })),
+            identity
+        );
+        // A password is a password login (containerd's order).
+        assert_eq!(
+            Credentials::from_fields(&fields(|a| {
+                a.username = "u".into();
+                a.password = "p".into();
+                a.identity_token = "x".into();
+            })),
+            Ok(Credentials::Basic {
+                username: "u".into(),
+                password: "p".into()
+            })
         );
     }
 
@@ -204,5 +238,6 @@ mod tests {
         };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!format!("{:?}", Credentials::Bearer("tok".into())).contains("tok"));
+        assert!(!format!("{:?}", Credentials::IdentityToken("rtok".into())).contains("rtok"));
     }
 }

@@ -14,6 +14,7 @@
 mod auth;
 mod error;
 pub mod retry;
+mod token;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,7 +22,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use oci_client::RegistryOperation;
 use oci_client::client::{
     BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
 };
@@ -151,6 +151,8 @@ pub struct SourceTls {
 pub struct Session {
     client: Client,
     auth: oci_client::secrets::RegistryAuth,
+    /// Set when the credentials are an identity token, exchanged at each authentication.
+    identity: Option<token::Identity>,
     registry: String,
 }
 
@@ -201,6 +203,7 @@ impl Session {
         Ok(Session {
             client,
             auth: creds.to_oci(),
+            identity: token::Identity::for_credentials(creds, registry, scheme, roots)?,
             registry: registry.to_owned(),
         })
     }
@@ -257,10 +260,7 @@ impl Session {
         let reference = oci_reference(name, None);
         // Authenticate explicitly: oci-client swallows token errors on its implicit path,
         // which would turn a token-server outage into a misleading "unauthorized".
-        self.client
-            .auth(&reference, &self.auth, RegistryOperation::Pull)
-            .await
-            .map_err(|e| RegistryError::from_oci(&self.registry, &what, e))?;
+        self.authenticate(&reference, &what).await?;
         let (bytes, digest) = self.manifest_raw(&reference, &what).await?;
         let parsed = oci::manifest::parse(&bytes, None)
             .map_err(|e| self.format_error(format!("manifest of {what}"), e))?;
@@ -318,15 +318,8 @@ impl Session {
 
     /// Authenticates again (a token that expired mid-pull is replaced).
     pub async fn reauth(&self, name: &ImageName) -> Result<(), RegistryError> {
-        self.client
-            .auth(
-                &oci_reference(name, None),
-                &self.auth,
-                RegistryOperation::Pull,
-            )
+        self.authenticate(&oci_reference(name, None), &name.to_string())
             .await
-            .map(|_| ())
-            .map_err(|e| RegistryError::from_oci(&self.registry, &name.to_string(), e))
     }
 
     /// Streams a blob's body from byte `offset` on. The flag says whether the registry

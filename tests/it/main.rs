@@ -14,9 +14,10 @@
 //!   (`oci:`, `oci-archive:`, `docker-archive:`, `dir:` through skopeo: names, IDs,
 //!   refusals, corrupted blobs, no skopeo left after a cancelled pull), `registries`
 //!   (registries.conf: mirrors, blocked, aliases, short-name-mode, SIGHUP), `auth` (CRI
-//!   credentials, the auth file, never to a mirror), `tls` (certs.d CAs with a registry
-//!   serving HTTPS from a test-made CA; pinned images), `retries` (cut bodies resume with
-//!   `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`
+//!   credentials, the auth file, never to a mirror), `identity` (identity tokens traded
+//!   at a token server for a docker-registry with token auth), `tls` (certs.d CAs with a
+//!   registry serving HTTPS from a test-made CA; a registry requiring a client certificate
+//!   is refused; pinned images), `retries` (cut bodies resume with `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`
 //!   (`cri-imaged check --repair`), `crash` (SIGKILL at many points of a pull, then resume),
 //!   `load` (50 clients, 2,000 calls). RELIABILITY.md maps each fault to its test.
 
@@ -29,6 +30,7 @@ mod crash;
 mod daemon_life;
 mod faults;
 mod fs_info;
+mod identity;
 mod import;
 mod list;
 mod load;

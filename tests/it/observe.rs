@@ -1,6 +1,6 @@
 //! Watching pulls: `/metrics` counters and histograms move by the right amounts (success,
 //! not found, auth failure), `cri-imaged pulls` shows a pull held in flight with its bytes
-//! and waiters and forgets it once done, a summary log line is written per pull (text and
+//! and waiters (and the mirror serving it) and forgets it once done, a summary log line is written per pull (text and
 //! JSON), and no credential shows up anywhere.
 
 use std::path::{Path, PathBuf};
@@ -447,6 +447,54 @@ async fn pulls_shows_a_pull_in_flight_with_its_bytes_and_waiters_then_forgets_it
             summary[0]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_names_the_mirror_that_serves_a_pull() {
+    let fake = FakeRegistry::start().await;
+    let img = ImageBuilder::new().layer_sizes(&[256 * 1024]).build();
+    fake.add_image("team/app", "1", &img);
+    fake.set_blob(
+        &img.layers[0].blob.digest,
+        BlobBehavior::Gate { after: 1024 },
+    );
+    // The primary is a port nobody listens on: only the mirror can serve.
+    let primary = format!("127.0.0.1:{}", closed_port());
+    let dir = tempdir();
+    let b = DaemonBuilder::new(dir.path());
+    std::fs::write(
+        b.registries_conf(),
+        format!(
+            "[[registry]]\nlocation = \"{primary}\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
+            fake.host()
+        ),
+    )
+    .unwrap();
+    let daemon = b.start().await;
+    let socket = admin_socket(&daemon);
+    let name = format!("{primary}/team/app:1");
+    let mut c = daemon.client();
+    let task = tokio::spawn(async move { try_pull(&mut c, &name).await });
+    let seen = std::sync::Mutex::new(Vec::new());
+    let held = eventually(LIMIT, || async {
+        let now = pulls_json(dir.path(), &socket).await;
+        let ok = now.len() == 1 && now[0].blobs.len() == 2;
+        *seen.lock().unwrap() = now;
+        ok
+    })
+    .await;
+    let seen = seen.into_inner().unwrap();
+    assert!(held, "the held pull never showed its blobs: {seen:#?}");
+    assert_eq!(seen[0].image, format!("{primary}/team/app:1"));
+    assert_eq!(seen[0].source, fake.host(), "the mirror serves the pull");
+    let text = pulls_command(dir.path(), &socket, &[]).await;
+    assert!(text.contains(&fake.host()), "{text}");
+    fake.open_gate();
+    let r = tokio::time::timeout(LIMIT, task)
+        .await
+        .expect("the pull returns once the gate opens")
+        .expect("pull task");
+    assert_eq!(r.expect("the mirror serves the image"), img.id());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,14 @@
 //! Per-registry TLS through the real socket: a registry serving HTTPS with a certificate
 //! from a CA the test makes is refused while certs.d holds another CA for it, and accepted
-//! once its own CA is there (swapped in by SIGHUP); pinned images are reported as such.
+//! once its own CA is there (swapped in by SIGHUP); a registry requiring a client
+//! certificate is refused (not supported yet); pinned images are reported as such.
 
 use std::time::Duration;
 
 use tonic::Code;
 
-use crate::support::registry::TlsFiles;
-use crate::support::tls::{make_ca, make_server};
+use crate::support::registry::{ClientCerts, TlsFiles};
+use crate::support::tls::{make_ca, make_client, make_server};
 use crate::support::{
     DaemonBuilder, ImageBuilder, Registry, eventually, pull, status_of, tempdir, try_pull,
 };
@@ -50,6 +51,56 @@ async fn a_tls_registry_is_refused_without_its_ca_and_accepted_with_it_in_certs_
         d.output()
     );
     assert_eq!(pull(&mut c, &name).await, img.id());
+}
+
+/// Client certificates are not supported (oci-client cannot present one, README "Not
+/// supported yet"): a registry that requires one is refused with a clear Unavailable naming
+/// it, and the pair in certs.d is reported, not silently dropped. When support lands, this
+/// test turns into "the pair in certs.d opens the registry".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_requiring_a_client_certificate_is_refused_and_the_pair_reported() {
+    let dir = tempdir();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    let ca = make_ca(&pki, "server");
+    let client_ca = make_ca(&pki, "client");
+    let tls = make_server(&pki, &ca);
+    let (client_cert, client_key) = make_client(&pki, &client_ca, "client");
+    let mut identity_pem = std::fs::read(&client_cert).unwrap();
+    identity_pem.extend(std::fs::read(&client_key).unwrap());
+    let client = ClientCerts {
+        ca: client_ca,
+        identity_pem,
+    };
+    let registry = Registry::start_mtls(&tls, &client).await;
+    let img = ImageBuilder::new().layer_sizes(&[1000]).build();
+    img.push(&registry, "mtls/app", "1").await;
+
+    let b = DaemonBuilder::new(dir.path());
+    let host_dir = b.certs_dir().join(registry.host());
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::copy(&ca, host_dir.join("ca.crt")).unwrap();
+    std::fs::copy(&client_cert, host_dir.join("client.cert")).unwrap();
+    std::fs::copy(&client_key, host_dir.join("client.key")).unwrap();
+    let d = b.start().await;
+    let mut c = d.client();
+    let e = try_pull(&mut c, &format!("{}/mtls/app:1", registry.host()))
+        .await
+        .expect_err("no client certificate is presented");
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    assert!(e.message().contains(&registry.host()), "{}", e.message());
+    // The registry ended the handshake (the daemon trusted its certificate).
+    assert!(
+        e.message().contains("received fatal alert"),
+        "{}",
+        e.message()
+    );
+    let log = d.output();
+    assert!(
+        log.lines().any(|l| l.contains("client.cert")
+            && l.contains("client certificates are not supported yet")),
+        "the ignored pair is not reported:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

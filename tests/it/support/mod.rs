@@ -9,6 +9,7 @@ pub mod images;
 pub mod layout;
 pub mod registry;
 pub mod tls;
+pub mod token;
 
 use std::future::Future;
 use std::path::Path;

@@ -3,7 +3,8 @@
 //!
 //! Loopback registries are always insecure for cri-imaged, so plain HTTP is what both sides
 //! speak. [`Registry::start_with_auth`] adds htpasswd (HTTP Basic) authentication, with the
-//! one test account [`AUTH_USER`] / [`AUTH_PASSWORD`].
+//! one test account [`AUTH_USER`] / [`AUTH_PASSWORD`]; [`Registry::start_with_token_auth`]
+//! the registry's own token authentication (JWTs from a token server it trusts).
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -33,6 +34,32 @@ pub struct TlsFiles {
     pub ca_pem: Vec<u8>,
 }
 
+/// Mutual TLS: the CA a registry checks client certificates against, and the identity
+/// (certificate and key, PEM) the test's own requests present.
+pub struct ClientCerts {
+    pub ca: PathBuf,
+    pub identity_pem: Vec<u8>,
+}
+
+/// docker-registry's `auth: token:` settings, and a bearer token the test's own requests
+/// (pushes) carry.
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    /// The certificate whose key signs the tokens.
+    pub rootcertbundle: PathBuf,
+    /// A token granting the test's pushes (and `GET /v2/`).
+    pub bearer: String,
+}
+
+/// How a registry authenticates clients.
+enum Auth<'a> {
+    None,
+    Htpasswd,
+    Token(&'a TokenAuth),
+}
+
 /// A running `docker-registry serve` on 127.0.0.1:<port>.
 pub struct Registry {
     child: Child,
@@ -40,6 +67,7 @@ pub struct Registry {
     scheme: &'static str,
     /// Sent with every request the test makes, when the registry requires it.
     basic_auth: Option<(String, String)>,
+    bearer: Option<String>,
     log_path: PathBuf,
     http: reqwest::Client,
     _dir: TempDir,
@@ -54,20 +82,36 @@ pub fn closed_port() -> u16 {
 impl Registry {
     /// Starts a registry and waits (bounded) until `GET /v2/` answers.
     pub async fn start() -> Registry {
-        Self::start_inner(false, None).await
+        Self::start_inner(Auth::None, None, None).await
     }
 
     /// Starts a registry that requires HTTP Basic authentication as [`AUTH_USER`].
     pub async fn start_with_auth() -> Registry {
-        Self::start_inner(true, None).await
+        Self::start_inner(Auth::Htpasswd, None, None).await
+    }
+
+    /// Starts a registry that accepts only bearer tokens from the token server `token`
+    /// describes.
+    pub async fn start_with_token_auth(token: &TokenAuth) -> Registry {
+        Self::start_inner(Auth::Token(token), None, None).await
     }
 
     /// Starts a registry serving HTTPS with `tls` (the test's own client trusts its CA).
     pub async fn start_tls(tls: &TlsFiles) -> Registry {
-        Self::start_inner(false, Some(tls)).await
+        Self::start_inner(Auth::None, Some(tls), None).await
     }
 
-    async fn start_inner(auth: bool, tls: Option<&TlsFiles>) -> Registry {
+    /// Starts a registry serving HTTPS with `tls` that requires a client certificate
+    /// signed by `client.ca` (`http.tls.clientcas`).
+    pub async fn start_mtls(tls: &TlsFiles, client: &ClientCerts) -> Registry {
+        Self::start_inner(Auth::None, Some(tls), Some(client)).await
+    }
+
+    async fn start_inner(
+        auth: Auth<'_>,
+        tls: Option<&TlsFiles>,
+        client: Option<&ClientCerts>,
+    ) -> Registry {
         assert!(
             std::path::Path::new(REGISTRY_BIN).is_file(),
             "docker-registry not found: {INSTALL_HINT}"
@@ -93,14 +137,27 @@ impl Registry {
                     t.cert.display(),
                     t.key.display()
                 ));
+                if let Some(c) = client {
+                    yaml.push_str(&format!("    clientcas:\n      - {}\n", c.ca.display()));
+                }
             }
-            if auth {
-                let htpasswd = dir.path().join("htpasswd");
-                std::fs::write(&htpasswd, AUTH_HTPASSWD).expect("write htpasswd");
-                yaml.push_str(&format!(
-                    "auth:\n  htpasswd:\n    realm: cri-imaged-tests\n    path: {}\n",
-                    htpasswd.display()
-                ));
+            match &auth {
+                Auth::None => {}
+                Auth::Htpasswd => {
+                    let htpasswd = dir.path().join("htpasswd");
+                    std::fs::write(&htpasswd, AUTH_HTPASSWD).expect("write htpasswd");
+                    yaml.push_str(&format!(
+                        "auth:\n  htpasswd:\n    realm: cri-imaged-tests\n    path: {}\n",
+                        htpasswd.display()
+                    ));
+                }
+                Auth::Token(t) => yaml.push_str(&format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    t.realm,
+                    t.service,
+                    t.issuer,
+                    t.rootcertbundle.display()
+                )),
             }
             std::fs::write(&config, yaml).expect("write registry config");
             let log_path = dir.path().join("registry.log");
@@ -121,11 +178,21 @@ impl Registry {
                 http = http
                     .tls_certs_merge([reqwest::Certificate::from_pem(&t.ca_pem).expect("test CA")]);
             }
+            if let Some(c) = client {
+                http = http.identity(
+                    reqwest::Identity::from_pem(&c.identity_pem).expect("test client identity"),
+                );
+            }
             let mut reg = Registry {
                 child,
                 port,
                 scheme: if tls.is_some() { "https" } else { "http" },
-                basic_auth: auth.then(|| (AUTH_USER.to_owned(), AUTH_PASSWORD.to_owned())),
+                basic_auth: matches!(auth, Auth::Htpasswd)
+                    .then(|| (AUTH_USER.to_owned(), AUTH_PASSWORD.to_owned())),
+                bearer: match &auth {
+                    Auth::Token(t) => Some(t.bearer.clone()),
+                    _ => None,
+                },
                 log_path,
                 http: http.build().expect("build HTTP client"),
                 _dir: dir,
@@ -172,8 +239,12 @@ impl Registry {
     /// A request with the registry's credentials, if it has any.
     fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
         let r = self.http.request(method, url);
-        match &self.basic_auth {
+        let r = match &self.basic_auth {
             Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        };
+        match &self.bearer {
+            Some(t) => r.bearer_auth(t),
             None => r,
         }
     }

@@ -1,7 +1,7 @@
-//! Test certificates made with the `openssl` CLI: a CA, and a server certificate for
-//! 127.0.0.1 signed by it. Nothing is stored in the repository; every run makes new ones.
+//! Test certificates made with the `openssl` CLI: a CA, and server (127.0.0.1) and client
+//! certificates signed by it. Nothing is stored in the repository; every run makes new ones.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::registry::TlsFiles;
@@ -54,16 +54,40 @@ pub fn make_ca(dir: &Path, name: &str) -> std::path::PathBuf {
 
 /// A server certificate for IP 127.0.0.1 signed by the CA `ca` (made by [`make_ca`]).
 pub fn make_server(dir: &Path, ca: &Path) -> TlsFiles {
-    let ca_key = ca.with_extension("key");
-    let key = dir.join("server.key");
-    let csr = dir.join("server.csr");
-    let cert = dir.join("server.crt");
-    let ext = dir.join("server.ext");
-    std::fs::write(
-        &ext,
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+    let (cert, key) = make_leaf(
+        dir,
+        ca,
+        "server",
+        "/CN=127.0.0.1",
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+    );
+    TlsFiles {
+        cert,
+        key,
+        ca_pem: std::fs::read(ca).expect("read CA"),
+    }
+}
+
+/// A client certificate signed by the CA `ca`: `dir/<name>.{cert,key}` (certs.d names).
+pub fn make_client(dir: &Path, ca: &Path, name: &str) -> (PathBuf, PathBuf) {
+    make_leaf(
+        dir,
+        ca,
+        name,
+        "/CN=cri-imaged test client",
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
     )
-    .expect("write extensions");
+}
+
+/// A key and a certificate for `subject` with extensions `ext`, signed by `ca`.
+fn make_leaf(dir: &Path, ca: &Path, name: &str, subject: &str, ext: &str) -> (PathBuf, PathBuf) {
+    let ca_key = ca.with_extension("key");
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let cert = dir.join(format!("{name}.cert"));
+    let ext_file = dir.join(format!("{name}.ext"));
+    std::fs::write(&ext_file, format!("basicConstraints=CA:FALSE\n{ext}"))
+        .expect("write extensions");
     openssl(
         dir,
         &[
@@ -72,7 +96,7 @@ pub fn make_server(dir: &Path, ca: &Path) -> TlsFiles {
             "rsa:2048",
             "-nodes",
             "-subj",
-            "/CN=127.0.0.1",
+            subject,
             "-keyout",
             key.to_str().unwrap(),
             "-out",
@@ -94,14 +118,10 @@ pub fn make_server(dir: &Path, ca: &Path) -> TlsFiles {
             "-days",
             "2",
             "-extfile",
-            ext.to_str().unwrap(),
+            ext_file.to_str().unwrap(),
             "-out",
             cert.to_str().unwrap(),
         ],
     );
-    TlsFiles {
-        cert,
-        key,
-        ca_pem: std::fs::read(ca).expect("read CA"),
-    }
+    (cert, key)
 }
