@@ -18,11 +18,13 @@
 //!   serving HTTPS from a test-made CA; pinned images), `retries` (cut bodies resume with
 //!   `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`
 //!   (`cri-imaged check --repair`), `crash` (SIGKILL at many points of a pull, then resume),
-//!   `load` (50 clients, 2,000 calls). RELIABILITY.md maps each fault to its test.
+//!   `load` (50 clients, 2,000 calls), `bad_input` (oversized documents, invalid and
+//!   path-like digests, unknown media types, size mismatches). RELIABILITY.md maps each fault to its test.
 
 mod support;
 
 mod auth;
+mod bad_input;
 mod check;
 mod config;
 mod crash;
