@@ -19,7 +19,8 @@
 //!   `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`
 //!   (`cri-imaged check --repair`), `crash` (SIGKILL at many points of a pull, then resume),
 //!   `load` (50 clients, 2,000 calls), `bad_input` (oversized documents, invalid and
-//!   path-like digests, unknown media types, size mismatches). RELIABILITY.md maps each fault to its test.
+//!   path-like digests, unknown media types, size mismatches), `disk_full` (ENOSPC on a tmpfs
+//!   root, EFBIG under `prlimit --fsize`; needs root for `mount`). RELIABILITY.md maps each fault to its test.
 
 mod support;
 
@@ -29,6 +30,7 @@ mod check;
 mod config;
 mod crash;
 mod daemon_life;
+mod disk_full;
 mod faults;
 mod fs_info;
 mod import;
