@@ -127,8 +127,11 @@ impl RegistryClient {
                     self.remember(registry, scheme);
                     return Ok((session, m));
                 }
-                // Only a transport failure suggests the other scheme; an HTTP answer is final.
-                Err(e) if e.is_unavailable() => last = Some(e),
+                // Only a transport failure suggests the other scheme; an HTTP answer is final
+                // (a Retry-After is one, and must reach the retry policy as it is).
+                Err(e) if e.is_unavailable() && !matches!(e, RegistryError::RetryAfter { .. }) => {
+                    last = Some(e)
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -639,8 +639,12 @@ fn route(shared: &Shared, req: &Request) -> Answer {
                 .cloned();
             (found, fault)
         };
-        if let Some(Fault::Status { code, .. }) = fault {
-            return Answer::new(code, "text/plain", b"upstream trouble".to_vec());
+        if let Some(Fault::Status { code, retry_after }) = fault {
+            let mut a = Answer::new(code, "text/plain", b"upstream trouble".to_vec());
+            if let Some(secs) = retry_after {
+                a.headers.push(("Retry-After", secs.to_string()));
+            }
+            return a;
         }
         return match found {
             Some(ServedManifest {
