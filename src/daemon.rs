@@ -84,3 +84,15 @@ pub async fn signal() {
 pub fn hangups() -> std::io::Result<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }
+
+/// Keeps SIGXFSZ from killing the daemon. Under a file-size limit (RLIMIT_FSIZE, e.g.
+/// systemd's `LimitFSIZE=`) a write past it raises SIGXFSZ, whose default action ends the
+/// process mid-pull; with a handler installed the write fails with EFBIG instead, which
+/// the store reports as ResourceExhausted and cleans up like a full disk. The handler
+/// stays installed for the life of the process (tokio never removes one); the returned
+/// stream only counts the signals and may be dropped.
+pub fn survive_file_size_limit() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
+        rustix::process::Signal::XFSZ.as_raw(),
+    ))
+}

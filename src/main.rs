@@ -60,6 +60,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     log_registry_files(&config.registry_paths, &config.node);
     let image = ImageService::new(store, registry, settings);
     let hangups = daemon::hangups().context("installing the SIGHUP handler")?;
+    let _file_size = daemon::survive_file_size_limit().context("installing the SIGXFSZ handler")?;
     tokio::spawn(reload_on_hangup(
         hangups,
         config.registry_paths.clone(),

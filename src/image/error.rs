@@ -114,6 +114,7 @@ impl Error {
                 Error::NotFound { image, source }
             }
             RegistryError::Unavailable { .. }
+            | RegistryError::RetryAfter { .. }
             | RegistryError::Timeout { .. }
             | RegistryError::Tls { .. } => Error::RegistryUnavailable { image, source },
             RegistryError::Unauthorized { .. } => Error::Unauthorized { image, source },

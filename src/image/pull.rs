@@ -178,11 +178,20 @@ async fn pull_task(
         layers: m.layers.clone(),
     };
     let lease = inner.store.lease(blobs.all().map(|d| d.digest.clone()));
+    // Refused before a byte of it is fetched (the ingest refuses to grow past the size).
     if m.config.size > oci::manifest::MAX_DOCUMENT_BYTES as u64 {
-        return Err(invalid(
-            &name,
-            format!("config {} is {} bytes", m.config.digest, m.config.size),
-        ));
+        return Err(Error::Unsupported {
+            image: name.to_string(),
+            source: crate::registry::RegistryError::Unsupported {
+                registry: name.registry().to_owned(),
+                reason: format!(
+                    "config {} is {} bytes, more than the {} accepted",
+                    m.config.digest,
+                    m.config.size,
+                    oci::manifest::MAX_DOCUMENT_BYTES
+                ),
+            },
+        });
     }
     let store_err = |source| Error::Store {
         image: name.to_string(),

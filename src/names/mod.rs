@@ -15,6 +15,8 @@ mod digest;
 mod error;
 mod grammar;
 mod insecure;
+#[cfg(test)]
+mod proptests;
 mod reference;
 mod resolve;
 

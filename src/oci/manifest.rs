@@ -19,6 +19,8 @@ pub enum FormatError {
     SchemaVersion(u32),
     #[error("unsupported media type {0:?}")]
     MediaType(String),
+    #[error("layer {digest} has media type {media_type:?}, not an image layer cri-imaged supports")]
+    LayerMediaType { digest: Digest, media_type: String },
     #[error(transparent)]
     Digest(#[from] NameError),
     #[error("{0}")]
@@ -191,6 +193,23 @@ pub fn parse(bytes: &[u8], header_type: Option<&str>) -> Result<Parsed, FormatEr
         config,
         layers,
     }))
+}
+
+/// Refuses layers a container runtime cannot unpack: unknown types (artifacts, Helm
+/// charts, Wasm), encrypted layers, a missing type. Applied to what a registry serves; a
+/// stored image passed it when it was pulled, so recovery and `check` do not repeat it.
+pub fn check_layer_types(manifest: &Manifest) -> Result<(), FormatError> {
+    match manifest
+        .layers
+        .iter()
+        .find(|l| !media::is_layer(&l.media_type))
+    {
+        Some(l) => Err(FormatError::LayerMediaType {
+            digest: l.digest.clone(),
+            media_type: l.media_type.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The parts of an image config cri-imaged reads.

@@ -21,3 +21,21 @@ pub fn is_manifest(media_type: &str) -> bool {
 pub fn is_config(media_type: &str) -> bool {
     media_type == OCI_CONFIG || media_type == DOCKER_CONFIG
 }
+
+/// Layer types a container runtime unpacks (OCI, with the nondistributable variants, and
+/// Docker schema 2).
+pub const LAYERS: &[&str] = &[
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+];
+
+pub fn is_layer(media_type: &str) -> bool {
+    LAYERS.contains(&media_type)
+}

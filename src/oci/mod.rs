@@ -9,6 +9,8 @@ pub mod convert;
 pub mod manifest;
 pub mod media;
 pub mod platform;
+#[cfg(test)]
+mod proptests;
 
 pub use manifest::{Descriptor, FormatError, ImageConfig, Index, Manifest, Parsed};
 pub use platform::Platform;

@@ -30,8 +30,9 @@ impl Platform {
         }
     }
 
-    /// Picks the first entry for this platform. An entry without a variant matches any
-    /// variant; arm64 entries with variant "v8" or none are the same platform.
+    /// Picks the first image manifest for this platform (entries of another media type,
+    /// e.g. nested indexes or artifacts, are passed over). An entry without a variant
+    /// matches any variant; arm64 entries with variant "v8" or none are the same platform.
     pub fn select<'a>(&self, index: &'a Index) -> Option<&'a Descriptor> {
         let variant_ok = |v: &Option<String>| match (v.as_deref(), self.variant.as_deref()) {
             (None, _) => true,
@@ -41,6 +42,10 @@ impl Platform {
         index
             .manifests
             .iter()
+            .filter(|e| {
+                let t = &e.descriptor.media_type;
+                t.is_empty() || super::media::is_manifest(t)
+            })
             .find(|e| {
                 e.os == self.os && e.architecture == self.architecture && variant_ok(&e.variant)
             })

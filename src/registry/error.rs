@@ -13,6 +13,13 @@ pub enum RegistryError {
     Denied { registry: String },
     #[error("registry {registry} is unavailable: {reason}")]
     Unavailable { registry: String, reason: String },
+    /// Unavailable, and the registry said when to ask again (`Retry-After`).
+    #[error("registry {registry} is unavailable: {reason} (it asks to retry after {}s)", after.as_secs())]
+    RetryAfter {
+        registry: String,
+        reason: String,
+        after: std::time::Duration,
+    },
     /// Unavailable because the connection or a read timed out.
     #[error("registry {registry} is unavailable: {reason}")]
     Timeout { registry: String, reason: String },
@@ -76,6 +83,7 @@ impl RegistryError {
         matches!(
             self,
             RegistryError::Unavailable { .. }
+                | RegistryError::RetryAfter { .. }
                 | RegistryError::Timeout { .. }
                 | RegistryError::Tls { .. }
         )

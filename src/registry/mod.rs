@@ -13,6 +13,7 @@
 
 mod auth;
 mod error;
+mod fetch;
 pub mod retry;
 mod token;
 
@@ -32,7 +33,7 @@ pub use error::RegistryError;
 pub use retry::RetryPolicy;
 
 use crate::names::{Digest, ImageName, InsecureRegistries, Reference as NameRef};
-use crate::oci::{self, Descriptor, Manifest, Parsed, Platform, media};
+use crate::oci::{self, Descriptor, Manifest, Parsed, Platform};
 
 /// A manifest chosen for the node, with everything needed to store it.
 #[derive(Debug, Clone)]
@@ -126,8 +127,11 @@ impl RegistryClient {
                     self.remember(registry, scheme);
                     return Ok((session, m));
                 }
-                // Only a transport failure suggests the other scheme; an HTTP answer is final.
-                Err(e) if e.is_unavailable() => last = Some(e),
+                // Only a transport failure suggests the other scheme; an HTTP answer is final
+                // (a Retry-After is one, and must reach the retry policy as it is).
+                Err(e) if e.is_unavailable() && !matches!(e, RegistryError::RetryAfter { .. }) => {
+                    last = Some(e)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -150,6 +154,10 @@ pub struct SourceTls {
 /// One pull's connection to one registry, with its credentials.
 pub struct Session {
     client: Client,
+    /// The same TLS and timeouts as `client`, for the requests cri-imaged makes itself
+    /// (`fetch.rs`: manifests, read with a size cap).
+    http: reqwest::Client,
+    scheme: &'static str,
     auth: oci_client::secrets::RegistryAuth,
     /// Set when the credentials are an identity token, exchanged at each authentication.
     identity: Option<token::Identity>,
@@ -195,34 +203,50 @@ impl Session {
                 .collect(),
             ..ClientConfig::default()
         };
-        // `Client::new` silently falls back to defaults on a bad config: use try_from.
-        let client = Client::try_from(config).map_err(|e| RegistryError::Other {
+        let building = |e: &dyn std::fmt::Display| RegistryError::Other {
             registry: registry.to_owned(),
             reason: format!("building the HTTP client: {e}"),
-        })?;
+        };
+        let http = own_http_client(&config).map_err(|e| building(&e))?;
+        // `Client::new` silently falls back to defaults on a bad config: use try_from.
+        let client = Client::try_from(config).map_err(|e| building(&e))?;
         Ok(Session {
             client,
+            http,
+            scheme: if scheme == Scheme::Http {
+                "http"
+            } else {
+                "https"
+            },
             auth: creds.to_oci(),
             identity: token::Identity::for_credentials(creds, registry, scheme, roots)?,
             registry: registry.to_owned(),
         })
     }
 
+    /// Fetches a manifest with cri-imaged's own capped GET (see `fetch.rs`); `size` is the
+    /// index descriptor's.
     async fn manifest_raw(
         &self,
         reference: &Reference,
         what: &str,
+        size: Option<u64>,
+        token: Option<&str>,
     ) -> Result<(Bytes, Digest), RegistryError> {
-        let (bytes, digest) = self
-            .client
-            .pull_manifest_raw(reference, &self.auth, media::MANIFEST_ACCEPT)
-            .await
-            .map_err(|e| RegistryError::from_oci(&self.registry, what, e))?;
-        let digest = Digest::parse(&digest).map_err(|e| self.invalid(e.to_string()))?;
-        if bytes.len() > oci::manifest::MAX_DOCUMENT_BYTES {
-            return Err(self.invalid(format!("manifest of {what} is {} bytes", bytes.len())));
-        }
-        Ok((bytes, digest))
+        let http = fetch::Http {
+            client: &self.http,
+            scheme: self.scheme,
+            registry: &self.registry,
+            auth: &self.auth,
+            token,
+        };
+        let req = fetch::ManifestRequest {
+            reference,
+            what,
+            size,
+        };
+        let fetched = http.manifest(&req).await?;
+        Ok((fetched.bytes, fetched.digest))
     }
 
     /// A document that could not be used: unsupported (schema 1, other media types) or
@@ -230,14 +254,14 @@ impl Session {
     fn format_error(&self, context: String, e: oci::FormatError) -> RegistryError {
         let reason = format!("{context}: {e}");
         match e {
-            oci::FormatError::SchemaVersion(_) | oci::FormatError::MediaType(_) => {
-                RegistryError::Unsupported {
-                    registry: self.registry.clone(),
-                    reason,
-                }
-            }
-            oci::FormatError::TooLarge { .. }
-            | oci::FormatError::Json(_)
+            oci::FormatError::SchemaVersion(_)
+            | oci::FormatError::MediaType(_)
+            | oci::FormatError::LayerMediaType { .. }
+            | oci::FormatError::TooLarge { .. } => RegistryError::Unsupported {
+                registry: self.registry.clone(),
+                reason,
+            },
+            oci::FormatError::Json(_)
             | oci::FormatError::Digest(_)
             | oci::FormatError::Invalid(_) => self.invalid(reason),
         }
@@ -260,21 +284,29 @@ impl Session {
         let reference = oci_reference(name, None);
         // Authenticate explicitly: oci-client swallows token errors on its implicit path,
         // which would turn a token-server outage into a misleading "unauthorized".
-        self.authenticate(&reference, &what).await?;
-        let (bytes, digest) = self.manifest_raw(&reference, &what).await?;
+        // The bearer token (oci-client's, or one an identity token was exchanged for) goes
+        // with our own capped manifest GET.
+        let token = self.authenticate(&reference, &what).await?;
+        let (bytes, digest) = self
+            .manifest_raw(&reference, &what, None, token.as_deref())
+            .await?;
         let parsed = oci::manifest::parse(&bytes, None)
             .map_err(|e| self.format_error(format!("manifest of {what}"), e))?;
         match parsed {
-            Parsed::Manifest(manifest) => Ok(FetchedManifest {
-                pulled_by: digest.clone(),
-                descriptor: Descriptor {
-                    media_type: manifest.media_type.clone(),
-                    digest,
-                    size: bytes.len() as u64,
-                },
-                bytes,
-                manifest,
-            }),
+            Parsed::Manifest(manifest) => {
+                oci::manifest::check_layer_types(&manifest)
+                    .map_err(|e| self.format_error(format!("manifest of {what}"), e))?;
+                Ok(FetchedManifest {
+                    pulled_by: digest.clone(),
+                    descriptor: Descriptor {
+                        media_type: manifest.media_type.clone(),
+                        digest,
+                        size: bytes.len() as u64,
+                    },
+                    bytes,
+                    manifest,
+                })
+            }
             Parsed::Index(index) => {
                 let child = platform
                     .select(&index)
@@ -283,7 +315,12 @@ impl Session {
                         platform: platform.to_string(),
                     })?;
                 let (child_bytes, child_digest) = self
-                    .manifest_raw(&oci_reference(name, Some(&child.digest)), &what)
+                    .manifest_raw(
+                        &oci_reference(name, Some(&child.digest)),
+                        &what,
+                        Some(child.size),
+                        token.as_deref(),
+                    )
                     .await?;
                 if child_digest != child.digest {
                     return Err(RegistryError::DigestMismatch {
@@ -302,6 +339,8 @@ impl Session {
                         reason: format!("index entry {} is itself an index", child.digest),
                     });
                 };
+                oci::manifest::check_layer_types(&manifest)
+                    .map_err(|e| self.format_error(format!("manifest {}", child.digest), e))?;
                 Ok(FetchedManifest {
                     pulled_by: digest,
                     descriptor: Descriptor {
@@ -320,6 +359,7 @@ impl Session {
     pub async fn reauth(&self, name: &ImageName) -> Result<(), RegistryError> {
         self.authenticate(&oci_reference(name, None), &name.to_string())
             .await
+            .map(|_| ())
     }
 
     /// Streams a blob's body from byte `offset` on. The flag says whether the registry
@@ -367,6 +407,26 @@ impl Session {
         });
         Ok((Box::pin(stream), partial))
     }
+}
+
+/// A reqwest client like the one oci-client builds from `config` (TLS, timeouts, agent).
+fn own_http_client(config: &ClientConfig) -> Result<reqwest::Client, reqwest::Error> {
+    let roots = config
+        .extra_root_certificates
+        .iter()
+        .map(|c| reqwest::Certificate::from_pem(&c.data))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut builder = reqwest::Client::builder()
+        .danger_accept_invalid_certs(config.accept_invalid_certificates)
+        .tls_certs_merge(roots)
+        .user_agent(config.user_agent);
+    if let Some(t) = config.read_timeout {
+        builder = builder.read_timeout(t);
+    }
+    if let Some(t) = config.connect_timeout {
+        builder = builder.connect_timeout(t);
+    }
+    builder.build()
 }
 
 /// Checks that `pem` is one certificate the TLS stack accepts (for certs.d files).

@@ -7,9 +7,11 @@
 //! for a whole timeout must not hold it several times over). A 401 gets one
 //! re-authentication instead (see `download` in `image/pull.rs`).
 //!
-//! `Retry-After`: oci-client 0.18 drops the headers of an error response, so the delay a
-//! 429 asks for cannot be read; a 429 waits as if three more retries had failed (8× the
-//! usual delay, still capped at [`RetryPolicy::max_delay`]).
+//! `Retry-After` (in seconds) is honoured where cri-imaged sees it, on manifest requests
+//! (its own GET, `fetch.rs`): the retry waits that long, and a registry asking for more than
+//! [`RetryPolicy::max_delay`] is not retried within the pull (kubelet's backoff asks again
+//! later). oci-client 0.18 drops the headers of an error response to a blob request, so
+//! there a 429 waits as if three more retries had failed (8× the usual delay, still capped).
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
@@ -40,13 +42,22 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Whether another try may follow try number `attempt` (1-based) that failed with `e`.
     pub fn should_retry(&self, attempt: u32, e: &RegistryError) -> bool {
+        if let RegistryError::RetryAfter { after, .. } = e
+            && *after > self.max_delay
+        {
+            return false;
+        }
         attempt < self.attempts && is_retryable(e)
     }
 
     /// The wait before retry number `retry` (1-based) after `e`: `base · 2^(retry-1)`,
     /// capped, with "equal jitter" (a random point in the upper half), so clients that
-    /// failed together do not come back together. A 429 waits 8× longer (still capped).
+    /// failed together do not come back together. A 429 waits 8× longer (still capped);
+    /// a `Retry-After` is waited exactly (it is never above the cap: see `should_retry`).
     pub fn delay(&self, retry: u32, e: &RegistryError) -> Duration {
+        if let RegistryError::RetryAfter { after, .. } = e {
+            return (*after).min(self.max_delay);
+        }
         let shift = retry.saturating_sub(1) + if is_rate_limited(e) { 3 } else { 0 };
         let exp = self.base_delay.saturating_mul(1u32 << shift.min(16));
         let capped = exp.min(self.max_delay);
@@ -57,7 +68,10 @@ impl RetryPolicy {
 
 /// Whether `e` may go away if the same request is sent again.
 pub fn is_retryable(e: &RegistryError) -> bool {
-    matches!(e, RegistryError::Unavailable { .. })
+    matches!(
+        e,
+        RegistryError::Unavailable { .. } | RegistryError::RetryAfter { .. }
+    )
 }
 
 /// A 429 (the registry asks clients to slow down).
@@ -137,5 +151,23 @@ mod tests {
             "{slow:?}"
         );
         assert!(p.delay(30, &unavailable("HTTP 429")) <= p.max_delay);
+    }
+
+    #[test]
+    fn retry_after_is_waited_exactly_and_a_longer_one_than_the_cap_is_not_retried() {
+        let p = RetryPolicy::default();
+        let asks = |secs| RegistryError::RetryAfter {
+            registry: "r.io".into(),
+            reason: "HTTP 429".into(),
+            after: Duration::from_secs(secs),
+        };
+        assert!(p.should_retry(1, &asks(3)));
+        assert_eq!(p.delay(1, &asks(3)), Duration::from_secs(3));
+        assert_eq!(p.delay(4, &asks(0)), Duration::ZERO);
+        assert!(!p.should_retry(1, &asks(11)), "more than max_delay");
+        assert!(
+            !p.should_retry(p.attempts, &asks(1)),
+            "attempts still bound it"
+        );
     }
 }

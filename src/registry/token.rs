@@ -286,7 +286,7 @@ impl Session {
         &self,
         reference: &Reference,
         what: &str,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Option<String>, RegistryError> {
         let auth = match &self.identity {
             None => self.auth.clone(),
             Some(identity) => match identity.access_token(&self.registry, reference).await? {
@@ -297,7 +297,6 @@ impl Session {
         self.client
             .auth(reference, &auth, RegistryOperation::Pull)
             .await
-            .map(|_| ())
             .map_err(|e| RegistryError::from_oci(&self.registry, what, e))
     }
 }

@@ -19,15 +19,19 @@
 //!   registry serving HTTPS from a test-made CA; a registry requiring a client certificate
 //!   is refused; pinned images), `retries` (cut bodies resume with `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`
 //!   (`cri-imaged check --repair`), `crash` (SIGKILL at many points of a pull, then resume),
-//!   `load` (50 clients, 2,000 calls). RELIABILITY.md maps each fault to its test.
+//!   `load` (50 clients, 2,000 calls), `bad_input` (oversized documents, invalid and
+//!   path-like digests, unknown media types, size mismatches), `disk_full` (ENOSPC on a tmpfs
+//!   root, EFBIG under `prlimit --fsize`; needs root for `mount`). RELIABILITY.md maps each fault to its test.
 
 mod support;
 
 mod auth;
+mod bad_input;
 mod check;
 mod config;
 mod crash;
 mod daemon_life;
+mod disk_full;
 mod faults;
 mod fs_info;
 mod identity;

@@ -60,6 +60,9 @@ pub struct DaemonBuilder {
     config: PathBuf,
     pass_paths: bool,
     extra: Vec<String>,
+    /// A command the daemon runs under (`prlimit --fsize=N --`): it must exec the daemon,
+    /// so the PID started is the daemon's.
+    wrapper: Vec<String>,
 }
 
 impl DaemonBuilder {
@@ -73,12 +76,21 @@ impl DaemonBuilder {
             config: base.join("none.toml"),
             pass_paths: true,
             extra: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
     /// Adds `--registry HOST` (short names resolve against these, in order).
     pub fn registry(mut self, host: &str) -> Self {
         self.extra.push("--registry".into());
         self.extra.push(host.into());
+        self
+    }
+    /// Runs the daemon as `program args… cri-imaged …`; `program` must exec the daemon.
+    pub fn wrapped(mut self, program: &str, args: &[&str]) -> Self {
+        self.wrapper = std::iter::once(program)
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect();
         self
     }
     /// Adds a raw argument.
@@ -150,7 +162,15 @@ impl DaemonBuilder {
         let log = File::create(&log_path).expect("create daemon log");
         let log2 = log.try_clone().expect("clone daemon log handle");
         let args = self.args();
-        let child = Command::new(BIN)
+        let mut command = match self.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut c = Command::new(program);
+                c.args(wrapper_args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args(&args)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())

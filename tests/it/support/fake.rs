@@ -1,6 +1,7 @@
 //! An in-process fake registry on 127.0.0.1 for faults a real registry never makes: a blob
 //! that stalls mid-body, a blob whose bytes do not match its digest, a manifest that is not
-//! an image or does not hash to the digest it is served under.
+//! an image or does not hash to the digest it is served under, a manifest too large to
+//! accept ([`Oversize`]: announced and then never sent, or sent without a length).
 //!
 //! It speaks a minimal HTTP/1.1 by hand (one request per connection, `Connection: close`,
 //! every answer with a `Content-Length`): `GET /v2/` answers 200; manifests are served by
@@ -67,11 +68,26 @@ pub enum Fault {
     Reset { after: usize },
 }
 
+/// A manifest answer larger than any client should accept (see
+/// [`FakeRegistry::add_oversized_manifest`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Oversize {
+    /// Headers announcing `size` bytes (`Content-Length`), then no body at all: the
+    /// connection is held until the fake is dropped (at most 30 s). A client that reads
+    /// the body before looking at its size waits here.
+    Announced { size: u64 },
+    /// No `Content-Length` (the body ends when the connection closes): up to `size` bytes
+    /// of JSON whitespace, sent until the client stops reading. Bytes sent are counted
+    /// under the reference ([`FakeRegistry::served_bytes`]).
+    Unannounced { size: u64 },
+}
+
 #[derive(Clone, Debug)]
 struct ServedManifest {
     content_type: String,
     body: Vec<u8>,
     digest_header: String,
+    oversize: Option<Oversize>,
 }
 
 #[derive(Default)]
@@ -180,6 +196,20 @@ impl FakeRegistry {
                 content_type: content_type.to_owned(),
                 body: body.to_vec(),
                 digest_header: digest_header.to_owned(),
+                oversize: None,
+            },
+        );
+    }
+
+    /// Serves `repo`'s manifest `reference` as an oversized OCI manifest answer.
+    pub fn add_oversized_manifest(&self, repo: &str, reference: &str, how: Oversize) {
+        self.shared.state().manifests.insert(
+            (repo.to_owned(), reference.to_owned()),
+            ServedManifest {
+                content_type: "application/vnd.oci.image.manifest.v1+json".to_owned(),
+                body: Vec::new(),
+                digest_header: String::new(),
+                oversize: Some(how),
             },
         );
     }
@@ -244,7 +274,8 @@ impl FakeRegistry {
             .map_or(0, VecDeque::len)
     }
 
-    /// Body bytes sent for the blob `digest` so far (every repository, every request).
+    /// Body bytes sent for the blob `digest` so far (every repository, every request), or
+    /// for an [`Oversize::Unannounced`] manifest by its reference.
     pub fn served_bytes(&self, digest: &str) -> u64 {
         self.shared.state().served.get(digest).copied().unwrap_or(0)
     }
@@ -384,6 +415,8 @@ struct Answer {
     trickle: bool,
     /// The blob digest the body belongs to (for counting bytes sent).
     blob: Option<String>,
+    /// An oversized manifest answer instead of `body` (counted under `blob`).
+    oversize: Option<Oversize>,
 }
 
 impl Answer {
@@ -397,6 +430,7 @@ impl Answer {
             cut: None,
             trickle: false,
             blob: None,
+            oversize: None,
         }
     }
 
@@ -486,6 +520,10 @@ async fn serve_connection(mut sock: TcpStream, shared: Arc<Shared>) {
         let _ = sock.shutdown().await;
         return;
     }
+    if let Some(how) = answer.oversize {
+        serve_oversize(sock, &shared, how, answer.blob.as_deref().unwrap_or("")).await;
+        return;
+    }
     if answer.trickle {
         if sock.write_all(&bytes).await.is_err() {
             return;
@@ -549,6 +587,41 @@ async fn serve_connection(mut sock: TcpStream, shared: Arc<Shared>) {
     let _ = sock.shutdown().await;
 }
 
+/// Sends an [`Oversize`] manifest answer.
+async fn serve_oversize(mut sock: TcpStream, shared: &Shared, how: Oversize, key: &str) {
+    let ct = "Content-Type: application/vnd.oci.image.manifest.v1+json";
+    match how {
+        Oversize::Announced { size } => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n{ct}\r\nConnection: close\r\n\r\n"
+            );
+            if sock.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            // Hold (bounded) without a body byte; a client that closes ends it early.
+            let mut probe = [0u8; 1];
+            let _ = tokio::time::timeout(HOLD_LIMIT, sock.read(&mut probe)).await;
+        }
+        Oversize::Unannounced { size } => {
+            let head = format!("HTTP/1.1 200 OK\r\n{ct}\r\nConnection: close\r\n\r\n");
+            if sock.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = [b' '; 64 * 1024];
+            let mut sent = 0u64;
+            while sent < size {
+                let n = chunk.len().min((size - sent) as usize);
+                if sock.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                sent += n as u64;
+                *shared.state().served.entry(key.to_owned()).or_insert(0) += n as u64;
+            }
+            let _ = sock.shutdown().await;
+        }
+    }
+}
+
 fn route(shared: &Shared, req: &Request) -> Answer {
     if req.path == "/v2/" || req.path == "/v2" {
         return Answer::new(200, "application/json; charset=utf-8", b"{}".to_vec());
@@ -566,10 +639,23 @@ fn route(shared: &Shared, req: &Request) -> Answer {
                 .cloned();
             (found, fault)
         };
-        if let Some(Fault::Status { code, .. }) = fault {
-            return Answer::new(code, "text/plain", b"upstream trouble".to_vec());
+        if let Some(Fault::Status { code, retry_after }) = fault {
+            let mut a = Answer::new(code, "text/plain", b"upstream trouble".to_vec());
+            if let Some(secs) = retry_after {
+                a.headers.push(("Retry-After", secs.to_string()));
+            }
+            return a;
         }
         return match found {
+            Some(ServedManifest {
+                oversize: Some(how),
+                ..
+            }) => {
+                let mut a = Answer::new(200, "", Vec::new());
+                a.oversize = Some(how);
+                a.blob = Some(reference.to_owned());
+                a
+            }
             Some(m) => {
                 let mut a = Answer::new(200, &m.content_type, m.body);
                 a.headers.push(("Docker-Content-Digest", m.digest_header));
