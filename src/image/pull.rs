@@ -302,7 +302,7 @@ async fn download(
         .await
         .map_err(|e| Error::from_registry(name, e))?
     {
-        ingest.write(&chunk).await.map_err(|e| blob_err(name, e))?;
+        ingest.write(chunk).await.map_err(|e| blob_err(name, e))?;
     }
     inner
         .store

@@ -1,12 +1,21 @@
 //! Blob ingest: a temp file in `ingest/`, hashed while written, verified against the
 //! expected digest and size, fsynced, then renamed into `blobs/sha256/`. A blob path only
 //! ever holds verified content; an unfinished ingest is deleted when dropped.
+//!
+//! Chunks arrive as `Bytes` off the network and are kept as they are (no copy) until a
+//! batch of [`BATCH`] bytes is ready; the batch is then hashed and written with `writev` on
+//! a blocking thread while the next one is received, so hashing, the kernel's copy into the
+//! page cache and the network run side by side. Each written batch starts its write-back
+//! at once, so the fsync at the end waits for the last batch only, not the whole blob.
 
+use std::io::{IoSlice, Write};
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use super::error::StoreError;
@@ -16,18 +25,67 @@ use crate::oci::Descriptor;
 
 static NEXT_INGEST: AtomicU64 = AtomicU64::new(0);
 
-/// Size of the write buffer in front of the ingest file.
-const WRITE_BUFFER: usize = 1 << 20;
+/// Bytes gathered before a batch is hashed and written. One batch is written while the
+/// next is gathered: about twice this much is held per download (bench: 1 MiB pulls as
+/// fast as 2 or 4 MiB, with the smallest peak RSS).
+const BATCH: usize = 1 << 20;
+
+/// The file and the hash of what was written to it; owned by whoever writes next.
+struct Sink {
+    file: std::fs::File,
+    hasher: Sha256,
+    /// Bytes written to `file`.
+    offset: u64,
+}
+
+impl Sink {
+    /// Hashes and writes one batch, then asks the kernel to start writing it back.
+    fn write_batch(&mut self, batch: &[Bytes]) -> std::io::Result<()> {
+        let len: usize = batch.iter().map(Bytes::len).sum();
+        for chunk in batch {
+            self.hasher.update(chunk);
+        }
+        let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match self.file.write_vectored(rest) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // POSIX_FADV_DONTNEED on dirty pages starts their write-back (and drops nothing
+        // that is not yet on disk): the final fsync then has little left to wait for.
+        if let Some(n) = NonZeroU64::new(len as u64) {
+            let _ = rustix::fs::fadvise(
+                &self.file,
+                self.offset,
+                Some(n),
+                rustix::fs::Advice::DontNeed,
+            );
+        }
+        self.offset += len as u64;
+        Ok(())
+    }
+}
+
+type Flush = JoinHandle<(Sink, std::io::Result<()>)>;
 
 /// An in-progress blob write.
 pub struct Ingest {
     root: PathBuf,
     expected: Descriptor,
     path: PathBuf,
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
-    hasher: Sha256,
+    /// The sink, when no batch is being written.
+    sink: Option<Sink>,
+    /// The batch being written on a blocking thread; it hands the sink back.
+    flushing: Option<Flush>,
+    /// Chunks received since the last batch went out.
+    batch: Vec<Bytes>,
+    batch_len: usize,
     written: u64,
-    /// The store's tracker: a drop's clean-up is waited for at shutdown.
+    /// The store's tracker: batch writes and a drop's clean-up are waited for at shutdown.
     tasks: TaskTracker,
 }
 
@@ -45,15 +103,20 @@ impl Ingest {
         ));
         // Created synchronously (one quick syscall), so no cancellation can fall between
         // the file's creation and the `Ingest` whose drop deletes it.
-        let file = std::fs::File::create(&path)
-            .map(tokio::fs::File::from_std)
-            .map_err(|e| StoreError::io(root, "create", &path, e))?;
+        let file =
+            std::fs::File::create(&path).map_err(|e| StoreError::io(root, "create", &path, e))?;
         Ok(Ingest {
             root: root.to_owned(),
             expected: expected.clone(),
             path,
-            file: Some(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file)),
-            hasher: Sha256::new(),
+            sink: Some(Sink {
+                file,
+                hasher: Sha256::new(),
+                offset: 0,
+            }),
+            flushing: None,
+            batch: Vec::new(),
+            batch_len: 0,
             written: 0,
             tasks,
         })
@@ -63,8 +126,12 @@ impl Ingest {
         self.written
     }
 
+    fn io(&self, op: &'static str, e: std::io::Error) -> StoreError {
+        StoreError::io(&self.root, op, &self.path, e)
+    }
+
     /// Appends a chunk; refuses to grow past the expected size.
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         let new_len = self.written + chunk.len() as u64;
         if new_len > self.expected.size {
             return Err(StoreError::SizeMismatch {
@@ -73,20 +140,34 @@ impl Ingest {
                 actual: new_len,
             });
         }
-        self.hasher.update(chunk);
-        let Some(file) = self.file.as_mut() else {
-            return Err(StoreError::io(
-                &self.root,
-                "write",
-                &self.path,
-                std::io::Error::other("ingest closed"),
-            ));
-        };
-        file.write_all(chunk)
-            .await
-            .map_err(|e| StoreError::io(&self.root, "write", &self.path, e))?;
         self.written = new_len;
+        self.batch_len += chunk.len();
+        self.batch.push(chunk);
+        if self.batch_len >= BATCH {
+            let mut sink = self.settle().await?;
+            let batch = std::mem::take(&mut self.batch);
+            self.batch_len = 0;
+            self.flushing = Some(self.tasks.spawn_blocking(move || {
+                let r = sink.write_batch(&batch);
+                (sink, r)
+            }));
+        }
         Ok(())
+    }
+
+    /// Waits for the batch being written, if any, and takes the sink back.
+    async fn settle(&mut self) -> Result<Sink, StoreError> {
+        if let Some(flush) = self.flushing.as_mut() {
+            // Awaited in place: a cancelled caller leaves the handle (and the file) owned.
+            let done = flush.await;
+            self.flushing = None;
+            let (sink, r) = done.map_err(|e| self.io("write", std::io::Error::other(e)))?;
+            r.map_err(|e| self.io("write", e))?;
+            return Ok(sink);
+        }
+        self.sink
+            .take()
+            .ok_or_else(|| self.io("write", std::io::Error::other("ingest closed")))
     }
 
     /// Verifies size and digest and fsyncs the content. The result names the verified
@@ -100,26 +181,32 @@ impl Ingest {
                 actual: self.written,
             });
         }
-        let actual = Digest::from_sha256(self.hasher.clone().finalize().into());
+        let mut sink = self.settle().await?;
+        let batch = std::mem::take(&mut self.batch);
+        // The last batch, the hash and the fsync in one trip to a blocking thread. A
+        // digest mismatch is reported even though the (doomed) file was already synced.
+        let (sink, actual, r) = self
+            .tasks
+            .spawn_blocking(move || {
+                let r = sink
+                    .write_batch(&batch)
+                    .map_err(|e| ("write", e))
+                    .and_then(|()| sink.file.sync_all().map_err(|e| ("fsync", e)));
+                let digest = Digest::from_sha256(sink.hasher.clone().finalize().into());
+                (sink, digest, r)
+            })
+            .await
+            .map_err(|e| self.io("fsync", std::io::Error::other(e)))?;
+        // Kept until the end: an error below leaves the file to this ingest's drop.
+        self.sink = Some(sink);
         if actual != self.expected.digest {
             return Err(StoreError::DigestMismatch {
                 expected: self.expected.digest.clone(),
                 actual,
             });
         }
-        let Some(mut file) = self.file.take() else {
-            return Err(StoreError::io(
-                &self.root,
-                "commit",
-                &self.path,
-                std::io::Error::other("ingest closed"),
-            ));
-        };
-        let io = |op, e| StoreError::io(&self.root, op, &self.path, e);
-        file.flush().await.map_err(|e| io("write", e))?;
-        let file = file.into_inner();
-        file.sync_all().await.map_err(|e| io("fsync", e))?;
-        drop(file);
+        r.map_err(|(op, e)| self.io(op, e))?;
+        self.sink = None;
         Ok(Finished {
             temp: std::mem::take(&mut self.path),
             digest: self.expected.digest.clone(),
@@ -143,10 +230,13 @@ impl Drop for Ingest {
         if path.as_os_str().is_empty() {
             return;
         }
-        let file = self.file.take();
+        // A batch still being written owns the file until it is done; unlinking first is
+        // fine, the blocks are freed when the last descriptor closes.
+        let (sink, flushing) = (self.sink.take(), self.flushing.take());
         let work = move || {
             let _ = std::fs::remove_file(&path);
-            drop(file);
+            drop(sink);
+            drop(flushing);
         };
         if tokio::runtime::Handle::try_current().is_ok() {
             drop(self.tasks.spawn_blocking(work));

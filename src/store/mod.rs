@@ -244,7 +244,7 @@ impl Store {
             return Ok(());
         }
         let mut ingest = self.ingest(d).await?;
-        ingest.write(bytes).await?;
+        ingest.write(bytes::Bytes::copy_from_slice(bytes)).await?;
         self.commit(ingest).await
     }
 
