@@ -1,9 +1,11 @@
 //! The registry client: the only module that talks to `oci-client`.
 //!
 //! It fetches manifests (choosing the node's platform from an index) and streams blobs;
-//! it never writes to the store. Every pull gets its own [`Session`] (its own oci-client
-//! `Client`), because oci-client keeps the first credentials and tokens it sees per
-//! registry: sharing a client would let one pod's token serve another's pull.
+//! it never writes to the store. A [`Session`] (an oci-client `Client`) is shared only by
+//! pulls from the same registry, over the same scheme, with equal credentials, because
+//! oci-client keeps the first credentials and tokens it sees per registry: sharing a client
+//! more widely would let one pod's token serve another's pull. Sessions are kept between
+//! pulls for a while ([`sessions`]): building one is costly.
 //!
 //! TLS: verified everywhere, except registries the operator marked insecure (and loopback),
 //! which are tried over HTTPS without verification first and plain HTTP after; the scheme
@@ -11,6 +13,7 @@
 
 mod auth;
 mod error;
+mod sessions;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -43,7 +46,7 @@ pub struct FetchedManifest {
 /// A blob body: chunks as they arrive.
 pub type BlobStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, RegistryError>> + Send>>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Scheme {
     Https,
     InsecureHttps,
@@ -55,6 +58,7 @@ pub struct RegistryClient {
     insecure: InsecureRegistries,
     platform: Platform,
     schemes: Mutex<HashMap<String, Scheme>>,
+    sessions: sessions::Sessions,
 }
 
 impl RegistryClient {
@@ -63,6 +67,7 @@ impl RegistryClient {
             insecure,
             platform,
             schemes: Mutex::default(),
+            sessions: sessions::Sessions::default(),
         }
     }
 
@@ -105,7 +110,9 @@ impl RegistryClient {
         let registry = name.registry();
         let mut last = None;
         for scheme in self.schemes_to_try(registry) {
-            let session = Session::new(registry, scheme, creds)?;
+            let session = self.sessions.get_or_create(registry, scheme, creds, || {
+                Session::new(registry, scheme, creds)
+            })?;
             match session.fetch_manifest(name, &self.platform).await {
                 Ok(m) => {
                     self.remember(registry, scheme);
@@ -123,7 +130,9 @@ impl RegistryClient {
     }
 }
 
-/// One pull's connection to one registry, with its credentials.
+/// A connection to one registry with one set of credentials; clones share the client (its
+/// connection pool and tokens).
+#[derive(Clone)]
 pub struct Session {
     client: Client,
     auth: oci_client::secrets::RegistryAuth,
