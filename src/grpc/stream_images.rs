@@ -15,7 +15,7 @@ pub async fn handle(
 ) -> Result<ImageStream, Status> {
     let filter = convert::filter_name(req.filter);
     let images = svc.list(Some(&filter)).await.map_err(status::from_error)?;
-    let mut images: Vec<proto::Image> = images.into_iter().map(convert::image).collect();
+    let mut images: Vec<proto::Image> = images.iter().map(convert::image).collect();
     let mut chunks = Vec::new();
     while !images.is_empty() {
         let rest = images.split_off(images.len().min(CHUNK));

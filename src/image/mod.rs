@@ -24,6 +24,7 @@ pub use cache::ImageMeta;
 pub use error::Error;
 pub use fs_info::FsUsage;
 pub use info::{ImageInfo, ImageUser};
+pub use list::Images;
 pub use pull::PullRequest;
 pub use status::verbose_info;
 
@@ -53,6 +54,7 @@ struct Inner {
     registry: RegistryClient,
     settings: Settings,
     cache: cache::Cache,
+    listing: list::Listing,
     pulls: flight::Flights<Result<ImageId, Arc<Error>>>,
     blobs: flight::Flights<Result<(), Arc<Error>>>,
     downloads: Arc<Semaphore>,
@@ -68,6 +70,7 @@ impl ImageService {
                 registry,
                 settings,
                 cache: cache::Cache::default(),
+                listing: list::Listing::default(),
                 pulls: flight::Flights::default(),
                 blobs: flight::Flights::default(),
                 downloads,
