@@ -31,7 +31,12 @@ fn spec(name: &str) -> Option<ImageSpec> {
 }
 
 async fn connect(endpoint: &str) -> Res<ImageServiceClient<Channel>> {
+    // Flow-control windows like grpc-go's (kubelet's) once its BDP estimator has grown
+    // them: with h2's default 64 KiB, a 1.6 MB ListImages answer waits for ~25 window
+    // updates, whichever server sends it.
     let channel = tonic::transport::Endpoint::from_shared(format!("unix://{endpoint}"))?
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
         .connect()
         .await?;
     // 5,000 images exceed the default 4 MiB message limit for some servers' answers.
