@@ -414,12 +414,14 @@ impl Shared {
             )
         })??;
         (writer.foreign, writer.stamp) = written;
-        let still = after.referenced_blobs();
-        let orphans: Vec<Digest> = before
-            .referenced_blobs()
+        let candidates = before.blobs_changed_in(&after);
+        let mut still = after.reference_check();
+        let orphans: Vec<Digest> = candidates
             .into_iter()
             .filter(|d| !still.contains(d))
+            .cloned()
             .collect();
+        drop(still);
         *self.records.write().unwrap_or_else(|p| p.into_inner()) = after;
         drop(writer);
         if !orphans.is_empty() {
@@ -483,15 +485,11 @@ impl Shared {
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         let protected = self.protected.read().unwrap_or_else(|p| p.into_inner());
         let records = self.records();
-        let mut referenced: Option<HashSet<Digest>> = None;
+        let mut referenced = records.reference_check();
         candidates
             .into_iter()
             .filter(|d| !leases.contains_key(d) && !protected.contains(d))
-            .filter(|d| {
-                !referenced
-                    .get_or_insert_with(|| records.referenced_blobs())
-                    .contains(d)
-            })
+            .filter(|d| !referenced.contains(d))
             .collect()
     }
 
@@ -513,15 +511,12 @@ impl Shared {
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         let protected = self.protected.read().unwrap_or_else(|p| p.into_inner());
         let records = self.records();
-        let mut referenced: Option<HashSet<Digest>> = None;
+        let mut referenced = records.reference_check();
         for d in candidates {
             if leases.contains_key(&d) || protected.contains(&d) {
                 continue;
             }
-            if referenced
-                .get_or_insert_with(|| records.referenced_blobs())
-                .contains(&d)
-            {
+            if referenced.contains(&d) {
                 continue;
             }
             let path = layout::blob_path(&self.root, &d);
