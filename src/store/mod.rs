@@ -154,13 +154,13 @@ impl Store {
         keep.extend(rec.protected.iter().cloned());
         recover::collect_garbage(root, &keep)?;
         if rec.dirty {
-            let bytes = layout::render_index(
+            layout::write_index_atomic(
+                root,
                 rec.records
                     .entries()
                     .map(|n| (&n.name, &n.manifest, &n.pulled_by)),
                 &rec.foreign,
-            );
-            layout::write_atomic(root, layout::INDEX_FILE, &bytes)?;
+            )?;
         }
         let (bytes, inodes) = recover::disk_usage(&layout::blobs_dir(root));
         tracing::info!(root = %root.display(), images = rec.records.len(), bytes, "store opened");
@@ -396,12 +396,12 @@ impl Shared {
                     .extend(keep);
                 foreign = others;
             }
-            let bytes = layout::render_index(
+            layout::sync_dir(root, &layout::blobs_dir(root))?;
+            layout::write_index_atomic(
+                root,
                 next.entries().map(|n| (&n.name, &n.manifest, &n.pulled_by)),
                 &foreign,
-            );
-            layout::sync_dir(root, &layout::blobs_dir(root))?;
-            layout::write_atomic(root, layout::INDEX_FILE, &bytes)?;
+            )?;
             Ok::<_, StoreError>((foreign, layout::stamp(root)))
         })
         .await
