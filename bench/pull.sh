@@ -64,6 +64,7 @@ TMP=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/cri-bench.XXXXXX")
 PIDS=()
 REPORT=$TMP/report.md
 cleanup() {
+  set +e # clean up everything, whatever fails
   local pid
   for pid in "${PIDS[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
@@ -75,7 +76,7 @@ cleanup() {
   done
   # Mounts an overlay unpack may have left below our root (none expected).
   if command -v findmnt >/dev/null; then
-    findmnt -rn -o TARGET | grep "^$TMP/" | sort -r | while read -r m; do umount "$m" || true; done
+    findmnt -rn -o TARGET | { grep "^$TMP/" || true; } | sort -r | while read -r m; do umount "$m"; done
   fi
   rm -rf "$TMP"
 }

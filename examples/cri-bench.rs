@@ -7,6 +7,7 @@
 //! cri-bench --endpoint SOCK fill REPO FROM COUNT [CONCURRENCY]   PullImage REPO:nFROM…
 //! cri-bench --endpoint SOCK latency REPO ITERATIONS   p50/p99 of List, Status, FsInfo
 //! cri-bench --endpoint SOCK ready TIMEOUT_SECONDS     waits until ListImages answers
+//! cri-bench --endpoint SOCK list N                  p50/p99 of N ListImages alone
 //! ```
 //!
 //! `latency` prints one line per call: `name p50_ms p99_ms calls`; ImageStatus is asked by
@@ -166,7 +167,7 @@ async fn main() -> Res<()> {
         endpoint = args.get(i + 1).cloned().ok_or("--endpoint needs a path")?;
         args.drain(i..=i + 1);
     }
-    let usage = "usage: cri-bench [--endpoint SOCK] pull NAME | rmi NAME | fill REPO FROM COUNT [CONC] | latency REPO N | ready SECONDS";
+    let usage = "usage: cri-bench [--endpoint SOCK] pull NAME | rmi NAME | fill REPO FROM COUNT [CONC] | latency REPO N | list N | ready SECONDS";
     let arg = |i: usize| args.get(i).cloned().ok_or(usage);
     match arg(0)?.as_str() {
         "ready" => {
@@ -224,6 +225,20 @@ async fn main() -> Res<()> {
             });
             futures_util::future::try_join_all(workers).await?;
             println!("{:.3}", t.elapsed().as_secs_f64());
+        }
+        "list" => {
+            // ListImages only, for profiling one call's cost on each side.
+            let mut c = connect(&endpoint).await?;
+            let n: usize = arg(1)?.parse()?;
+            time_calls("ListImages", n, |_| {
+                let mut c = c.clone();
+                async move {
+                    c.list_images(ListImagesRequest { filter: None }).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            let _ = &mut c;
         }
         "latency" => {
             let mut c = connect(&endpoint).await?;
