@@ -415,6 +415,6 @@ if [ -z "${SKIP_META:-}" ]; then
   } >>"$REPORT"
 fi
 
-echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$REPORT"
+printf '\n- load average at end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$REPORT"
 cat "$REPORT"
 [ -z "${BENCH_OUT:-}" ] || cp "$REPORT" "$BENCH_OUT"
