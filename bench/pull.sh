@@ -147,7 +147,10 @@ start_cri() {
   mkdir -p "$TMP/cri"
   local t0 t1
   t0=$(now)
-  "$CRI_IMAGED" --root "$CRI_ROOT" --listen "$CRI_SOCK" --log-level warn >>"$TMP/cri/log" 2>&1 &
+  # Files that do not exist: defaults, and nothing from the host's configuration.
+  "$CRI_IMAGED" --config "$TMP/cri/none.toml" --registries-conf "$TMP/cri/none.conf" \
+    --auth-file "$TMP/cri/none.json" --certs-dir "$TMP/cri/certs.d" \
+    --root "$CRI_ROOT" --listen "$CRI_SOCK" --log-level warn >>"$TMP/cri/log" 2>&1 &
   CRI_PID=$!
   PIDS+=("$CRI_PID")
   "$CRI_BENCH" --endpoint "$CRI_SOCK" ready 120 || die "cri-imaged did not start: $(tail -5 "$TMP/cri/log")"

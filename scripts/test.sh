@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+[ -x /usr/bin/openssl ] || need+=(openssl)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""

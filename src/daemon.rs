@@ -18,6 +18,11 @@ const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Binds the socket: its directory is created, a stale socket (nothing listening) is
 /// replaced, a live one or a non-socket file is refused; mode 0660.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    bind_with_mode(path, 0o660)
+}
+
+/// [`bind`] with another mode (the admin socket is 0600).
+pub fn bind_with_mode(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -37,7 +42,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 
@@ -72,4 +77,10 @@ pub async fn signal() {
         _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
         _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
     }
+}
+
+/// The SIGHUP stream, installed now (before the socket is served, so a SIGHUP that
+/// arrives once the daemon is ready can no longer kill it).
+pub fn hangups() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }

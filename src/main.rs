@@ -4,13 +4,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cri_imaged::config::{Cli, Config};
+use cri_imaged::config::{Cli, Command, Config};
 use cri_imaged::grpc::CriImageService;
 use cri_imaged::image::{ImageService, Settings};
 use cri_imaged::oci::Platform;
 use cri_imaged::registry::RegistryClient;
 use cri_imaged::store::Store;
-use cri_imaged::{daemon, telemetry};
+use cri_imaged::{admin, config, daemon, pulls, registries, telemetry};
+use tokio_util::sync::CancellationToken;
 
 /// sysexits' EX_CONFIG-style code for a bad configuration.
 const EXIT_CONFIG: u8 = 64;
@@ -18,6 +19,11 @@ const EXIT_CONFIG: u8 = 64;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Pulls(args)) => return pulls_command(args).await,
+        Some(Command::Check(args)) => return check_command(args),
+        None => {}
+    }
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -25,7 +31,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    telemetry::init(&config.log_level);
+    telemetry::init(&config.log_level, config.log_json);
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -44,10 +50,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
         registries: config.registries.clone(),
         default_transport: config.default_transport.clone(),
         max_concurrent_downloads: config.max_concurrent_downloads,
+        imports: config.imports.clone(),
+        node: config.node.clone(),
+        pinned: config.pinned.clone(),
+        retry: Default::default(),
+        progress_timeout: config.pull_progress_timeout,
+        min_rate: config.pull_min_rate,
     };
+    log_registry_files(&config.registry_paths, &config.node);
     let image = ImageService::new(store, registry, settings);
+    let hangups = daemon::hangups().context("installing the SIGHUP handler")?;
+    tokio::spawn(reload_on_hangup(
+        hangups,
+        config.registry_paths.clone(),
+        image.clone(),
+    ));
     let listener = daemon::bind(&config.listen)
         .with_context(|| format!("listening on {}", config.listen.display()))?;
+    let http_stop = CancellationToken::new();
+    let http = serve_http(&config, &image, &http_stop).await?;
     tracing::info!(socket = %config.listen.display(), root = %config.root.display(), "serving CRI image service");
     let stopping = image.clone();
     let closing = image.clone();
@@ -57,9 +78,164 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let served = daemon::serve(listener, CriImageService::new(image), shutdown).await;
     let _ = std::fs::remove_file(&config.listen);
+    http_stop.cancel();
+    for task in http {
+        let _ = task.await;
+    }
+    let _ = std::fs::remove_file(&config.admin_socket);
+    if let Some(config::MetricsAddress::Unix(p)) = &config.metrics_address {
+        let _ = std::fs::remove_file(p);
+    }
     // Cancelled pulls have let go of their work; let the store finish what it started.
     closing.close().await;
     served.context("serving gRPC")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn log_registry_files(paths: &registries::Paths, node: &registries::NodeRegistries) {
+    for w in &node.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        registries_conf = %paths.registries_conf.display(),
+        files = node.conf.files().len(),
+        registries = node.conf.registries().len(),
+        auth_file = %paths.auth_file.display(),
+        credentials = node.auth.len(),
+        certs_dir = %paths.certs_dir.display(),
+        "registry configuration loaded"
+    );
+}
+
+/// On SIGHUP, reads registries.conf, the auth file and certs.d again and swaps them in;
+/// pulls in flight keep the configuration they started with. A bad file keeps the old
+/// configuration.
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    paths: registries::Paths,
+    image: ImageService,
+) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received, reloading the registry configuration");
+        let p = paths.clone();
+        match tokio::task::spawn_blocking(move || registries::load(&p)).await {
+            Ok(Ok(node)) => {
+                log_registry_files(&paths, &node);
+                image.reload_registries(node);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reload failed; keeping the previous registry configuration")
+            }
+            Err(e) => tracing::error!(error = %e, "reload failed"),
+        }
+    }
+}
+
+/// Starts the admin socket (always) and the metrics listener (when configured).
+async fn serve_http(
+    config: &Config,
+    image: &ImageService,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    let admin_listener = admin::bind_admin(&config.admin_socket).with_context(|| {
+        format!(
+            "listening on admin socket {}",
+            config.admin_socket.display()
+        )
+    })?;
+    let mut servers = vec![(
+        admin_listener,
+        admin::admin_router(image.clone()),
+        format!("unix:{}", config.admin_socket.display()),
+    )];
+    if let Some(addr) = &config.metrics_address {
+        let l = admin::bind_metrics(addr)
+            .await
+            .with_context(|| format!("listening for metrics on {addr}"))?;
+        servers.push((l, admin::metrics_router(image.clone()), addr.to_string()));
+        tracing::info!(address = %addr, "serving /metrics");
+    }
+    for (listener, router, what) in servers {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = admin::serve(listener, router, stop.cancelled_owned()).await {
+                tracing::error!(address = %what, error = %e, "HTTP endpoint failed");
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+/// `cri-imaged pulls`: a client of the running daemon's admin socket.
+async fn pulls_command(args: &cri_imaged::config::PullsArgs) -> ExitCode {
+    let socket = match &args.admin_socket {
+        Some(s) => s.clone(),
+        None => match config::admin_socket_of(&args.config) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cri-imaged: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    match pulls::run(args, &socket).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cri-imaged pulls: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cri-imaged check [--repair]`: verifies the store offline; exit 1 on any problem.
+fn check_command(args: &cri_imaged::config::CheckArgs) -> ExitCode {
+    let root = match &args.root {
+        Some(r) => r.clone(),
+        None => match config::root_of(&args.config) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("cri-imaged: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let result = if args.repair {
+        cri_imaged::store::check::repair(&root)
+    } else {
+        cri_imaged::store::check::check(&root)
+    };
+    let report = match result {
+        Ok(r) => r,
+        Err(e @ cri_imaged::store::StoreError::Locked { .. }) => {
+            eprintln!("cri-imaged check: refusing to repair: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("cri-imaged check: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for line in &report.repaired {
+        println!("repaired: {line}");
+    }
+    for line in &report.notes {
+        println!("note: {line}");
+    }
+    for line in &report.problems {
+        println!("problem: {line}");
+    }
+    println!(
+        "{}: {} image name(s), {} blob(s) checked, {} problem(s)",
+        root.display(),
+        report.names,
+        report.blobs,
+        report.problems.len()
+    );
+    if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -35,6 +35,16 @@ fn offenders(allowed: &[&str], needles: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Files under any of `dirs` whose text contains any of `needles`.
+fn users(dirs: &[&str], needles: &[&str]) -> Vec<String> {
+    sources()
+        .into_iter()
+        .filter(|(rel, _)| dirs.iter().any(|d| rel.starts_with(d)))
+        .filter(|(_, text)| needles.iter().any(|n| text.contains(n)))
+        .map(|(rel, _)| rel)
+        .collect()
+}
+
 #[test]
 fn grpc_types_stay_in_the_wire_layer() {
     let bad = offenders(
@@ -49,33 +59,44 @@ fn grpc_types_stay_in_the_wire_layer() {
 
 #[test]
 fn oci_client_stays_in_the_registry_module() {
-    let bad = offenders(&["registry/"], &["oci_client"]);
-    assert!(bad.is_empty(), "oci_client used outside registry/: {bad:?}");
+    let bad = offenders(&["registry/"], &["oci_client", "reqwest::", "rustls::"]);
+    assert!(
+        bad.is_empty(),
+        "oci_client/reqwest/rustls used outside registry/: {bad:?}"
+    );
 }
 
 #[test]
 fn names_is_a_leaf() {
-    let bad: Vec<String> = sources()
-        .into_iter()
-        .filter(|(rel, _)| rel.starts_with("names/"))
-        .filter(|(_, text)| {
-            [
-                "crate::store",
-                "crate::registry",
-                "crate::image",
-                "crate::oci",
-                "crate::grpc",
-                "std::fs",
-                "tokio::",
-            ]
-            .iter()
-            .any(|n| text.contains(n))
-        })
-        .map(|(rel, _)| rel)
-        .collect();
+    let bad = users(
+        &["names/"],
+        &[
+            "crate::store",
+            "crate::registry",
+            "crate::image",
+            "crate::oci",
+            "crate::grpc",
+            "std::fs",
+            "tokio::",
+        ],
+    );
     assert!(
         bad.is_empty(),
         "names/ must not depend on other modules or do I/O: {bad:?}"
+    );
+}
+
+#[test]
+fn skopeo_stays_in_the_transport_module() {
+    let bad = offenders(&["transport/"], &["containers_image_proxy", "skopeo_cmd"]);
+    assert!(
+        bad.is_empty(),
+        "containers_image_proxy used outside transport/: {bad:?}"
+    );
+    let unsafe_users = offenders(&["transport/proxy.rs"], &["unsafe "]);
+    assert!(
+        unsafe_users.is_empty(),
+        "unsafe outside transport/proxy.rs: {unsafe_users:?}"
     );
 }
 
@@ -106,5 +127,53 @@ fn status_mapping_has_no_wildcard_arm() {
     assert!(
         !text.contains("_ =>"),
         "grpc/status.rs must map every error variant explicitly"
+    );
+}
+
+#[test]
+fn prometheus_types_stay_in_the_metrics_module() {
+    let bad = offenders(&["metrics/"], &["prometheus_client"]);
+    assert!(
+        bad.is_empty(),
+        "prometheus_client used outside metrics/: {bad:?}"
+    );
+}
+
+#[test]
+fn http_servers_and_terminal_ui_stay_in_their_modules() {
+    let bad = offenders(&["admin/"], &["axum", "hyper"]);
+    assert!(bad.is_empty(), "axum/hyper used outside admin/: {bad:?}");
+    let bad = offenders(&["pulls/"], &["indicatif"]);
+    assert!(bad.is_empty(), "indicatif used outside pulls/: {bad:?}");
+}
+
+#[test]
+fn the_core_reads_no_admin_or_cli_code() {
+    let bad = users(
+        &["image/", "store/"],
+        &["crate::admin", "crate::pulls", "crate::grpc"],
+    );
+    assert!(
+        bad.is_empty(),
+        "image/ and store/ must not depend on admin/, pulls/ or grpc/: {bad:?}"
+    );
+}
+
+#[test]
+fn registries_reads_files_but_knows_no_images_or_network() {
+    let bad = users(
+        &["registries/"],
+        &[
+            "crate::image",
+            "crate::store",
+            "crate::grpc",
+            "crate::oci",
+            "tokio::",
+            "oci_client",
+        ],
+    );
+    assert!(
+        bad.is_empty(),
+        "registries/ may use only names and registry's credential types: {bad:?}"
     );
 }

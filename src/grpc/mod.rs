@@ -6,6 +6,7 @@ mod convert;
 mod image_fs_info;
 mod image_status;
 mod list_images;
+mod observe;
 mod pull_image;
 mod remove_image;
 pub mod status;
@@ -42,7 +43,8 @@ impl proto::image_service_server::ImageService for CriImageService {
         &self,
         req: Request<proto::ListImagesRequest>,
     ) -> Result<Response<proto::ListImagesResponse>, Status> {
-        list_images::handle(&self.image, req.into_inner())
+        let handler = list_images::handle(&self.image, req.into_inner());
+        observe::timed(self.image.metrics(), "ListImages", handler)
             .await
             .map(Response::new)
     }
@@ -53,7 +55,8 @@ impl proto::image_service_server::ImageService for CriImageService {
         &self,
         req: Request<proto::StreamImagesRequest>,
     ) -> Result<Response<ImageStream>, Status> {
-        stream_images::handle(&self.image, req.into_inner())
+        let handler = stream_images::handle(&self.image, req.into_inner());
+        observe::timed(self.image.metrics(), "StreamImages", handler)
             .await
             .map(Response::new)
     }
@@ -62,7 +65,8 @@ impl proto::image_service_server::ImageService for CriImageService {
         &self,
         req: Request<proto::ImageStatusRequest>,
     ) -> Result<Response<proto::ImageStatusResponse>, Status> {
-        image_status::handle(&self.image, req.into_inner())
+        let handler = image_status::handle(&self.image, req.into_inner());
+        observe::timed(self.image.metrics(), "ImageStatus", handler)
             .await
             .map(Response::new)
     }
@@ -71,7 +75,8 @@ impl proto::image_service_server::ImageService for CriImageService {
         &self,
         req: Request<proto::PullImageRequest>,
     ) -> Result<Response<proto::PullImageResponse>, Status> {
-        pull_image::handle(&self.image, req.into_inner())
+        let handler = pull_image::handle(&self.image, req.into_inner());
+        observe::timed(self.image.metrics(), "PullImage", handler)
             .await
             .map(Response::new)
     }
@@ -80,7 +85,8 @@ impl proto::image_service_server::ImageService for CriImageService {
         &self,
         req: Request<proto::RemoveImageRequest>,
     ) -> Result<Response<proto::RemoveImageResponse>, Status> {
-        remove_image::handle(&self.image, req.into_inner())
+        let handler = remove_image::handle(&self.image, req.into_inner());
+        observe::timed(self.image.metrics(), "RemoveImage", handler)
             .await
             .map(Response::new)
     }
@@ -89,6 +95,9 @@ impl proto::image_service_server::ImageService for CriImageService {
         &self,
         _req: Request<proto::ImageFsInfoRequest>,
     ) -> Result<Response<proto::ImageFsInfoResponse>, Status> {
-        Ok(Response::new(image_fs_info::handle(&self.image)))
+        let handler = async { Ok(image_fs_info::handle(&self.image)) };
+        observe::timed(self.image.metrics(), "ImageFsInfo", handler)
+            .await
+            .map(Response::new)
     }
 }

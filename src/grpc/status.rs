@@ -5,7 +5,9 @@ use tonic::{Code, Status};
 
 use crate::image::Error;
 use crate::names::NameError;
+use crate::registries::LookupError;
 use crate::store::StoreError;
+use crate::transport::TransportError;
 
 fn code(e: &Error) -> Code {
     match e {
@@ -16,9 +18,14 @@ fn code(e: &Error) -> Code {
             | NameError::NoRegistries { .. }
             | NameError::InvalidInsecureEntry { .. } => Code::InvalidArgument,
         },
-        Error::EmptyName | Error::UnsupportedTransport { .. } | Error::Credentials { .. } => {
-            Code::InvalidArgument
-        }
+        Error::EmptyName
+        | Error::UnsupportedTransport { .. }
+        | Error::Credentials { .. }
+        | Error::AmbiguousShortName { .. } => Code::InvalidArgument,
+        Error::Blocked { source, .. } => match source {
+            LookupError::Blocked { .. } => Code::PermissionDenied,
+            LookupError::Remap { .. } => Code::FailedPrecondition,
+        },
         Error::NotFound { .. } => Code::NotFound,
         Error::RegistryUnavailable { .. } => Code::Unavailable,
         Error::Unauthorized { .. } => Code::Unauthenticated,
@@ -40,6 +47,19 @@ fn code(e: &Error) -> Code {
             .map(|(_, e)| code(e))
             .find(|c| *c != Code::NotFound)
             .unwrap_or(Code::NotFound),
+        Error::Import { source, .. } => match source {
+            TransportError::InvalidReference { .. }
+            | TransportError::RelativePath { .. }
+            | TransportError::ColonInPath { .. }
+            | TransportError::Unnamed { .. } => Code::InvalidArgument,
+            TransportError::Disabled { .. } | TransportError::OutsideImportDirs { .. } => {
+                Code::PermissionDenied
+            }
+            TransportError::NotFound { .. } | TransportError::NoSuchImage { .. } => Code::NotFound,
+            TransportError::SkopeoMissing { .. } => Code::FailedPrecondition,
+            TransportError::Unreadable { .. } => Code::Unknown,
+            TransportError::InvalidContent { .. } => Code::DataLoss,
+        },
         Error::ShuttingDown { .. } => Code::Unavailable,
         Error::Shared(inner) => code(inner),
         Error::Internal(_) => Code::Internal,

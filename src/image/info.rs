@@ -120,7 +120,10 @@ impl ImageService {
             size: record.size.max(1),
             user: ImageUser::from_config(&meta.user),
             config_user: meta.user,
-            pinned: false,
+            pinned: record
+                .names
+                .iter()
+                .any(|n| self.inner.settings.pinned.matches(&n.name)),
             manifest_digest: first
                 .map(|n| n.manifest.digest.to_string())
                 .unwrap_or_default(),

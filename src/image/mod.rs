@@ -9,13 +9,19 @@ mod cache;
 mod error;
 mod flight;
 mod fs_info;
+mod import;
 mod info;
 mod list;
+mod observe;
+mod pinned;
+pub mod progress;
 mod pull;
 mod remove;
+mod sources;
+mod stall;
 pub mod status;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -25,12 +31,17 @@ pub use error::Error;
 pub use fs_info::FsUsage;
 pub use info::{ImageInfo, ImageUser};
 pub use list::Images;
+pub use pinned::Pinned;
+pub use progress::{BlobSnapshot, PullSnapshot};
 pub use pull::PullRequest;
 pub use status::verbose_info;
 
-use crate::names::{self, ImageId, NameError, Resolved};
-use crate::registry::RegistryClient;
+use crate::metrics::Metrics;
+use crate::names::{ImageId, NameError, Resolved};
+use crate::registries::NodeRegistries;
+use crate::registry::{RegistryClient, RetryPolicy};
 use crate::store::{ImageRecord, Store};
+use crate::transport::ImportPolicy;
 
 /// Settings of the core service.
 #[derive(Debug, Clone)]
@@ -41,6 +52,18 @@ pub struct Settings {
     pub default_transport: String,
     /// Blob downloads running at once, across all pulls.
     pub max_concurrent_downloads: usize,
+    /// Which local transports are on and where their files may come from.
+    pub imports: ImportPolicy,
+    /// registries.conf, the auth file and certs.d at start (replaced by reloads).
+    pub node: NodeRegistries,
+    /// Images reported as pinned (kubelet's garbage collection leaves them alone).
+    pub pinned: Pinned,
+    /// Retries of broken blob downloads.
+    pub retry: RetryPolicy,
+    /// A blob download receiving nothing (or less than `min_rate`) for this long fails.
+    pub progress_timeout: Option<std::time::Duration>,
+    /// Bytes per second a download must average over each `progress_timeout` window.
+    pub min_rate: u64,
 }
 
 /// The core image service; cheap to clone (all clones share one state).
@@ -53,12 +76,16 @@ struct Inner {
     store: Store,
     registry: RegistryClient,
     settings: Settings,
+    /// The registry configuration in force; a reload swaps the `Arc`.
+    node: RwLock<Arc<NodeRegistries>>,
     cache: cache::Cache,
     listing: list::Listing,
     pulls: flight::Flights<Result<ImageId, Arc<Error>>>,
     blobs: flight::Flights<Result<(), Arc<Error>>>,
     downloads: Arc<Semaphore>,
     shutdown: CancellationToken,
+    progress: progress::Progress,
+    metrics: Metrics,
 }
 
 impl ImageService {
@@ -68,6 +95,7 @@ impl ImageService {
             inner: Arc::new(Inner {
                 store,
                 registry,
+                node: RwLock::new(Arc::new(settings.node.clone())),
                 settings,
                 cache: cache::Cache::default(),
                 listing: list::Listing::default(),
@@ -75,6 +103,8 @@ impl ImageService {
                 blobs: flight::Flights::default(),
                 downloads,
                 shutdown: CancellationToken::new(),
+                progress: progress::Progress::default(),
+                metrics: Metrics::new(),
             }),
         }
     }
@@ -103,18 +133,23 @@ impl ImageService {
             return Err(Error::EmptyName);
         }
         let records = self.inner.store.records();
-        let resolved = names::resolve(input, &self.inner.settings.registries, |p| {
-            records.by_id_prefix(p).map(|i| i.id.clone())
-        });
+        let resolved = self.resolve_input(
+            &self.node(),
+            input,
+            |p| records.by_id_prefix(p).map(|i| i.id.clone()),
+            false,
+        );
         match resolved {
             Ok(Resolved::Id(id)) => Ok(records.get(&id).cloned()),
             Ok(Resolved::Names(candidates)) => {
                 Ok(candidates.iter().find_map(|c| records.by_name(c)).cloned())
             }
-            Err(NameError::UnknownImageId { .. } | NameError::NoRegistries { .. }) => Ok(None),
+            Err(Error::Name(NameError::UnknownImageId { .. } | NameError::NoRegistries { .. })) => {
+                Ok(None)
+            }
             // A truncated `sha256:` ID that matches nothing names no image.
-            Err(NameError::InvalidDigest { .. }) if is_id_prefix(input) => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(Error::Name(NameError::InvalidDigest { .. })) if is_id_prefix(input) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! removes one name and the image only with its last name.
 
 use super::{Error, ImageService};
-use crate::names::{self, Resolved};
+use crate::names::Resolved;
 
 impl ImageService {
     /// Removes the image `name` refers to with all its names. Idempotent.
@@ -33,10 +33,12 @@ impl ImageService {
         };
         let input = super::strip_transport(name);
         let records = self.inner.store.records();
-        let registries = &self.inner.settings.registries;
-        let resolved = names::resolve(input, registries, |p| {
-            records.by_id_prefix(p).map(|i| i.id.clone())
-        });
+        let resolved = self.resolve_input(
+            &self.node(),
+            input,
+            |p| records.by_id_prefix(p).map(|i| i.id.clone()),
+            false,
+        );
         let result = match resolved {
             Ok(Resolved::Id(_)) => self.inner.store.remove_image(&record.id).await,
             Ok(Resolved::Names(candidates)) => {

@@ -23,6 +23,12 @@ fn fixture(registries: &[&str]) -> Fixture {
         registries: registries.iter().map(|r| r.to_string()).collect(),
         default_transport: "docker".into(),
         max_concurrent_downloads: 3,
+        imports: Default::default(),
+        node: Default::default(),
+        pinned: Default::default(),
+        retry: Default::default(),
+        progress_timeout: None,
+        min_rate: 0,
     };
     Fixture {
         _dir: dir,

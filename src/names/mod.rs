@@ -22,4 +22,4 @@ pub use digest::{Digest, ImageId};
 pub use error::NameError;
 pub use insecure::InsecureRegistries;
 pub use reference::{DEFAULT_TAG, DOCKER_IO, ImageName, Reference};
-pub use resolve::{MIN_TRUNCATED_ID_LEN, Resolved, resolve};
+pub use resolve::{MIN_TRUNCATED_ID_LEN, Resolved, ShortName, resolve, short_name};

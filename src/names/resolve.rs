@@ -16,7 +16,7 @@
 use super::NameError;
 use super::digest::{Digest, ImageId};
 use super::grammar::split_reference;
-use super::reference::{ImageName, build, reference_of};
+use super::reference::{ImageName, Reference, build, reference_of};
 
 /// Shortest hex string taken as a truncated image ID.
 pub const MIN_TRUNCATED_ID_LEN: usize = 3;
@@ -103,6 +103,28 @@ pub fn resolve(
         }
     }
     Ok(Resolved::Names(names))
+}
+
+/// A short (unqualified) name, split into its repository path and tag-or-digest.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ShortName {
+    /// The repository path as written (`busybox`, `org/app`): no `library/` added.
+    pub path: String,
+    /// The tag (default `latest`) or digest.
+    pub reference: Reference,
+}
+
+/// `input` as a short name, or `None` when it is qualified or not a valid name.
+pub fn short_name(input: &str) -> Option<ShortName> {
+    let raw = split_reference(input).ok()?;
+    if raw.domain.is_some() {
+        return None;
+    }
+    let reference = reference_of(&raw).ok()?;
+    Some(ShortName {
+        path: raw.path.to_owned(),
+        reference,
+    })
 }
 
 #[cfg(test)]
@@ -372,6 +394,20 @@ mod tests {
             names("app", &["quay.io/org", "docker.io/org"]),
             ["quay.io/org/app:latest", "docker.io/org/app:latest"]
         );
+    }
+
+    #[test]
+    fn short_names_split_and_qualified_names_are_not_short() {
+        let s = short_name("org/app:v1").unwrap();
+        assert_eq!(s.path, "org/app");
+        assert_eq!(s.reference, Reference::Tag("v1".into()));
+        assert_eq!(
+            short_name("busybox").unwrap().reference,
+            Reference::Tag("latest".into())
+        );
+        assert_eq!(short_name("quay.io/app"), None);
+        assert_eq!(short_name("localhost/app"), None);
+        assert_eq!(short_name("Bad"), None);
     }
 
     #[test]

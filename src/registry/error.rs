@@ -13,8 +13,18 @@ pub enum RegistryError {
     Denied { registry: String },
     #[error("registry {registry} is unavailable: {reason}")]
     Unavailable { registry: String, reason: String },
+    /// Unavailable because the connection or a read timed out.
+    #[error("registry {registry} is unavailable: {reason}")]
+    Timeout { registry: String, reason: String },
+    /// Unavailable because the TLS handshake failed (certificate, protocol).
+    #[error("registry {registry} is unavailable: {reason}")]
+    Tls { registry: String, reason: String },
     #[error("registry {registry} served invalid content: {reason}")]
     InvalidContent { registry: String, reason: String },
+    /// Invalid content of one kind: bytes that do not hash to (or have the size of) the
+    /// digest they were served for.
+    #[error("registry {registry} served invalid content: {reason}")]
+    DigestMismatch { registry: String, reason: String },
     #[error("registry {registry} served content cri-imaged does not support: {reason}")]
     Unsupported { registry: String, reason: String },
     #[error("no manifest for platform {platform} in the index served by {registry}")]
@@ -35,7 +45,42 @@ fn reason(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A transfer failure, classified by the error types in its cause chain: a timeout, a
+/// TLS failure, or another network failure.
+pub(super) fn unavailable(
+    registry: String,
+    reason: String,
+    e: &(dyn std::error::Error + 'static),
+) -> RegistryError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<rustls::Error>().is_some() {
+            return RegistryError::Tls { registry, reason };
+        }
+        let timed_out = c
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+            || c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if timed_out {
+            return RegistryError::Timeout { registry, reason };
+        }
+        cause = c.source();
+    }
+    RegistryError::Unavailable { registry, reason }
+}
+
 impl RegistryError {
+    /// Whether the registry could not be reached or stopped answering (any kind).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Unavailable { .. }
+                | RegistryError::Timeout { .. }
+                | RegistryError::Tls { .. }
+        )
+    }
+
     pub(super) fn from_oci(registry: &str, what: &str, e: OciDistributionError) -> RegistryError {
         let registry = registry.to_owned();
         match e {
@@ -105,16 +150,18 @@ impl RegistryError {
                 // Without the URL: a redirect target (a blob CDN's signed URL) can carry
                 // credentials in its query. The host is enough to say where it failed.
                 let host = e.url().and_then(|u| u.host_str().map(str::to_owned));
-                let text = reason(&e.without_url());
-                RegistryError::Unavailable {
+                let e = e.without_url();
+                let text = reason(&e);
+                unavailable(
                     registry,
-                    reason: host.map_or(text.clone(), |h| format!("{h}: {text}")),
-                }
+                    host.map_or(text.clone(), |h| format!("{h}: {text}")),
+                    &e,
+                )
             }
-            OciDistributionError::IoError(e) => RegistryError::Unavailable {
-                registry,
-                reason: e.to_string(),
-            },
+            OciDistributionError::IoError(e) => {
+                let text = e.to_string();
+                unavailable(registry, text, &e)
+            }
             e @ (OciDistributionError::UnsupportedMediaTypeError(_)
             | OciDistributionError::UnsupportedSchemaVersionError(_)) => {
                 RegistryError::Unsupported {
@@ -122,8 +169,11 @@ impl RegistryError {
                     reason: e.to_string(),
                 }
             }
-            e @ (OciDistributionError::DigestError(_)
-            | OciDistributionError::ManifestParsingError(_)
+            e @ OciDistributionError::DigestError(_) => RegistryError::DigestMismatch {
+                registry,
+                reason: e.to_string(),
+            },
+            e @ (OciDistributionError::ManifestParsingError(_)
             | OciDistributionError::VersionedParsingError(_)
             | OciDistributionError::ManifestEncodingError(_)
             | OciDistributionError::JsonError(_)

@@ -7,12 +7,15 @@
 //! more widely would let one pod's token serve another's pull. Sessions are kept between
 //! pulls for a while ([`sessions`]): building one is costly.
 //!
-//! TLS: verified everywhere, except registries the operator marked insecure (and loopback),
-//! which are tried over HTTPS without verification first and plain HTTP after; the scheme
-//! that worked is remembered per registry.
+//! TLS: verified everywhere (system roots plus the source's certs.d CAs), except registries
+//! the operator marked insecure — registries.conf `insecure = true`, or the insecure list
+//! (hosts, literal-IP CIDRs, loopback) for a host without certs.d CAs — which are tried
+//! over HTTPS without verification first and plain HTTP after; the scheme that worked is
+//! remembered per registry.
 
 mod auth;
 mod error;
+pub mod retry;
 mod sessions;
 
 use std::collections::HashMap;
@@ -22,11 +25,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use oci_client::RegistryOperation;
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::client::{
+    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
+};
 use oci_client::{Client, Reference};
 
 pub use auth::{AuthError, AuthFields, Credentials};
 pub use error::RegistryError;
+pub use retry::RetryPolicy;
 
 use crate::names::{Digest, ImageName, InsecureRegistries, Reference as NameRef};
 use crate::oci::{self, Descriptor, Manifest, Parsed, Platform, media};
@@ -75,8 +81,16 @@ impl RegistryClient {
         &self.platform
     }
 
-    fn schemes_to_try(&self, registry: &str) -> Vec<Scheme> {
-        if !self.insecure.is_insecure(registry) {
+    /// Whether `registry` is reached without TLS verification: registries.conf's
+    /// `insecure` when set; otherwise the insecure list (hosts, literal-IP CIDRs, loopback),
+    /// unless certs.d gives CAs for it (an operator who installs a CA wants it checked).
+    pub fn is_insecure(&self, registry: &str, tls: &SourceTls) -> bool {
+        tls.insecure
+            .unwrap_or_else(|| tls.roots.is_empty() && self.insecure.is_insecure(registry))
+    }
+
+    fn schemes_to_try(&self, registry: &str, tls: &SourceTls) -> Vec<Scheme> {
+        if !self.is_insecure(registry, tls) {
             return vec![Scheme::Https];
         }
         let known = self
@@ -106,20 +120,23 @@ impl RegistryClient {
         &self,
         name: &ImageName,
         creds: &Credentials,
+        tls: &SourceTls,
     ) -> Result<(Session, FetchedManifest), RegistryError> {
         let registry = name.registry();
         let mut last = None;
-        for scheme in self.schemes_to_try(registry) {
-            let session = self.sessions.get_or_create(registry, scheme, creds, || {
-                Session::new(registry, scheme, creds)
-            })?;
+        for scheme in self.schemes_to_try(registry, tls) {
+            let session =
+                self.sessions
+                    .get_or_create(registry, scheme, creds, &tls.roots, || {
+                        Session::new(registry, scheme, creds, &tls.roots)
+                    })?;
             match session.fetch_manifest(name, &self.platform).await {
                 Ok(m) => {
                     self.remember(registry, scheme);
                     return Ok((session, m));
                 }
                 // Only a transport failure suggests the other scheme; an HTTP answer is final.
-                Err(e @ RegistryError::Unavailable { .. }) => last = Some(e),
+                Err(e) if e.is_unavailable() => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -130,8 +147,17 @@ impl RegistryClient {
     }
 }
 
-/// A connection to one registry with one set of credentials; clones share the client (its
-/// connection pool and tokens).
+/// How one source is reached over TLS (from registries.conf and certs.d).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceTls {
+    /// registries.conf's `insecure` for this source; `None`: not set there.
+    pub insecure: Option<bool>,
+    /// CA certificates (PEM, one each) trusted besides the system roots.
+    pub roots: Vec<Vec<u8>>,
+}
+
+/// A connection to one registry with one set of credentials and TLS settings; clones
+/// share the client (its connection pool and tokens).
 #[derive(Clone)]
 pub struct Session {
     client: Client,
@@ -149,7 +175,12 @@ fn oci_reference(name: &ImageName, digest: Option<&Digest>) -> Reference {
 }
 
 impl Session {
-    fn new(registry: &str, scheme: Scheme, creds: &Credentials) -> Result<Session, RegistryError> {
+    fn new(
+        registry: &str,
+        scheme: Scheme,
+        creds: &Credentials,
+        roots: &[Vec<u8>],
+    ) -> Result<Session, RegistryError> {
         let config = ClientConfig {
             protocol: if scheme == Scheme::Http {
                 ClientProtocol::Http
@@ -164,6 +195,13 @@ impl Session {
             // download slot, forever.
             read_timeout: Some(Duration::from_secs(60)),
             user_agent: concat!("cri-imaged/", env!("CARGO_PKG_VERSION")),
+            extra_root_certificates: roots
+                .iter()
+                .map(|pem| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
             ..ClientConfig::default()
         };
         // `Client::new` silently falls back to defaults on a bad config: use try_from.
@@ -259,10 +297,13 @@ impl Session {
                     .manifest_raw(&oci_reference(name, Some(&child.digest)), &what)
                     .await?;
                 if child_digest != child.digest {
-                    return Err(self.invalid(format!(
-                        "manifest {} was served for {}",
-                        child_digest, child.digest
-                    )));
+                    return Err(RegistryError::DigestMismatch {
+                        registry: self.registry.clone(),
+                        reason: format!(
+                            "manifest {} was served for {}",
+                            child_digest, child.digest
+                        ),
+                    });
                 }
                 let Parsed::Manifest(manifest) = oci::manifest::parse(&child_bytes, None)
                     .map_err(|e| self.format_error(format!("manifest {}", child.digest), e))?
@@ -286,13 +327,29 @@ impl Session {
         }
     }
 
-    /// Streams a blob's body. The caller hashes and counts what it receives: the stream
-    /// itself is not trusted.
+    /// Authenticates again (a token that expired mid-pull is replaced).
+    pub async fn reauth(&self, name: &ImageName) -> Result<(), RegistryError> {
+        self.client
+            .auth(
+                &oci_reference(name, None),
+                &self.auth,
+                RegistryOperation::Pull,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| RegistryError::from_oci(&self.registry, &name.to_string(), e))
+    }
+
+    /// Streams a blob's body from byte `offset` on. The flag says whether the registry
+    /// honoured the range (206); `false` means the body starts at byte 0 whatever was asked
+    /// (200). The caller hashes and counts what it receives: the stream itself is not
+    /// trusted.
     pub async fn fetch_blob(
         &self,
         name: &ImageName,
         blob: &Descriptor,
-    ) -> Result<BlobStream, RegistryError> {
+        offset: u64,
+    ) -> Result<(BlobStream, bool), RegistryError> {
         let reference = oci_reference(name, None);
         let digest = blob.digest.to_string();
         let what = format!("blob {digest} of {name}");
@@ -300,11 +357,12 @@ impl Session {
         // instead of oci-client and us both hashing every byte.
         let response = self
             .client
-            .pull_blob_stream_partial(&reference, digest.as_str(), 0, None)
+            .pull_blob_stream_partial(&reference, digest.as_str(), offset, None)
             .await
             .map_err(|e| RegistryError::from_oci(&self.registry, &what, e))?;
-        let sized = match response {
-            BlobResponse::Full(s) | BlobResponse::Partial(s) => s,
+        let (sized, partial) = match response {
+            BlobResponse::Full(s) => (s, false),
+            BlobResponse::Partial(s) => (s, true),
         };
         let registry = self.registry.clone();
         // oci-client's stream is not fused after an error: stop at the first one. A registry
@@ -316,20 +374,24 @@ impl Session {
             }
             let item = match item {
                 Ok(chunk) => Ok(chunk),
-                Err(e) if is_digest_error(&e) => Err(RegistryError::InvalidContent {
+                Err(e) if is_digest_error(&e) => Err(RegistryError::DigestMismatch {
                     registry: registry.clone(),
                     reason: format!("blob {digest}: {e}"),
                 }),
-                Err(e) => Err(RegistryError::Unavailable {
-                    registry: registry.clone(),
-                    reason: e.to_string(),
-                }),
+                Err(e) => Err(error::unavailable(registry.clone(), e.to_string(), &e)),
             };
             *failed = item.is_err();
             futures_util::future::ready(Some(item))
         });
-        Ok(Box::pin(stream))
+        Ok((Box::pin(stream), partial))
     }
+}
+
+/// Checks that `pem` is one certificate the TLS stack accepts (for certs.d files).
+pub fn check_certificate(pem: &[u8]) -> Result<(), String> {
+    reqwest::Certificate::from_pem(pem)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Whether a blob stream error is oci-client's digest verification failing.

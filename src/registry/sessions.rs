@@ -1,10 +1,11 @@
-//! Sessions kept between pulls: one per (registry, scheme, credentials).
+//! Sessions kept between pulls: one per (registry, scheme, credentials, extra CAs).
 //!
 //! Building an oci-client `Client` costs a fresh reqwest client, whose TLS set-up reads and
 //! parses the whole system certificate store (oci-client builds a second, throwaway one
 //! too): on a nearby registry that is as long as pulling a 1 MiB image. A kept session
 //! also keeps its registry connections and tokens warm. Sessions are shared only by pulls
-//! with equal credentials, so one pod's token never serves another's pull; a session
+//! with equal credentials, so one pod's token never serves another's pull, and only with
+//! the same certs.d CAs (a reload that changes them gets new sessions); a session
 //! unused for [`IDLE`] is dropped (with the credentials it holds), and at most [`MAX`] are
 //! kept.
 
@@ -19,7 +20,7 @@ const IDLE: Duration = Duration::from_secs(300);
 /// Sessions kept at most; the least recently used goes first.
 const MAX: usize = 32;
 
-type Key = (String, Scheme, Credentials);
+type Key = (String, Scheme, Credentials, Vec<Vec<u8>>);
 
 #[derive(Default)]
 pub(super) struct Sessions {
@@ -34,9 +35,10 @@ impl Sessions {
         registry: &str,
         scheme: Scheme,
         creds: &Credentials,
+        roots: &[Vec<u8>],
         create: impl FnOnce() -> Result<Session, RegistryError>,
     ) -> Result<Session, RegistryError> {
-        let key = (registry.to_owned(), scheme, creds.clone());
+        let key = (registry.to_owned(), scheme, creds.clone(), roots.to_vec());
         let now = Instant::now();
         if let Some((s, used)) = self.lock().get_mut(&key) {
             *used = now;

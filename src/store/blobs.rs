@@ -7,8 +7,14 @@
 //! a blocking thread while the next one is received, so hashing, the kernel's copy into the
 //! page cache and the network run side by side. Each written batch starts its write-back
 //! at once, so the fsync at the end waits for the last batch only, not the whole blob.
+//!
+//! A download's ingest file is named `<hex>.<pid>.<n>` after its blob. One that a crash
+//! left behind is resumed by the next download of that blob ([`Ingest::resume`]): what is
+//! on disk is hashed again, and the download continues from its end (bytes received but
+//! still in the batch when the process died are fetched again). Nothing in it is trusted:
+//! the finished blob is verified against its digest like any other.
 
-use std::io::{IoSlice, Write};
+use std::io::{IoSlice, Read, Seek, Write};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +35,9 @@ static NEXT_INGEST: AtomicU64 = AtomicU64::new(0);
 /// next is gathered: about twice this much is held per download (bench: 1 MiB pulls as
 /// fast as 2 or 4 MiB, with the smallest peak RSS).
 const BATCH: usize = 1 << 20;
+
+/// Read size when a resumed partial download is hashed again.
+const READ_BUFFER: usize = 1 << 20;
 
 /// The file and the hash of what was written to it; owned by whoever writes next.
 struct Sink {
@@ -95,17 +104,37 @@ impl Ingest {
         expected: &Descriptor,
         tasks: TaskTracker,
     ) -> Result<Ingest, StoreError> {
-        let n = NEXT_INGEST.fetch_add(1, Ordering::Relaxed);
-        let path = root.join(layout::INGEST_DIR).join(format!(
-            "{}.{}.{n}",
-            expected.digest.hex(),
-            std::process::id()
-        ));
         // Created synchronously (one quick syscall), so no cancellation can fall between
-        // the file's creation and the `Ingest` whose drop deletes it.
-        let file =
-            std::fs::File::create(&path).map_err(|e| StoreError::io(root, "create", &path, e))?;
-        Ok(Ingest {
+        // the file's creation and the `Ingest` whose drop deletes it. Never an existing
+        // file: a partial left by an earlier process with the same PID may be in use.
+        let (path, file) = loop {
+            let n = NEXT_INGEST.fetch_add(1, Ordering::Relaxed);
+            let path = root.join(layout::INGEST_DIR).join(format!(
+                "{}.{}.{n}",
+                expected.digest.hex(),
+                std::process::id()
+            ));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(f) => break (path, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(StoreError::io(root, "create", &path, e)),
+            }
+        };
+        Ok(Ingest::new(root, expected, tasks, path, file))
+    }
+
+    fn new(
+        root: &Path,
+        expected: &Descriptor,
+        tasks: TaskTracker,
+        path: PathBuf,
+        file: std::fs::File,
+    ) -> Ingest {
+        Ingest {
             root: root.to_owned(),
             expected: expected.clone(),
             path,
@@ -119,11 +148,115 @@ impl Ingest {
             batch_len: 0,
             written: 0,
             tasks,
-        })
+        }
+    }
+
+    /// Opens a partial download a crash left at `path` (blocking: it hashes what is there,
+    /// so call it off the async workers). Content longer than the blob is discarded; the
+    /// ingest continues from the end of the rest.
+    pub(super) fn resume(
+        root: &Path,
+        expected: &Descriptor,
+        tasks: TaskTracker,
+        path: PathBuf,
+    ) -> Result<Ingest, StoreError> {
+        let io = |op, e| StoreError::io(root, op, &path, e);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io("open", e))?;
+        // From here on the `Ingest` owns the file (its drop deletes it).
+        let mut ingest = Ingest::new(root, expected, tasks, path.clone(), file);
+        let Some(sink) = ingest.sink.as_mut() else {
+            return Err(io("open", std::io::Error::other("ingest closed")));
+        };
+        let len = sink.file.metadata().map_err(|e| io("stat", e))?.len();
+        if len > expected.size {
+            sink.file.set_len(0).map_err(|e| io("truncate", e))?;
+        } else {
+            let mut buf = vec![0u8; READ_BUFFER];
+            loop {
+                let n = sink.file.read(&mut buf).map_err(|e| io("read", e))?;
+                if n == 0 {
+                    break;
+                }
+                sink.hasher.update(&buf[..n]);
+                sink.offset += n as u64;
+            }
+        }
+        sink.file
+            .seek(std::io::SeekFrom::Start(sink.offset))
+            .map_err(|e| io("seek", e))?;
+        ingest.written = sink.offset;
+        Ok(ingest)
     }
 
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// Empties the ingest to start the blob again from byte 0 (a registry that ignored a
+    /// `Range`, or a resumed partial that turned out corrupt).
+    pub async fn reset(&mut self) -> Result<(), StoreError> {
+        let mut sink = self.settle().await?;
+        self.batch.clear();
+        self.batch_len = 0;
+        self.written = 0;
+        // Truncating frees the file's extents: off the async workers.
+        let (sink, r) = self
+            .tasks
+            .spawn_blocking(move || {
+                let r = sink
+                    .file
+                    .set_len(0)
+                    .map_err(|e| ("truncate", e))
+                    .and_then(|()| {
+                        sink.file
+                            .seek(std::io::SeekFrom::Start(0))
+                            .map_err(|e| ("seek", e))
+                    });
+                sink.hasher = Sha256::new();
+                sink.offset = 0;
+                (sink, r)
+            })
+            .await
+            .map_err(|e| self.io("truncate", std::io::Error::other(e)))?;
+        self.sink = Some(sink);
+        r.map(|_| ()).map_err(|(op, e)| self.io(op, e))
+    }
+
+    /// Whether what was written so far is the whole blob, with the right digest. Writes out
+    /// the batch gathered so far to hash it.
+    pub async fn verify(&mut self) -> Result<(), StoreError> {
+        if self.written != self.expected.size {
+            return Err(StoreError::SizeMismatch {
+                digest: self.expected.digest.clone(),
+                expected: self.expected.size,
+                actual: self.written,
+            });
+        }
+        let mut sink = self.settle().await?;
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_len = 0;
+        let (sink, actual, r) = self
+            .tasks
+            .spawn_blocking(move || {
+                let r = sink.write_batch(&batch);
+                let digest = Digest::from_sha256(sink.hasher.clone().finalize().into());
+                (sink, digest, r)
+            })
+            .await
+            .map_err(|e| self.io("write", std::io::Error::other(e)))?;
+        self.sink = Some(sink);
+        r.map_err(|e| self.io("write", e))?;
+        if actual != self.expected.digest {
+            return Err(StoreError::DigestMismatch {
+                expected: self.expected.digest.clone(),
+                actual,
+            });
+        }
+        Ok(())
     }
 
     fn io(&self, op: &'static str, e: std::io::Error) -> StoreError {

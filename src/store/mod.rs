@@ -9,9 +9,11 @@
 //! Ordering that makes a crash harmless: a blob is fsynced and renamed into place, the blob
 //! directory is fsynced, and only then does `index.json` name it; a removal rewrites
 //! `index.json` first and deletes blobs after. Start-up recovery ([`recover`]) deletes what
-//! a crash left between those steps.
+//! a crash left between those steps. [`check`] verifies a store offline
+//! (`cri-imaged check`) and repairs it.
 
 mod blobs;
+pub mod check;
 pub mod error;
 pub mod layout;
 pub mod records;
@@ -93,6 +95,9 @@ struct Shared {
     protected: RwLock<HashSet<Digest>>,
     /// Blobs in-flight pulls rely on, with how many leases each.
     leases: Mutex<HashMap<Digest, usize>>,
+    /// Partial downloads a crash left in `ingest/`, each taken by the first download of
+    /// its blob (so no two ingests ever share a file).
+    partials: Mutex<HashMap<Digest, PathBuf>>,
     blob_bytes: AtomicU64,
     blob_inodes: AtomicU64,
     /// Work that must finish before the process exits: records changes, placements and
@@ -112,6 +117,13 @@ impl Store {
     /// Opens (creating if needed) the store at `root`, takes its lock, and recovers what a
     /// crash left behind.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let lock = Self::lock(root)?;
+        Self::open_locked(root, lock)
+    }
+
+    /// Takes the store's lock (creating the root's directories if needed), refusing a
+    /// root that is not a store and one another process holds.
+    fn lock(root: &Path) -> Result<std::fs::File, StoreError> {
         let io = |op, path: &Path, e| StoreError::io(root, op, path, e);
         // Before anything is created or deleted: is this a store at all?
         recover::check_is_store(root)?;
@@ -139,6 +151,11 @@ impl Store {
             }
             Err(e) => return Err(io("lock", &lock_path, e.into())),
         }
+        Ok(lock)
+    }
+
+    /// [`Store::open`] with the lock already taken.
+    fn open_locked(root: &Path, lock: std::fs::File) -> Result<Store, StoreError> {
         layout::ensure_layout_file(root)?;
         if !root.join(layout::INDEX_FILE).exists() {
             layout::write_atomic(
@@ -148,11 +165,11 @@ impl Store {
             )?;
         }
         let _ = std::fs::remove_file(root.join(format!("{}.tmp", layout::INDEX_FILE)));
-        recover::clear_dir(root, &root.join(layout::INGEST_DIR))?;
         let rec = recover::load(root)?;
         let mut keep = rec.records.referenced_blobs();
         keep.extend(rec.protected.iter().cloned());
         recover::collect_garbage(root, &keep)?;
+        let partials = recover::scan_ingest(root)?;
         if rec.dirty {
             layout::write_index_atomic(
                 root,
@@ -175,6 +192,7 @@ impl Store {
                 }),
                 protected: RwLock::new(rec.protected),
                 leases: Mutex::default(),
+                partials: Mutex::new(partials),
                 blob_bytes: AtomicU64::new(bytes),
                 blob_inodes: AtomicU64::new(inodes),
                 tasks: TaskTracker::new(),
@@ -221,6 +239,43 @@ impl Store {
     /// Starts writing a blob.
     pub async fn ingest(&self, expected: &Descriptor) -> Result<Ingest, StoreError> {
         Ingest::create(self.root(), expected, self.shared.tasks.clone())
+    }
+
+    /// Starts writing a blob, resuming the partial download a crash left for it if there is
+    /// one (hashed again on a blocking thread: see [`Ingest::written`] for where it ends).
+    pub async fn ingest_resumable(&self, expected: &Descriptor) -> Result<Ingest, StoreError> {
+        let partial = self
+            .shared
+            .partials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&expected.digest);
+        let Some(path) = partial else {
+            return self.ingest(expected).await;
+        };
+        let (root, expected_again, tasks) =
+            (self.root().to_owned(), expected, self.shared.tasks.clone());
+        let expected = expected_again.clone();
+        // The blocking task owns the file from here: if this caller goes away, the
+        // `Ingest` it makes is dropped there, deleting the file.
+        let resumed = self
+            .shared
+            .tasks
+            .spawn_blocking(move || Ingest::resume(&root, &expected, tasks, path))
+            .await;
+        match resumed {
+            Ok(Ok(ingest)) => Ok(ingest),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot resume a partial download; starting afresh");
+                self.ingest(expected_again).await
+            }
+            Err(e) => Err(StoreError::io(
+                self.root(),
+                "resume",
+                self.root(),
+                std::io::Error::other(e),
+            )),
+        }
     }
 
     /// Verifies an ingest and places the blob under its digest. The placement and its

@@ -1,13 +1,15 @@
 //! Start-up recovery: what a crash may have left behind is cleaned before the store opens.
 //!
-//! - unfinished ingests and a half-written `index.json.tmp` are deleted;
+//! - a half-written `index.json.tmp`, blobs a crash left half-deleted, and ingest files
+//!   that are not a partial download of a blob still missing are deleted; the partial
+//!   downloads are kept for the next pull to resume (the longest per blob);
 //! - a name whose manifest, config or layers are missing, truncated or (for the manifest)
 //!   corrupt is dropped, so every listed image is complete;
 //! - blobs no name references any more (a crash between a removal's index update and its
 //!   deletes, or between a blob commit and the index update) are deleted.
 
-use std::collections::HashSet;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
@@ -52,13 +54,55 @@ pub fn check_is_store(root: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Empties `ingest/`: partial downloads and blobs being deleted when the daemon stopped.
-pub fn clear_dir(root: &Path, dir: &Path) -> Result<(), StoreError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io(root, "read dir", dir, e))?;
+/// The blob a partial download in `ingest/` belongs to: its name is `<hex>.<pid>.<n>`.
+pub fn partial_digest(file_name: &str) -> Option<Digest> {
+    let (hex, rest) = file_name.split_once('.')?;
+    if rest.is_empty() {
+        return None;
+    }
+    Digest::parse(&format!("sha256:{hex}")).ok()
+}
+
+/// How long a partial download is kept for a pull to resume it.
+const PARTIAL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Cleans `ingest/` and returns the partial downloads worth resuming: for each blob not
+/// yet in `blobs/`, its longest non-empty partial file written to in the last
+/// [`PARTIAL_MAX_AGE`]. Everything else (blobs being deleted, older or shorter partials,
+/// directories, unknown names) is deleted.
+pub fn scan_ingest(root: &Path) -> Result<HashMap<Digest, PathBuf>, StoreError> {
+    let dir = root.join(layout::INGEST_DIR);
+    let entries = std::fs::read_dir(&dir).map_err(|e| StoreError::io(root, "read dir", &dir, e))?;
+    let mut best: HashMap<Digest, (u64, PathBuf)> = HashMap::new();
+    let mut doomed = Vec::new();
     for entry in entries {
-        let path = entry
-            .map_err(|e| StoreError::io(root, "read dir", dir, e))?
-            .path();
+        let entry = entry.map_err(|e| StoreError::io(root, "read dir", &dir, e))?;
+        let path = entry.path();
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|e| StoreError::io(root, "stat", &path, e))?;
+        let digest = entry.file_name().to_str().and_then(partial_digest);
+        // A partial no pull has written to for a day is not coming back: it is only space.
+        let fresh = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_none_or(|age| age < PARTIAL_MAX_AGE);
+        let Some(digest) = digest.filter(|d| {
+            meta.is_file() && meta.len() > 0 && fresh && !layout::blob_path(root, d).exists()
+        }) else {
+            doomed.push(path);
+            continue;
+        };
+        match best.get(&digest) {
+            Some((len, _)) if *len >= meta.len() => doomed.push(path),
+            _ => {
+                if let Some((_, old)) = best.insert(digest, (meta.len(), path)) {
+                    doomed.push(old);
+                }
+            }
+        }
+    }
+    for path in doomed {
         tracing::info!(path = %path.display(), "removing unfinished download");
         let removed = if path.is_dir() {
             std::fs::remove_dir_all(&path)
@@ -67,7 +111,10 @@ pub fn clear_dir(root: &Path, dir: &Path) -> Result<(), StoreError> {
         };
         removed.map_err(|e| StoreError::io(root, "remove", &path, e))?;
     }
-    Ok(())
+    for (digest, (len, path)) in &best {
+        tracing::info!(blob = %digest, bytes = len, path = %path.display(), "keeping a partial download to resume");
+    }
+    Ok(best.into_iter().map(|(d, (_, p))| (d, p)).collect())
 }
 
 /// Why a named entry's content cannot be used as an image.
@@ -143,7 +190,7 @@ fn check_named(root: &Path, manifest: &oci::Descriptor) -> Result<ManifestBlobs,
 /// Adds everything a foreign document reaches to `keep`, read leniently as plain JSON
 /// (artifacts and unknown media types included): `config`, `layers`, `blobs`, `subject`,
 /// and for an index each of `manifests`, recursively to a bounded depth.
-fn protect(
+pub(super) fn protect(
     root: &Path,
     digest: Digest,
     keep: &mut HashSet<Digest>,

@@ -574,3 +574,32 @@ async fn foreign_entries_follow_the_file_and_never_shadow_our_names() {
     );
     assert_eq!(names.len(), 4, "{names:?}");
 }
+
+#[test]
+fn partial_downloads_are_kept_for_a_day_then_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = dir.path().join(layout::INGEST_DIR);
+    std::fs::create_dir_all(&ingest).unwrap();
+    std::fs::create_dir_all(layout::blobs_dir(dir.path())).unwrap();
+    let (fresh, stale) = (desc(b"fresh", "x"), desc(b"stale", "x"));
+    let fresh_path = ingest.join(format!("{}.1.0", fresh.digest.hex()));
+    let stale_path = ingest.join(format!("{}.1.1", stale.digest.hex()));
+    std::fs::write(&fresh_path, b"fre").unwrap();
+    std::fs::write(&stale_path, b"sta").unwrap();
+    let two_days = std::time::Duration::from_secs(2 * 24 * 60 * 60);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale_path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - two_days)
+        .unwrap();
+
+    let kept = recover::scan_ingest(dir.path()).unwrap();
+    assert_eq!(kept.get(&fresh.digest), Some(&fresh_path));
+    assert!(!kept.contains_key(&stale.digest));
+    assert!(fresh_path.exists());
+    assert!(
+        !stale_path.exists(),
+        "a partial untouched for two days is deleted"
+    );
+}

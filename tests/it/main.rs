@@ -2,23 +2,42 @@
 //! real Debian `docker-registry` on 127.0.0.1, checked through the CRI gRPC API, the OCI
 //! layout on disk and `skopeo`. Nothing is mocked.
 //!
-//! Needs `/usr/bin/docker-registry` and `/usr/bin/skopeo`
-//! (`apt-get install docker-registry skopeo`); without them the tests fail, they never skip.
+//! Needs `/usr/bin/docker-registry`, `/usr/bin/skopeo` and `/usr/bin/openssl`
+//! (`apt-get install docker-registry skopeo openssl`); without them the tests fail, they never skip.
 //!
 //! # Layout
 //! - `support/`: fixtures that own their processes (registry, daemon), the image builder,
-//!   and `fake`, an in-process registry that stalls, lies about digests or ignores `Range`.
+//!   `layout` (OCI layouts and archives written by the test), and `fake`, an in-process registry that stalls, lies about digests or ignores `Range`.
 //! - one module per area: `pull`, `list`, `status`, `remove`, `fs_info`, `config`,
-//!   `daemon_life`, `store`, `faults` (shutdown and kill mid-pull, bad content).
+//!   `daemon_life`, `store`, `faults` (shutdown and kill mid-pull, bad content), `observe`
+//!   (metrics, `cri-imaged pulls`, summary logs, no credentials in any output), `import`
+//!   (`oci:`, `oci-archive:`, `docker-archive:`, `dir:` through skopeo: names, IDs,
+//!   refusals, corrupted blobs, no skopeo left after a cancelled pull), `registries`
+//!   (registries.conf: mirrors, blocked, aliases, short-name-mode, SIGHUP), `auth` (CRI
+//!   credentials, the auth file, never to a mirror), `tls` (certs.d CAs with a registry
+//!   serving HTTPS from a test-made CA; pinned images), `retries` (cut bodies resume with
+//!   `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`
+//!   (`cri-imaged check --repair`), `crash` (SIGKILL at many points of a pull, then resume),
+//!   `load` (50 clients, 2,000 calls). RELIABILITY.md maps each fault to its test.
 
 mod support;
 
+mod auth;
+mod check;
 mod config;
+mod crash;
 mod daemon_life;
 mod faults;
 mod fs_info;
+mod import;
 mod list;
+mod load;
+mod observe;
 mod pull;
+mod registries;
 mod remove;
+mod retries;
+mod stalls;
 mod status;
 mod store;
+mod tls;

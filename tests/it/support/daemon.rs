@@ -18,13 +18,38 @@ use cri_imaged::proto::runtime_service_client::RuntimeServiceClient;
 use rustix::process::{Pid, Signal, kill_process};
 use tonic::transport::{Channel, Endpoint};
 
-use super::{Client, wait_bounded};
+use super::{Client, ToolOutput, run_tool, wait_bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cri-imaged");
 const READY_LIMIT: Duration = Duration::from_secs(30);
 const STOP_LIMIT: Duration = Duration::from_secs(20);
 
 static SPAWNED: AtomicUsize = AtomicUsize::new(0);
+
+/// Upper bound for `cri-imaged check` on a test store.
+const CHECK_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `cri-imaged check --root ROOT` (with `--repair` if asked); output files go to `dir`.
+pub fn run_check(dir: &Path, root: &Path, repair: bool) -> ToolOutput {
+    let root = root.display().to_string();
+    let mut args = vec!["check", "--root", root.as_str()];
+    if repair {
+        args.push("--repair");
+    }
+    run_tool(dir, BIN, &args, CHECK_LIMIT)
+}
+
+/// Asserts that `cri-imaged check` passes on `root`.
+pub fn assert_check_passes(dir: &Path, root: &Path, when: &str) {
+    let out = run_check(dir, root, false);
+    assert!(
+        out.status.success(),
+        "{when}: cri-imaged check must pass ({}); stdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
 
 /// Arguments for one daemon process.
 #[derive(Clone, Debug)]
@@ -83,8 +108,31 @@ impl DaemonBuilder {
         &self.listen
     }
 
+    /// `<base>/registries.conf` (drop-ins in `<base>/registries.conf.d/`), passed as
+    /// `--registries-conf`: absent unless the test writes it, so the machine's
+    /// /etc/containers never leaks into a test.
+    pub fn registries_conf(&self) -> PathBuf {
+        self.base.join("registries.conf")
+    }
+    /// `<base>/auth.json`, passed as `--auth-file`.
+    pub fn auth_file(&self) -> PathBuf {
+        self.base.join("auth.json")
+    }
+    /// `<base>/certs.d`, passed as `--certs-dir`.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.base.join("certs.d")
+    }
+
     fn args(&self) -> Vec<String> {
         let mut a = vec!["--config".to_owned(), self.config.display().to_string()];
+        for (flag, path) in [
+            ("--registries-conf", self.registries_conf()),
+            ("--auth-file", self.auth_file()),
+            ("--certs-dir", self.certs_dir()),
+        ] {
+            a.push(flag.into());
+            a.push(path.display().to_string());
+        }
         if self.pass_paths {
             a.push("--root".into());
             a.push(self.root.display().to_string());

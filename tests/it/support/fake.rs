@@ -8,11 +8,17 @@
 //! `Range: bytes=N-` (206, as Debian's docker-registry does) unless told to ignore it. A connection that starts with
 //! a TLS record (the daemon tries HTTPS first on loopback) is closed at once.
 //!
+//! Faults for retries and resumes are queued per blob ([`FakeRegistry::push_faults`]): each
+//! request for the blob takes the next one (an error status, `429` with `Retry-After`, a
+//! body cut short by a clean close or a reset), and requests after the queue is empty get
+//! the blob's behaviour. Body bytes sent are counted per blob
+//! ([`FakeRegistry::served_bytes`]), so a test sees what a resume saved.
+//!
 //! Everything runs on the test's tokio runtime: one accept task owning a `JoinSet` of
 //! connection tasks. Dropping the [`FakeRegistry`] aborts the accept task, which drops the
 //! set and so aborts every connection, stalled ones included.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,6 +48,23 @@ pub enum BlobBehavior {
     /// Serve bytes of the right length whose sha256 differs from the digest (the headers,
     /// `Docker-Content-Digest` included, claim the requested digest).
     WrongBytes,
+    /// Send the first `after` bytes like `Stall`, then the rest once
+    /// [`FakeRegistry::open_gate`] is called: a pull held in flight, then let finish.
+    Gate { after: usize },
+    /// Send the body one byte every 100 ms (bounded by the body's length).
+    Trickle,
+}
+
+/// A one-off fault for one request of a blob (see [`FakeRegistry::push_faults`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer this status (with an OCI error body) instead of the blob; `retry_after`
+    /// adds a `Retry-After` header (seconds).
+    Status { code: u16, retry_after: Option<u32> },
+    /// Send the headers (full `Content-Length`) and `after` body bytes, then close cleanly.
+    Cut { after: usize },
+    /// Send the headers and `after` body bytes, then reset the connection (RST).
+    Reset { after: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -65,10 +88,18 @@ struct State {
     held: HashSet<String>,
     /// Answer blob requests 200 with the whole blob, whatever `Range` asks.
     ignore_range: bool,
+    /// digest → faults for its next requests, in order.
+    faults: HashMap<String, VecDeque<Fault>>,
+    /// digest → body bytes sent for it.
+    served: HashMap<String, u64>,
+    /// (digest, offset) of every blob request, in order (offset 0 without `Range`).
+    ranges: Vec<(String, usize)>,
 }
 
 struct Shared {
     state: Mutex<State>,
+    /// Gated blobs send their rest once this is set.
+    gate_open: std::sync::atomic::AtomicBool,
     /// Connections that sent the first bytes of a stalled blob and now hold still.
     stalled: AtomicUsize,
 }
@@ -95,6 +126,7 @@ impl FakeRegistry {
         let addr = listener.local_addr().expect("fake registry address");
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
+            gate_open: std::sync::atomic::AtomicBool::new(false),
             stalled: AtomicUsize::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -190,6 +222,54 @@ impl FakeRegistry {
     /// How many requests for `repo`'s blob `digest` arrived.
     pub fn blob_requests(&self, repo: &str, digest: &str) -> usize {
         self.requests(&format!("/v2/{repo}/blobs/{digest}"))
+    }
+
+    /// Queues faults for the next requests of the blob `digest` (or of manifests by the
+    /// tag or digest `digest`: only `Status` faults apply to them), one per request.
+    pub fn push_faults(&self, digest: &str, faults: impl IntoIterator<Item = Fault>) {
+        self.shared
+            .state()
+            .faults
+            .entry(digest.to_owned())
+            .or_default()
+            .extend(faults);
+    }
+
+    /// Faults still queued for `digest`.
+    pub fn faults_left(&self, digest: &str) -> usize {
+        self.shared
+            .state()
+            .faults
+            .get(digest)
+            .map_or(0, VecDeque::len)
+    }
+
+    /// Body bytes sent for the blob `digest` so far (every repository, every request).
+    pub fn served_bytes(&self, digest: &str) -> u64 {
+        self.shared.state().served.get(digest).copied().unwrap_or(0)
+    }
+
+    /// Forgets the byte counts and the requested ranges.
+    pub fn reset_served(&self) {
+        let mut st = self.shared.state();
+        st.served.clear();
+        st.ranges.clear();
+    }
+
+    /// The start offsets requested for the blob `digest`, in order (0: no `Range`).
+    pub fn range_starts(&self, digest: &str) -> Vec<usize> {
+        self.shared
+            .state()
+            .ranges
+            .iter()
+            .filter(|(d, _)| d == digest)
+            .map(|(_, o)| *o)
+            .collect()
+    }
+
+    /// Lets every gated blob send the rest of its body.
+    pub fn open_gate(&self) {
+        self.shared.gate_open.store(true, Ordering::SeqCst);
     }
 
     /// How many connections are holding still in the middle of a stalled blob.
@@ -296,6 +376,14 @@ struct Answer {
     body: Vec<u8>,
     /// `Some(n)`: send only the first `n` body bytes, then hold the connection still.
     stall_after: Option<usize>,
+    /// With `stall_after`: send the rest once the gate opens instead of holding forever.
+    gated: bool,
+    /// `Some((n, reset))`: send `n` body bytes, then close (reset: with RST).
+    cut: Option<(usize, bool)>,
+    /// Send the body one byte at a time, slowly.
+    trickle: bool,
+    /// The blob digest the body belongs to (for counting bytes sent).
+    blob: Option<String>,
 }
 
 impl Answer {
@@ -305,6 +393,10 @@ impl Answer {
             headers: vec![("Content-Type", content_type.to_owned())],
             body,
             stall_after: None,
+            gated: false,
+            cut: None,
+            trickle: false,
+            blob: None,
         }
     }
 
@@ -325,6 +417,12 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         206 => "Partial Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        408 => "Request Timeout",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
         404 => "Not Found",
         405 => "Method Not Allowed",
         416 => "Range Not Satisfiable",
@@ -378,17 +476,72 @@ async fn serve_connection(mut sock: TcpStream, shared: Arc<Shared>) {
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
-    if !head_only {
-        let n = answer
-            .stall_after
-            .unwrap_or(answer.body.len())
-            .min(answer.body.len());
-        bytes.extend_from_slice(&answer.body[..n]);
+    let count = |n: usize| {
+        if let Some(d) = &answer.blob {
+            *shared.state().served.entry(d.clone()).or_insert(0) += n as u64;
+        }
+    };
+    if head_only {
+        let _ = sock.write_all(&bytes).await;
+        let _ = sock.shutdown().await;
+        return;
     }
+    if answer.trickle {
+        if sock.write_all(&bytes).await.is_err() {
+            return;
+        }
+        for b in &answer.body {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if sock.write_all(std::slice::from_ref(b)).await.is_err() {
+                return;
+            }
+            count(1);
+        }
+        let _ = sock.shutdown().await;
+        return;
+    }
+    if let Some((n, reset)) = answer.cut {
+        let n = n.min(answer.body.len());
+        bytes.extend_from_slice(&answer.body[..n]);
+        if sock.write_all(&bytes).await.is_err() || sock.flush().await.is_err() {
+            return;
+        }
+        count(n);
+        if reset {
+            // Dropping a socket with SO_LINGER 0 sends RST instead of FIN.
+            let _ = sock.set_zero_linger();
+            drop(sock);
+        } else {
+            let _ = sock.shutdown().await;
+        }
+        return;
+    }
+    let n = answer
+        .stall_after
+        .unwrap_or(answer.body.len())
+        .min(answer.body.len());
+    bytes.extend_from_slice(&answer.body[..n]);
     if sock.write_all(&bytes).await.is_err() || sock.flush().await.is_err() {
         return;
     }
-    if answer.stall_after.is_some() && !head_only {
+    count(n);
+    if let (Some(sent), true) = (answer.stall_after, answer.gated) {
+        shared.stalled.fetch_add(1, Ordering::SeqCst);
+        // Bounded: a gate never opened ends the answer short after HOLD_LIMIT.
+        let deadline = tokio::time::Instant::now() + HOLD_LIMIT;
+        while !shared.gate_open.load(Ordering::SeqCst) {
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shared.stalled.fetch_sub(1, Ordering::SeqCst);
+        let rest = &answer.body[sent.min(answer.body.len())..];
+        if sock.write_all(rest).await.is_err() || sock.flush().await.is_err() {
+            return;
+        }
+        count(rest.len());
+    } else if answer.stall_after.is_some() {
         shared.stalled.fetch_add(1, Ordering::SeqCst);
         // Hold the connection, sending nothing, until the task is aborted (fake dropped).
         std::future::pending::<()>().await;
@@ -404,11 +557,18 @@ fn route(shared: &Shared, req: &Request) -> Answer {
         return Answer::error(404, "NOT_FOUND", "not a registry path");
     };
     if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
-        let found = shared
-            .state()
-            .manifests
-            .get(&(repo.to_owned(), reference.to_owned()))
-            .cloned();
+        let (found, fault) = {
+            let mut st = shared.state();
+            let fault = st.faults.get_mut(reference).and_then(VecDeque::pop_front);
+            let found = st
+                .manifests
+                .get(&(repo.to_owned(), reference.to_owned()))
+                .cloned();
+            (found, fault)
+        };
+        if let Some(Fault::Status { code, .. }) = fault {
+            return Answer::new(code, "text/plain", b"upstream trouble".to_vec());
+        }
         return match found {
             Some(m) => {
                 let mut a = Answer::new(200, &m.content_type, m.body);
@@ -419,8 +579,11 @@ fn route(shared: &Shared, req: &Request) -> Answer {
         };
     }
     if let Some((repo, digest)) = rest.rsplit_once("/blobs/") {
-        let (data, behavior, range_start) = {
-            let st = shared.state();
+        let (data, behavior, range_start, fault) = {
+            let mut st = shared.state();
+            st.ranges
+                .push((digest.to_owned(), req.range_start.unwrap_or(0)));
+            let fault = st.faults.get_mut(digest).and_then(VecDeque::pop_front);
             (
                 st.blobs.get(&(repo.to_owned(), digest.to_owned())).cloned(),
                 st.behaviors
@@ -428,8 +591,26 @@ fn route(shared: &Shared, req: &Request) -> Answer {
                     .copied()
                     .unwrap_or(BlobBehavior::Normal),
                 req.range_start.filter(|_| !st.ignore_range),
+                fault,
             )
         };
+        if let Some(Fault::Status { code, retry_after }) = fault {
+            let error_code = match code {
+                401 => "UNAUTHORIZED",
+                429 => "TOOMANYREQUESTS",
+                _ => "UNKNOWN",
+            };
+            let mut a = if code >= 500 {
+                // Proxies and crashed backends answer 5xx with plain text, not JSON.
+                Answer::new(code, "text/plain", b"upstream trouble".to_vec())
+            } else {
+                Answer::error(code, error_code, "injected fault")
+            };
+            if let Some(secs) = retry_after {
+                a.headers.push(("Retry-After", secs.to_string()));
+            }
+            return a;
+        }
         let Some(mut data) = data else {
             return Answer::error(404, "BLOB_UNKNOWN", "blob unknown to registry");
         };
@@ -460,8 +641,24 @@ fn route(shared: &Shared, req: &Request) -> Answer {
         if let Some(cr) = content_range {
             a.headers.push(("Content-Range", cr));
         }
+        a.blob = Some(digest.to_owned());
+        match fault {
+            Some(Fault::Cut { after }) => a.cut = Some((after, false)),
+            Some(Fault::Reset { after }) => a.cut = Some((after, true)),
+            _ => {}
+        }
+        if a.cut.is_some() {
+            return a;
+        }
+        if behavior == BlobBehavior::Trickle {
+            a.trickle = true;
+        }
         if let BlobBehavior::Stall { after } = behavior {
             a.stall_after = Some(after);
+        }
+        if let BlobBehavior::Gate { after } = behavior {
+            a.stall_after = Some(after);
+            a.gated = true;
         }
         return a;
     }

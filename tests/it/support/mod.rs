@@ -6,7 +6,9 @@
 pub mod daemon;
 pub mod fake;
 pub mod images;
+pub mod layout;
 pub mod registry;
+pub mod tls;
 
 use std::future::Future;
 use std::path::Path;
@@ -21,7 +23,7 @@ use cri_imaged::proto::{
 };
 use tonic::transport::Channel;
 
-pub use daemon::{Daemon, DaemonBuilder};
+pub use daemon::{Daemon, DaemonBuilder, assert_check_passes, run_check};
 pub use images::{Format, ImageBuilder, TestImage, TestIndex, random_layer};
 pub use registry::Registry;
 
@@ -78,6 +80,26 @@ pub async fn try_pull(client: &mut Client, image: &str) -> Result<String, tonic:
     let req = PullImageRequest {
         image: Some(spec(image)),
         auth: None,
+        sandbox_config: None,
+    };
+    bounded(
+        &format!("PullImage({image})"),
+        PULL_TIMEOUT,
+        client.pull_image(req),
+    )
+    .await
+    .map(|r| r.into_inner().image_ref)
+}
+
+/// PullImage with CRI credentials; returns the `image_ref` or the gRPC status.
+pub async fn try_pull_with(
+    client: &mut Client,
+    image: &str,
+    auth: Option<cri_imaged::proto::AuthConfig>,
+) -> Result<String, tonic::Status> {
+    let req = PullImageRequest {
+        image: Some(spec(image)),
+        auth,
         sandbox_config: None,
     };
     bounded(

@@ -2,7 +2,8 @@
 //! directory, with its access log in a file the tests can read. Killed (by its PID) on Drop.
 //!
 //! Loopback registries are always insecure for cri-imaged, so plain HTTP is what both sides
-//! speak.
+//! speak. [`Registry::start_with_auth`] adds htpasswd (HTTP Basic) authentication, with the
+//! one test account [`AUTH_USER`] / [`AUTH_PASSWORD`].
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -16,10 +17,29 @@ use super::{INSTALL_HINT, tempdir, wait_bounded};
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
+/// The account of [`Registry::start_with_auth`].
+pub const AUTH_USER: &str = "puller-7c41";
+pub const AUTH_PASSWORD: &str = "Pull-Pw-4b9e1d";
+/// `htpasswd -B` line for that account: bcrypt (cost 5) of [`AUTH_PASSWORD`], made with
+/// `python3 -c "import crypt; print(crypt.crypt('Pull-Pw-4b9e1d', '$2b$05$' + 'cri1imaged2test3salt4u'))"`.
+/// A wrong line would make every authenticated push and pull of the tests fail.
+const AUTH_HTPASSWD: &str =
+    "puller-7c41:$2b$05$cri1imaged2test3salt4u.VBidbEQJnrt.QkjBPHhfz1R9WyJLg2\n";
+
+/// A server certificate for [`Registry::start_tls`]: PEM files, and the CA that signed it.
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca_pem: Vec<u8>,
+}
+
 /// A running `docker-registry serve` on 127.0.0.1:<port>.
 pub struct Registry {
     child: Child,
     port: u16,
+    scheme: &'static str,
+    /// Sent with every request the test makes, when the registry requires it.
+    basic_auth: Option<(String, String)>,
     log_path: PathBuf,
     http: reqwest::Client,
     _dir: TempDir,
@@ -34,6 +54,20 @@ pub fn closed_port() -> u16 {
 impl Registry {
     /// Starts a registry and waits (bounded) until `GET /v2/` answers.
     pub async fn start() -> Registry {
+        Self::start_inner(false, None).await
+    }
+
+    /// Starts a registry that requires HTTP Basic authentication as [`AUTH_USER`].
+    pub async fn start_with_auth() -> Registry {
+        Self::start_inner(true, None).await
+    }
+
+    /// Starts a registry serving HTTPS with `tls` (the test's own client trusts its CA).
+    pub async fn start_tls(tls: &TlsFiles) -> Registry {
+        Self::start_inner(false, Some(tls)).await
+    }
+
+    async fn start_inner(auth: bool, tls: Option<&TlsFiles>) -> Registry {
         assert!(
             std::path::Path::new(REGISTRY_BIN).is_file(),
             "docker-registry not found: {INSTALL_HINT}"
@@ -46,17 +80,29 @@ impl Registry {
             let storage = dir.path().join("storage");
             std::fs::create_dir_all(&storage).expect("create registry storage dir");
             let config = dir.path().join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\n\
-                     log:\n  accesslog:\n    disabled: false\n  level: info\n\
-                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: 127.0.0.1:{port}\n",
-                    storage.display()
-                ),
-            )
-            .expect("write registry config");
+            let mut yaml = format!(
+                "version: 0.1\n\
+                 log:\n  accesslog:\n    disabled: false\n  level: info\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            );
+            if let Some(t) = tls {
+                yaml.push_str(&format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    t.cert.display(),
+                    t.key.display()
+                ));
+            }
+            if auth {
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, AUTH_HTPASSWD).expect("write htpasswd");
+                yaml.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: cri-imaged-tests\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            std::fs::write(&config, yaml).expect("write registry config");
             let log_path = dir.path().join("registry.log");
             let log = File::create(&log_path).expect("create registry log");
             let log2 = log.try_clone().expect("clone registry log handle");
@@ -68,15 +114,20 @@ impl Registry {
                 .stderr(log2)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start docker-registry: {e} ({INSTALL_HINT})"));
+            let mut http = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30));
+            if let Some(t) = tls {
+                http = http
+                    .tls_certs_merge([reqwest::Certificate::from_pem(&t.ca_pem).expect("test CA")]);
+            }
             let mut reg = Registry {
                 child,
                 port,
+                scheme: if tls.is_some() { "https" } else { "http" },
+                basic_auth: auth.then(|| (AUTH_USER.to_owned(), AUTH_PASSWORD.to_owned())),
                 log_path,
-                http: reqwest::Client::builder()
-                    .no_proxy()
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .expect("build HTTP client"),
+                http: http.build().expect("build HTTP client"),
                 _dir: dir,
             };
             if reg.wait_ready().await {
@@ -96,8 +147,7 @@ impl Registry {
                 return false;
             }
             let probe = self
-                .http
-                .get(format!("{}/v2/", self.url()))
+                .request(reqwest::Method::GET, format!("{}/v2/", self.url()))
                 .timeout(Duration::from_secs(2))
                 .send()
                 .await;
@@ -114,9 +164,18 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` for a TLS registry).
     pub fn url(&self) -> String {
-        format!("http://{}", self.host())
+        format!("{}://{}", self.scheme, self.host())
+    }
+
+    /// A request with the registry's credentials, if it has any.
+    fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, url);
+        match &self.basic_auth {
+            Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        }
     }
 
     /// Everything the registry wrote to stdout and stderr so far.
@@ -127,8 +186,10 @@ impl Registry {
     /// Uploads one blob (POST an upload session, then PUT its content with the digest).
     pub async fn put_blob(&self, repo: &str, digest: &str, data: &[u8]) {
         let start = self
-            .http
-            .post(format!("{}/v2/{repo}/blobs/uploads/", self.url()))
+            .request(
+                reqwest::Method::POST,
+                format!("{}/v2/{repo}/blobs/uploads/", self.url()),
+            )
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST blob upload to {repo}: {e}"));
@@ -153,8 +214,7 @@ impl Registry {
         url.push_str("digest=");
         url.push_str(digest);
         let put = self
-            .http
-            .put(url)
+            .request(reqwest::Method::PUT, url)
             .header("content-type", "application/octet-stream")
             .body(data.to_vec())
             .send()
@@ -168,8 +228,10 @@ impl Registry {
     /// Uploads a manifest (or index) under `reference` (a tag or its digest).
     pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, data: &[u8]) {
         let put = self
-            .http
-            .put(format!("{}/v2/{repo}/manifests/{reference}", self.url()))
+            .request(
+                reqwest::Method::PUT,
+                format!("{}/v2/{repo}/manifests/{reference}", self.url()),
+            )
             .header("content-type", media_type)
             .body(data.to_vec())
             .send()
@@ -192,8 +254,10 @@ impl Registry {
     pub async fn flush_access_log(&self) {
         let marker = format!("flush{}", rand::random::<u64>());
         let _ = self
-            .http
-            .get(format!("{}/v2/{marker}/tags/list", self.url()))
+            .request(
+                reqwest::Method::GET,
+                format!("{}/v2/{marker}/tags/list", self.url()),
+            )
             .send()
             .await;
         let needle = format!("\"GET /v2/{marker}/tags/list HTTP/");

@@ -1,0 +1,208 @@
+//! Retries and resumes against the fake registry's one-off faults: bodies cut short or
+//! reset mid-blob resume with `Range` from the bytes already received (each byte fetched
+//! once), a registry ignoring `Range` is fetched whole again, 5xx and 429 are retried with
+//! backoff, a 401 gets one re-authentication, and a fault that does not go away ends the
+//! pull with a clear error after a bounded number of tries.
+
+use tonic::Code;
+
+use crate::support::fake::{FakeRegistry, Fault};
+use crate::support::{
+    Daemon, DaemonBuilder, ImageBuilder, TestImage, list, pull, status_of, tempdir, try_pull,
+};
+
+/// Tries per blob download (the daemon's default retry policy).
+const ATTEMPTS: usize = 5;
+
+struct Fixture {
+    daemon: Daemon,
+    fake: FakeRegistry,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn start(fake: FakeRegistry) -> Fixture {
+        let dir = tempdir();
+        let daemon = DaemonBuilder::new(dir.path())
+            .registry(&fake.host())
+            .start()
+            .await;
+        Fixture {
+            daemon,
+            fake,
+            _dir: dir,
+        }
+    }
+    fn name(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.fake.host())
+    }
+}
+
+/// A fake serving `test/app:1`: two layers of about 256 KiB and 128 KiB.
+async fn serving() -> (FakeRegistry, TestImage) {
+    let fake = FakeRegistry::start().await;
+    let img = ImageBuilder::new()
+        .layer_sizes(&[256 * 1024, 128 * 1024])
+        .build();
+    fake.add_image("test/app", "1", &img);
+    (fake, img)
+}
+
+fn cut(after: usize) -> Fault {
+    Fault::Cut { after }
+}
+
+fn status(code: u16) -> Fault {
+    Fault::Status {
+        code,
+        retry_after: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_bodies_resume_from_the_bytes_received_and_each_byte_is_fetched_once() {
+    let (fake, img) = serving().await;
+    let (l0, l1) = (img.layers[0].blob.clone(), img.layers[1].blob.clone());
+    // Layer 0: cut twice mid-body; layer 1: reset (RST) mid-body, then 5xx twice.
+    fake.push_faults(&l0.digest, [cut(10_000), cut(30_000)]);
+    fake.push_faults(
+        &l1.digest,
+        [Fault::Reset { after: 20_000 }, status(502), status(500)],
+    );
+    // The config: 503, then 429 with Retry-After.
+    fake.push_faults(
+        &img.config.digest,
+        [
+            status(503),
+            Fault::Status {
+                code: 429,
+                retry_after: Some(1),
+            },
+        ],
+    );
+    let f = Fixture::start(fake).await;
+    let name = f.name("test/app:1");
+    let mut c = f.daemon.client();
+
+    assert_eq!(pull(&mut c, &name).await, img.id());
+    for d in img.blob_digests() {
+        assert_eq!(f.fake.faults_left(&d), 0, "every fault of {d} was met");
+    }
+    assert_eq!(
+        f.fake.range_starts(&l0.digest),
+        vec![0, 10_000, 40_000],
+        "layer 0 resumed where each cut body ended"
+    );
+    assert_eq!(
+        f.fake.served_bytes(&l0.digest),
+        l0.len(),
+        "no byte of layer 0 was fetched twice"
+    );
+    let l1_starts = f.fake.range_starts(&l1.digest);
+    assert_eq!(
+        l1_starts.len(),
+        4,
+        "layer 1: reset, 502, 500, then the rest"
+    );
+    assert!(
+        l1_starts[1] > 0 && l1_starts[1] <= 20_000,
+        "layer 1 resumed after the reset from the bytes received: {l1_starts:?}"
+    );
+    assert_eq!(
+        l1_starts[1..]
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        1,
+        "the 5xx answers did not lose the bytes received: {l1_starts:?}"
+    );
+    assert_eq!(f.fake.range_starts(&img.config.digest), vec![0, 0, 0]);
+    let got = status_of(&mut c, &name).await;
+    assert_eq!(got.id, img.id());
+    assert_eq!(list(&mut c, None).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_ignores_range_is_fetched_whole_again_after_a_break() {
+    let (fake, img) = serving().await;
+    fake.ignore_range();
+    let l0 = img.layers[0].blob.clone();
+    fake.push_faults(&l0.digest, [cut(50_000)]);
+    let f = Fixture::start(fake).await;
+    let name = f.name("test/app:1");
+    let mut c = f.daemon.client();
+
+    assert_eq!(pull(&mut c, &name).await, img.id());
+    assert_eq!(f.fake.range_starts(&l0.digest), vec![0, 50_000]);
+    assert_eq!(
+        f.fake.served_bytes(&l0.digest),
+        50_000 + l0.len(),
+        "the 200 answer to the resume brought the whole layer again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_5xx_is_retried() {
+    let (fake, img) = serving().await;
+    fake.push_faults("1", [status(503), status(502)]);
+    let f = Fixture::start(fake).await;
+    let mut c = f.daemon.client();
+    assert_eq!(pull(&mut c, &f.name("test/app:1")).await, img.id());
+    assert_eq!(f.fake.faults_left("1"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lasting_503_fails_after_bounded_tries_as_registry_unavailable() {
+    let (fake, img) = serving().await;
+    let l0 = img.layer_digests()[0].clone();
+    fake.push_faults(&l0, std::iter::repeat_n(status(503), 100));
+    let f = Fixture::start(fake).await;
+    let name = f.name("test/app:1");
+    let mut c = f.daemon.client();
+
+    let err = try_pull(&mut c, &name)
+        .await
+        .expect_err("a blob that always answers 503 cannot be pulled");
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert!(
+        err.message().starts_with("RegistryUnavailable") && err.message().contains(&name),
+        "kubelet's prefix and the image: {}",
+        err.message()
+    );
+    assert_eq!(
+        f.fake.blob_requests("test/app", &l0),
+        ATTEMPTS,
+        "tries are bounded by the retry policy"
+    );
+    assert!(list(&mut c, None).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_401_mid_pull_re_authenticates_and_a_lasting_401_is_unauthenticated() {
+    let (fake, img) = serving().await;
+    let l0 = img.layer_digests()[0].clone();
+    fake.push_faults(&l0, [status(401)]);
+    let other = ImageBuilder::new().build();
+    fake.add_image("test/other", "1", &other);
+    let o0 = other.layer_digests()[0].clone();
+    fake.push_faults(&o0, std::iter::repeat_n(status(401), 10));
+    let f = Fixture::start(fake).await;
+    let mut c = f.daemon.client();
+
+    assert_eq!(pull(&mut c, &f.name("test/app:1")).await, img.id());
+    assert_eq!(
+        f.fake.blob_requests("test/app", &l0),
+        2,
+        "one 401, one retry"
+    );
+
+    let err = try_pull(&mut c, &f.name("test/other:1"))
+        .await
+        .expect_err("a registry that keeps refusing must fail the pull");
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+    assert_eq!(
+        f.fake.blob_requests("test/other", &o0),
+        2,
+        "re-authentication is tried once, not in a loop"
+    );
+}
