@@ -4,20 +4,21 @@ use crate::image::{FsUsage, ImageInfo, ImageUser};
 use crate::proto;
 use crate::registry::AuthFields;
 
-pub fn image(info: ImageInfo) -> proto::Image {
-    let (uid, username) = match info.user {
+pub fn image(info: &ImageInfo) -> proto::Image {
+    let (uid, username) = match &info.user {
         ImageUser::None => (None, String::new()),
-        ImageUser::Uid(u) => (Some(proto::Int64Value { value: u }), String::new()),
-        ImageUser::Name(n) => (None, n),
+        ImageUser::Uid(u) => (Some(proto::Int64Value { value: *u }), String::new()),
+        ImageUser::Name(n) => (None, n.clone()),
     };
+    let id = info.id.to_string();
     proto::Image {
         spec: Some(proto::ImageSpec {
-            image: info.id.to_string(),
+            image: id.clone(),
             ..Default::default()
         }),
-        id: info.id.to_string(),
-        repo_tags: info.repo_tags,
-        repo_digests: info.repo_digests,
+        id,
+        repo_tags: info.repo_tags.clone(),
+        repo_digests: info.repo_digests.clone(),
         size: info.size,
         uid,
         username,
@@ -104,16 +105,16 @@ mod tests {
             manifest_digest: String::new(),
             manifest_media_type: String::new(),
         };
-        let uid0 = image(info(ImageUser::Uid(0)));
+        let uid0 = image(&info(ImageUser::Uid(0)));
         assert_eq!(
             uid0.uid,
             Some(proto::Int64Value { value: 0 }),
             "uid 0 is set, not absent"
         );
         assert!(uid0.username.is_empty());
-        let named = image(info(ImageUser::Name("www-data".into())));
+        let named = image(&info(ImageUser::Name("www-data".into())));
         assert_eq!((named.uid, named.username.as_str()), (None, "www-data"));
-        let none = image(info(ImageUser::None));
+        let none = image(&info(ImageUser::None));
         assert_eq!((none.uid, none.username.as_str()), (None, ""));
     }
 }

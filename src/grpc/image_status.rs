@@ -19,7 +19,7 @@ pub async fn handle(
         _ => Default::default(),
     };
     Ok(proto::ImageStatusResponse {
-        image: info.map(convert::image),
+        image: info.as_ref().map(convert::image),
         info: extra,
     })
 }

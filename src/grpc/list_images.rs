@@ -13,6 +13,6 @@ pub async fn handle(
     let filter = convert::filter_name(req.filter);
     let images = svc.list(Some(&filter)).await.map_err(status::from_error)?;
     Ok(proto::ListImagesResponse {
-        images: images.into_iter().map(convert::image).collect(),
+        images: images.iter().map(convert::image).collect(),
     })
 }

@@ -15,12 +15,14 @@ pub async fn handle(
 ) -> Result<ImageStream, Status> {
     let filter = convert::filter_name(req.filter);
     let images = svc.list(Some(&filter)).await.map_err(status::from_error)?;
-    let mut images: Vec<proto::Image> = images.into_iter().map(convert::image).collect();
-    let mut chunks = Vec::new();
-    while !images.is_empty() {
-        let rest = images.split_off(images.len().min(CHUNK));
-        chunks.push(Ok(proto::StreamImagesResponse { images }));
-        images = rest;
-    }
-    Ok(Box::pin(futures_util::stream::iter(chunks)))
+    // Each chunk is converted when the stream gets to it, from the shared listing.
+    let chunks = images.len().div_ceil(CHUNK);
+    Ok(Box::pin(futures_util::stream::iter((0..chunks).map(
+        move |i| {
+            let chunk = &images[i * CHUNK..images.len().min((i + 1) * CHUNK)];
+            Ok(proto::StreamImagesResponse {
+                images: chunk.iter().map(convert::image).collect(),
+            })
+        },
+    ))))
 }

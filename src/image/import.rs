@@ -88,7 +88,10 @@ async fn import_task(inner: Arc<Inner>, image: String, src: SourceRef) -> Result
         let mut ingest = inner.store.ingest(d).await.map_err(store_err)?;
         let mut blob = source.blob(d).await.map_err(err)?;
         while let Some(chunk) = blob.next().await.map_err(err)? {
-            ingest.write(chunk).await.map_err(store_err)?;
+            ingest
+                .write(bytes::Bytes::copy_from_slice(chunk))
+                .await
+                .map_err(store_err)?;
         }
         // Our own check first (digest and size, as for registry blobs), then the proxy's.
         inner.store.commit(ingest).await.map_err(store_err)?;

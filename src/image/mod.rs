@@ -30,6 +30,7 @@ pub use cache::ImageMeta;
 pub use error::Error;
 pub use fs_info::FsUsage;
 pub use info::{ImageInfo, ImageUser};
+pub use list::Images;
 pub use pinned::Pinned;
 pub use progress::{BlobSnapshot, PullSnapshot};
 pub use pull::PullRequest;
@@ -78,6 +79,7 @@ struct Inner {
     /// The registry configuration in force; a reload swaps the `Arc`.
     node: RwLock<Arc<NodeRegistries>>,
     cache: cache::Cache,
+    listing: list::Listing,
     pulls: flight::Flights<Result<ImageId, Arc<Error>>>,
     blobs: flight::Flights<Result<(), Arc<Error>>>,
     downloads: Arc<Semaphore>,
@@ -96,6 +98,7 @@ impl ImageService {
                 node: RwLock::new(Arc::new(settings.node.clone())),
                 settings,
                 cache: cache::Cache::default(),
+                listing: list::Listing::default(),
                 pulls: flight::Flights::default(),
                 blobs: flight::Flights::default(),
                 downloads,

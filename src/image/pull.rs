@@ -436,7 +436,7 @@ async fn download(
     loop {
         let before = ingest.written();
         let failure = match transfer(inner, session, name, blob, &mut ingest, &progress).await {
-            Ok(()) => match ingest.verify() {
+            Ok(()) => match ingest.verify().await {
                 Ok(()) => break,
                 Err(e @ StoreError::DigestMismatch { .. }) if from_old_bytes => {
                     tracing::warn!(image = %name, blob = %blob.digest, error = %e, "a resumed download does not verify; fetching it again from the start");
@@ -526,7 +526,7 @@ async fn transfer(
             .map_err(Broken::Registry)?;
         progress.add(chunk.len() as u64);
         inner.metrics.fetched(name.registry(), chunk.len() as u64);
-        ingest.write(&chunk).await.map_err(Broken::Store)?;
+        ingest.write(chunk).await.map_err(Broken::Store)?;
     }
     if ingest.written() < blob.size {
         // A body that ended cleanly but short: the connection was cut.

@@ -1,9 +1,11 @@
 //! The registry client: the only module that talks to `oci-client`.
 //!
 //! It fetches manifests (choosing the node's platform from an index) and streams blobs;
-//! it never writes to the store. Every pull gets its own [`Session`] (its own oci-client
-//! `Client`), because oci-client keeps the first credentials and tokens it sees per
-//! registry: sharing a client would let one pod's token serve another's pull.
+//! it never writes to the store. A [`Session`] (an oci-client `Client`) is shared only by
+//! pulls from the same registry, over the same scheme, with equal credentials, because
+//! oci-client keeps the first credentials and tokens it sees per registry: sharing a client
+//! more widely would let one pod's token serve another's pull. Sessions are kept between
+//! pulls for a while ([`sessions`]): building one is costly.
 //!
 //! TLS: verified everywhere (system roots plus the source's certs.d CAs), except registries
 //! the operator marked insecure — registries.conf `insecure = true`, or the insecure list
@@ -15,6 +17,7 @@ mod auth;
 mod error;
 mod fetch;
 pub mod retry;
+mod sessions;
 mod token;
 
 use std::collections::HashMap;
@@ -50,7 +53,7 @@ pub struct FetchedManifest {
 /// A blob body: chunks as they arrive.
 pub type BlobStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, RegistryError>> + Send>>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Scheme {
     Https,
     InsecureHttps,
@@ -62,6 +65,7 @@ pub struct RegistryClient {
     insecure: InsecureRegistries,
     platform: Platform,
     schemes: Mutex<HashMap<String, Scheme>>,
+    sessions: sessions::Sessions,
 }
 
 impl RegistryClient {
@@ -70,6 +74,7 @@ impl RegistryClient {
             insecure,
             platform,
             schemes: Mutex::default(),
+            sessions: sessions::Sessions::default(),
         }
     }
 
@@ -121,7 +126,11 @@ impl RegistryClient {
         let registry = name.registry();
         let mut last = None;
         for scheme in self.schemes_to_try(registry, tls) {
-            let session = Session::new(registry, scheme, creds, &tls.roots)?;
+            let session =
+                self.sessions
+                    .get_or_create(registry, scheme, creds, &tls.roots, || {
+                        Session::new(registry, scheme, creds, &tls.roots)
+                    })?;
             match session.fetch_manifest(name, &self.platform).await {
                 Ok(m) => {
                     self.remember(registry, scheme);
@@ -151,7 +160,9 @@ pub struct SourceTls {
     pub roots: Vec<Vec<u8>>,
 }
 
-/// One pull's connection to one registry, with its credentials.
+/// A connection to one registry with one set of credentials and TLS settings; clones
+/// share the client (its connection pool and tokens).
+#[derive(Clone)]
 pub struct Session {
     client: Client,
     /// The same TLS and timeouts as `client`, for the requests cri-imaged makes itself

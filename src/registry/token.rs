@@ -23,6 +23,7 @@ use super::{Credentials, RegistryError, Scheme, Session};
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
 /// What a session needs to trade an identity token for access tokens.
+#[derive(Clone)]
 pub(super) struct Identity {
     refresh_token: String,
     http: reqwest::Client,

@@ -132,38 +132,107 @@ pub fn render_index<'a>(
     named: impl Iterator<Item = (&'a ImageName, &'a Descriptor, &'a Digest)>,
     foreign: &[serde_json::Value],
 ) -> Vec<u8> {
-    let mut manifests: Vec<serde_json::Value> = named
-        .map(|(name, manifest, pulled_by)| {
-            let mut annotations = BTreeMap::new();
-            annotations.insert(REF_NAME.to_owned(), name.to_string());
-            if pulled_by != &manifest.digest {
-                annotations.insert(PULLED_BY.to_owned(), pulled_by.to_string());
+    let mut out = Vec::new();
+    let _ = write_index(&mut out, named, foreign);
+    out
+}
+
+/// Serialises the entries as an OCI index into `w`, straight from borrowed fields: this
+/// runs on every records change, over every name, so it builds no `Value` and no whole
+/// document in memory. Keys are in the order a `Value` map sorts them, so the file reads
+/// the same as one rendered through `Value`s.
+pub fn write_index<'a>(
+    w: impl Write,
+    named: impl Iterator<Item = (&'a ImageName, &'a Descriptor, &'a Digest)>,
+    foreign: &[serde_json::Value],
+) -> std::io::Result<()> {
+    use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct, Serializer};
+
+    struct Named<'a>(&'a ImageName, &'a Descriptor, &'a Digest);
+    struct Annotations<'a>(&'a Named<'a>);
+    struct Manifests<'a>(&'a [Named<'a>], &'a [serde_json::Value]);
+    struct Index<'a>(Manifests<'a>);
+
+    impl Serialize for Annotations<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let Named(name, manifest, pulled_by) = self.0;
+            let mut m = s.serialize_map(None)?;
+            if *pulled_by != &manifest.digest {
+                m.serialize_entry(PULLED_BY, pulled_by)?;
             }
-            serde_json::to_value(Entry {
-                media_type: manifest.media_type.clone(),
-                digest: manifest.digest.to_string(),
-                size: manifest.size,
-                annotations,
-            })
-            .unwrap_or_default()
-        })
-        .collect();
-    manifests.extend(foreign.iter().cloned());
-    let index = IndexJson {
-        schema_version: 2,
-        media_type: Some(media::OCI_INDEX.to_owned()),
-        manifests,
-    };
-    serde_json::to_vec_pretty(&index).unwrap_or_default()
+            m.serialize_key(REF_NAME)?;
+            m.serialize_value(&name.to_string())?;
+            m.end()
+        }
+    }
+    impl Serialize for Named<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut e = s.serialize_struct("Entry", 4)?;
+            e.serialize_field("annotations", &Annotations(self))?;
+            e.serialize_field("digest", &self.1.digest)?;
+            e.serialize_field("mediaType", &self.1.media_type)?;
+            e.serialize_field("size", &self.1.size)?;
+            e.end()
+        }
+    }
+    impl Serialize for Manifests<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(self.0.len() + self.1.len()))?;
+            for n in self.0 {
+                seq.serialize_element(n)?;
+            }
+            for v in self.1 {
+                seq.serialize_element(v)?;
+            }
+            seq.end()
+        }
+    }
+    impl Serialize for Index<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut i = s.serialize_struct("IndexJson", 3)?;
+            i.serialize_field("schemaVersion", &2)?;
+            i.serialize_field("mediaType", media::OCI_INDEX)?;
+            i.serialize_field("manifests", &self.0)?;
+            i.end()
+        }
+    }
+
+    let named: Vec<Named<'_>> = named.map(|(n, m, p)| Named(n, m, p)).collect();
+    serde_json::to_writer_pretty(w, &Index(Manifests(&named, foreign)))
+        .map_err(std::io::Error::from)
+}
+
+/// Replaces `index.json` atomically with the given entries, written as they are
+/// serialised (see [`write_index`]).
+pub fn write_index_atomic<'a>(
+    root: &Path,
+    named: impl Iterator<Item = (&'a ImageName, &'a Descriptor, &'a Digest)>,
+    foreign: &[serde_json::Value],
+) -> Result<(), StoreError> {
+    write_atomic_with(root, INDEX_FILE, |f| {
+        let mut w = std::io::BufWriter::with_capacity(64 << 10, f);
+        write_index(&mut w, named, foreign)?;
+        w.flush()
+    })
 }
 
 /// Replaces `root/<file>` atomically with `bytes`.
 pub fn write_atomic(root: &Path, file: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomic_with(root, file, |f| f.write_all(bytes))
+}
+
+/// Replaces `root/<file>` atomically with what `fill` writes: temp file, fsync, rename,
+/// fsync of the directory.
+fn write_atomic_with(
+    root: &Path,
+    file: &str,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<(), StoreError> {
     let tmp = root.join(format!("{file}.tmp"));
     let dest = root.join(file);
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        fill(&mut f)?;
         f.sync_all()
     };
     write().map_err(|e| {

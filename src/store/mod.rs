@@ -171,13 +171,13 @@ impl Store {
         recover::collect_garbage(root, &keep)?;
         let partials = recover::scan_ingest(root)?;
         if rec.dirty {
-            let bytes = layout::render_index(
+            layout::write_index_atomic(
+                root,
                 rec.records
                     .entries()
                     .map(|n| (&n.name, &n.manifest, &n.pulled_by)),
                 &rec.foreign,
-            );
-            layout::write_atomic(root, layout::INDEX_FILE, &bytes)?;
+            )?;
         }
         let (bytes, inodes) = recover::disk_usage(&layout::blobs_dir(root));
         tracing::info!(root = %root.display(), images = rec.records.len(), bytes, "store opened");
@@ -299,7 +299,7 @@ impl Store {
             return Ok(());
         }
         let mut ingest = self.ingest(d).await?;
-        ingest.write(bytes).await?;
+        ingest.write(bytes::Bytes::copy_from_slice(bytes)).await?;
         self.commit(ingest).await
     }
 
@@ -451,12 +451,12 @@ impl Shared {
                     .extend(keep);
                 foreign = others;
             }
-            let bytes = layout::render_index(
+            layout::sync_dir(root, &layout::blobs_dir(root))?;
+            layout::write_index_atomic(
+                root,
                 next.entries().map(|n| (&n.name, &n.manifest, &n.pulled_by)),
                 &foreign,
-            );
-            layout::sync_dir(root, &layout::blobs_dir(root))?;
-            layout::write_atomic(root, layout::INDEX_FILE, &bytes)?;
+            )?;
             Ok::<_, StoreError>((foreign, layout::stamp(root)))
         })
         .await
@@ -469,12 +469,14 @@ impl Shared {
             )
         })??;
         (writer.foreign, writer.stamp) = written;
-        let still = after.referenced_blobs();
-        let orphans: Vec<Digest> = before
-            .referenced_blobs()
+        let candidates = before.blobs_changed_in(&after);
+        let mut still = after.reference_check();
+        let orphans: Vec<Digest> = candidates
             .into_iter()
             .filter(|d| !still.contains(d))
+            .cloned()
             .collect();
+        drop(still);
         *self.records.write().unwrap_or_else(|p| p.into_inner()) = after;
         drop(writer);
         if !orphans.is_empty() {
@@ -538,15 +540,11 @@ impl Shared {
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         let protected = self.protected.read().unwrap_or_else(|p| p.into_inner());
         let records = self.records();
-        let mut referenced: Option<HashSet<Digest>> = None;
+        let mut referenced = records.reference_check();
         candidates
             .into_iter()
             .filter(|d| !leases.contains_key(d) && !protected.contains(d))
-            .filter(|d| {
-                !referenced
-                    .get_or_insert_with(|| records.referenced_blobs())
-                    .contains(d)
-            })
+            .filter(|d| !referenced.contains(d))
             .collect()
     }
 
@@ -568,15 +566,12 @@ impl Shared {
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         let protected = self.protected.read().unwrap_or_else(|p| p.into_inner());
         let records = self.records();
-        let mut referenced: Option<HashSet<Digest>> = None;
+        let mut referenced = records.reference_check();
         for d in candidates {
             if leases.contains_key(&d) || protected.contains(&d) {
                 continue;
             }
-            if referenced
-                .get_or_insert_with(|| records.referenced_blobs())
-                .contains(&d)
-            {
+            if referenced.contains(&d) {
                 continue;
             }
             let path = layout::blob_path(&self.root, &d);

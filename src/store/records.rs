@@ -6,6 +6,7 @@
 //! untag and remove changes to a copy before the copy is persisted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::names::{Digest, ImageId, ImageName};
 use crate::oci::Descriptor;
@@ -74,13 +75,15 @@ impl ManifestBlobs {
 
 #[derive(Debug, Clone, Default)]
 pub struct Records {
-    images: BTreeMap<String, ImageRecord>,
+    /// Each record behind its own `Arc`: a change copies the map and the records it
+    /// touches, not every record (the store copies the records on every change).
+    images: BTreeMap<String, Arc<ImageRecord>>,
     by_name: HashMap<String, ImageId>,
 }
 
 impl Records {
     pub fn images(&self) -> impl Iterator<Item = &ImageRecord> {
-        self.images.values()
+        self.images.values().map(|i| &**i)
     }
 
     pub fn len(&self) -> usize {
@@ -92,18 +95,18 @@ impl Records {
     }
 
     pub fn get(&self, id: &ImageId) -> Option<&ImageRecord> {
-        self.images.get(id.as_str())
+        self.images.get(id.as_str()).map(|i| &**i)
     }
 
     /// The image a name belongs to. A digest name also matches an image that has a name in
     /// the same repository pulled by, or resolving to, that digest.
     pub fn by_name(&self, name: &ImageName) -> Option<&ImageRecord> {
         if let Some(id) = self.by_name.get(&name.to_string()) {
-            return self.images.get(id.as_str());
+            return self.get(id);
         }
         let digest = name.digest()?;
         let repo = name.repo();
-        self.images.values().find(|img| {
+        self.images().find(|img| {
             img.names.iter().any(|n| {
                 n.name.repo() == repo && (&n.pulled_by == digest || &n.manifest.digest == digest)
             })
@@ -121,15 +124,47 @@ impl Records {
         if it.next().is_some() {
             return None;
         }
-        Some(first.1)
+        Some(&**first.1)
     }
 
-    /// How many images reference each blob.
+    /// Every blob some image references.
     pub fn referenced_blobs(&self) -> HashSet<Digest> {
-        self.images
-            .values()
-            .flat_map(|i| i.blobs().map(|d| d.digest.clone()))
+        self.referenced().into_iter().cloned().collect()
+    }
+
+    /// Every blob some image references, borrowed (no digest is copied).
+    pub fn referenced(&self) -> HashSet<&Digest> {
+        self.images()
+            .flat_map(|i| i.blobs().map(|d| &d.digest))
             .collect()
+    }
+
+    /// Answers "does an image reference this blob?" (see [`ReferenceCheck`]).
+    pub fn reference_check(&self) -> ReferenceCheck<'_> {
+        ReferenceCheck {
+            records: self,
+            asked: 0,
+            set: None,
+        }
+    }
+
+    /// The blobs of images this snapshot holds that `newer` no longer holds as they were
+    /// (removed, or changed by the update that made `newer` from a copy of this one): the
+    /// only blobs that update can have orphaned. Unchanged images share their record
+    /// (`Arc`) between the two snapshots, so nothing else is compared or hashed.
+    pub fn blobs_changed_in<'a>(&'a self, newer: &Records) -> HashSet<&'a Digest> {
+        let mut out = HashSet::new();
+        let mut theirs = newer.images.iter().peekable();
+        for (key, record) in &self.images {
+            while theirs.next_if(|(k, _)| k.as_str() < key.as_str()).is_some() {}
+            let same = theirs
+                .peek()
+                .is_some_and(|(k, r)| *k == key && Arc::ptr_eq(r, record));
+            if !same {
+                out.extend(record.blobs().map(|d| &d.digest));
+            }
+        }
+        out
     }
 
     /// Adds `name` to image `id` (creating it from `blobs`), taking the name from any image
@@ -141,7 +176,7 @@ impl Records {
         if let Some(old) = self.by_name.get(&key).cloned() {
             if &old == id {
                 // Same image: refresh where the name came from (a re-pull).
-                let Some(img) = self.images.get_mut(id.as_str()) else {
+                let Some(img) = self.images.get_mut(id.as_str()).map(Arc::make_mut) else {
                     return false;
                 };
                 let Some(n) = img.names.iter_mut().find(|n| n.name == name.name) else {
@@ -162,12 +197,15 @@ impl Records {
         let img = self
             .images
             .entry(id.as_str().to_owned())
-            .or_insert_with(|| ImageRecord {
-                id: id.clone(),
-                names: Vec::new(),
-                manifests: Vec::new(),
-                size: 0,
+            .or_insert_with(|| {
+                Arc::new(ImageRecord {
+                    id: id.clone(),
+                    names: Vec::new(),
+                    manifests: Vec::new(),
+                    size: 0,
+                })
             });
+        let img = Arc::make_mut(img);
         img.names.push(name);
         if !img.manifests.contains(blobs) {
             img.manifests.push(blobs.clone());
@@ -180,7 +218,7 @@ impl Records {
     /// Removes one name from an image; the image goes when no name remains. With
     /// `keep_digest`, a moved tag leaves its repo digest behind.
     fn take_name(&mut self, id: &ImageId, name: &ImageName, keep_digest: bool) {
-        let Some(img) = self.images.get_mut(id.as_str()) else {
+        let Some(img) = self.images.get_mut(id.as_str()).map(Arc::make_mut) else {
             return;
         };
         let Some(pos) = img.names.iter().position(|n| &n.name == name) else {
@@ -252,6 +290,32 @@ impl Records {
             let _ = r.tag(&id, &blobs, name);
         }
         r
+    }
+}
+
+/// Whether images reference blobs: a scan for each of the first few digests asked (cheap
+/// for the handful a pull releases), the full set once more are asked.
+pub struct ReferenceCheck<'a> {
+    records: &'a Records,
+    asked: usize,
+    set: Option<HashSet<&'a Digest>>,
+}
+
+impl ReferenceCheck<'_> {
+    /// Digests checked by scanning before the set is built.
+    const SCANS: usize = 8;
+
+    pub fn contains(&mut self, d: &Digest) -> bool {
+        self.asked += 1;
+        if self.set.is_none() && self.asked <= Self::SCANS {
+            return self
+                .records
+                .images()
+                .any(|i| i.blobs().any(|b| &b.digest == d));
+        }
+        self.set
+            .get_or_insert_with(|| self.records.referenced())
+            .contains(d)
     }
 }
 
@@ -409,6 +473,39 @@ mod tests {
         assert_eq!(
             r.referenced_blobs(),
             [5, 6, 4].iter().map(|n| digest(*n)).collect()
+        );
+    }
+
+    #[test]
+    fn only_changed_images_offer_blobs_to_collect() {
+        let a = blobs(1, 2, &[3]);
+        let b = blobs(4, 5, &[3, 6]);
+        let mut before = Records::default();
+        before.tag(&id(&a), &a, name("r.io/a:1", &a));
+        before.tag(&id(&b), &b, name("r.io/b:1", &b));
+        let set = |ds: &[u8]| ds.iter().map(|n| digest(*n)).collect::<HashSet<_>>();
+        let owned = |c: HashSet<&Digest>| c.into_iter().cloned().collect::<HashSet<_>>();
+
+        // A new image changes no existing record.
+        let c = blobs(7, 8, &[3]);
+        let mut after = before.clone();
+        after.tag(&id(&c), &c, name("r.io/c:1", &c));
+        assert!(before.blobs_changed_in(&after).is_empty());
+
+        // A removed image offers all its blobs, the shared layer included.
+        let mut after = before.clone();
+        after.remove(&id(&b));
+        assert_eq!(owned(before.blobs_changed_in(&after)), set(&[4, 5, 3, 6]));
+        let mut check = after.reference_check();
+        assert!(check.contains(&digest(3)), "layer 3 is still a's");
+        assert!(!check.contains(&digest(6)));
+
+        // A tag moved to another image changes the image it left.
+        let mut after = before.clone();
+        after.tag(&id(&b), &b, name("r.io/a:1", &b));
+        assert_eq!(
+            owned(before.blobs_changed_in(&after)),
+            set(&[1, 2, 3, 4, 5, 6])
         );
     }
 }

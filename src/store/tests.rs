@@ -4,6 +4,7 @@
 use super::testing::{desc, name_image, put_image};
 use super::*;
 use crate::oci::media;
+use bytes::Bytes;
 
 /// Puts an image (config, one layer, manifest) and names it; returns its blobs.
 async fn add_image(store: &Store, name: &str, layer: &[u8]) -> ManifestBlobs {
@@ -33,19 +34,19 @@ async fn ingest_refuses_wrong_digest_and_wrong_size_and_leaves_nothing() {
     let store = Store::open(dir.path()).unwrap();
     let d = desc(b"hello", "x");
     let mut wrong = store.ingest(&d).await.unwrap();
-    wrong.write(b"jello").await.unwrap();
+    wrong.write(Bytes::from_static(b"jello")).await.unwrap();
     assert!(matches!(
         store.commit(wrong).await,
         Err(StoreError::DigestMismatch { .. })
     ));
     let mut long = store.ingest(&d).await.unwrap();
     assert!(matches!(
-        long.write(b"hello!").await,
+        long.write(Bytes::from_static(b"hello!")).await,
         Err(StoreError::SizeMismatch { .. })
     ));
     drop(long);
     let mut short = store.ingest(&d).await.unwrap();
-    short.write(b"hell").await.unwrap();
+    short.write(Bytes::from_static(b"hell")).await.unwrap();
     assert!(matches!(
         store.commit(short).await,
         Err(StoreError::SizeMismatch { .. })
@@ -205,8 +206,8 @@ async fn a_blob_committed_twice_at_once_is_counted_once() {
     let _lease = store.lease([d.digest.clone()]);
     let mut a = store.ingest(&d).await.unwrap();
     let mut b = store.ingest(&d).await.unwrap();
-    a.write(&[9u8; 8192]).await.unwrap();
-    b.write(&[9u8; 8192]).await.unwrap();
+    a.write(Bytes::from(vec![9u8; 8192])).await.unwrap();
+    b.write(Bytes::from(vec![9u8; 8192])).await.unwrap();
     store.commit(a).await.unwrap();
     store.commit(b).await.unwrap();
     assert_eq!(store.usage().inodes, before.inodes + 1);

@@ -1,0 +1,423 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of cri-imaged against containerd 1.6 and skopeo (containers/image,
+# CRI-O's pull engine), on one machine, one loopback registry and the same images, in one
+# run. See BENCHMARKS.md for the latest table and how to read it.
+#
+#   bench/pull.sh            full run (RUNS=5, images 10/1000/5000; ~15-20 min on 2 cores)
+#   bench/pull.sh quick      a smoke run (RUNS=3, images 10/200, fewer latency samples)
+#
+# Environment overrides: RUNS, FILL_COUNTS ("10 1000 5000"), LAT_ITER (latency samples per
+# call), SKIP_PULL=1, SKIP_META=1, BENCH_TMPDIR (where the temp dir goes; default
+# /var/tmp), BENCH_OUT (also write the report there), BIG_LAYERS / BIG_LAYER_MIB.
+#
+# It installs what is missing (docker-registry, skopeo, containerd, curl, openssl) with
+# apt, builds cri-imaged in release, starts a private docker-registry on 127.0.0.1, a
+# private cri-imaged and a private containerd (own root, state, sockets; plain HTTP to the
+# registry), pushes the images, then:
+#   1. cold pulls, engines interleaved run by run (image absent locally before each run);
+#   2. metadata latency (ListImages, ImageStatus by tag/ID/12-hex ID, ImageFsInfo) with N
+#      images in each store, filled through the registry with PullImage;
+#   3. start-up time and RSS with the largest N.
+# Everything it starts is stopped by PID and its temp dir deleted on exit. Needs root
+# (containerd).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO_DIR=$PWD
+
+QUICK=0
+[ "${1:-}" = quick ] && QUICK=1
+if ((QUICK)); then
+  RUNS=${RUNS:-3}; FILL_COUNTS=${FILL_COUNTS:-"10 200"}; LAT_ITER=${LAT_ITER:-50}
+else
+  RUNS=${RUNS:-5}; FILL_COUNTS=${FILL_COUNTS:-"10 1000 5000"}; LAT_ITER=${LAT_ITER:-200}
+fi
+BIG_LAYERS=${BIG_LAYERS:-10}
+BIG_LAYER_MIB=${BIG_LAYER_MIB:-40}
+
+log() { echo "[$(date +%T)] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (containerd needs it)"
+
+# --- what is missing gets installed ---------------------------------------------------
+need=()
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v containerd >/dev/null || need+=(containerd)
+command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
+if ((${#need[@]})); then
+  log "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+fi
+
+log "building cri-imaged and the bench clients (release)"
+cargo build --release --quiet --bin cri-imaged --example cri-bench --example bench-images
+TARGET=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release
+CRI_IMAGED=$TARGET/cri-imaged
+CRI_BENCH=$TARGET/examples/cri-bench
+BENCH_IMAGES=$TARGET/examples/bench-images
+
+# --- temp dir and clean-up ------------------------------------------------------------
+TMP=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/cri-bench.XXXXXX")
+PIDS=()
+REPORT=$TMP/report.md
+cleanup() {
+  set +e # clean up everything, whatever fails
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  # Mounts an overlay unpack may have left below our root (none expected).
+  if command -v findmnt >/dev/null; then
+    findmnt -rn -o TARGET | { grep "^$TMP/" || true; } | sort -r | while read -r m; do umount "$m"; done
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+forget_pid() { # removes $1 from PIDS after it was stopped
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+stop_pid() { # SIGTERM, wait (bounded), SIGKILL
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  forget_pid "$pid"
+}
+
+free_port() {
+  local p
+  for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 40000))
+    (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
+  done
+  die "no free port"
+}
+
+now() { date +%s.%N; }
+# Wall seconds of a command (stdout discarded, stderr to the log).
+timed() { local t0 t1; t0=$(now); "$@" >/dev/null 2>>"$TMP/cmd.log" || { tail -5 "$TMP/cmd.log" >&2; die "failed: $*"; }; t1=$(now); awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.4f\n", b-a}'; }
+kb() { awk -v k="$2" '$1==k":"{print $2}' "/proc/$1/status"; } # kB of a /proc status field
+mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
+reset_peak() { echo 5 >"/proc/$1/clear_refs"; } # VmHWM := VmRSS
+
+# --- registry -----------------------------------------------------------------------
+PORT=$(free_port)
+REG=127.0.0.1:$PORT
+mkdir -p "$TMP/registry"
+cat >"$TMP/registry/config.yml" <<EOF
+version: 0.1
+log:
+  accesslog:
+    disabled: true
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $TMP/registry/storage
+  delete:
+    enabled: true
+http:
+  addr: $REG
+EOF
+/usr/bin/docker-registry serve "$TMP/registry/config.yml" >"$TMP/registry/log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+curl -sf "http://$REG/v2/" >/dev/null || die "registry did not start: $(tail -5 "$TMP/registry/log")"
+log "registry on $REG"
+
+# --- cri-imaged ---------------------------------------------------------------------
+CRI_SOCK=$TMP/cri/cri-imaged.sock
+CRI_ROOT=$TMP/cri/root
+CRI_PID=
+STARTUP= # seconds from spawn to the first ListImages answered, set by start_*
+start_cri() {
+  mkdir -p "$TMP/cri"
+  local t0 t1
+  t0=$(now)
+  # Files that do not exist: defaults, and nothing from the host's configuration.
+  "$CRI_IMAGED" --config "$TMP/cri/none.toml" --registries-conf "$TMP/cri/none.conf" \
+    --auth-file "$TMP/cri/none.json" --certs-dir "$TMP/cri/certs.d" \
+    --root "$CRI_ROOT" --listen "$CRI_SOCK" --log-level warn >>"$TMP/cri/log" 2>&1 &
+  CRI_PID=$!
+  PIDS+=("$CRI_PID")
+  "$CRI_BENCH" --endpoint "$CRI_SOCK" ready 120 || die "cri-imaged did not start: $(tail -5 "$TMP/cri/log")"
+  t1=$(now)
+  STARTUP=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
+}
+
+# --- containerd ---------------------------------------------------------------------
+CTRD=$TMP/ctrd
+CTRD_SOCK=$CTRD/containerd.sock
+CTRD_PID=
+SNAPSHOTTER=${SNAPSHOTTER:-overlayfs}
+write_ctrd_config() {
+  mkdir -p "$CTRD/certs.d/$REG" "$CTRD/cni/bin" "$CTRD/cni/conf"
+  cat >"$CTRD/certs.d/$REG/hosts.toml" <<EOF
+server = "http://$REG"
+[host."http://$REG"]
+  capabilities = ["pull", "resolve"]
+EOF
+  cat >"$CTRD/config.toml" <<EOF
+version = 2
+root = "$CTRD/root"
+state = "$CTRD/state"
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "$CTRD_SOCK"
+[ttrpc]
+  address = "$CTRD/containerd.sock.ttrpc"
+[debug]
+  level = "warn"
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "$SNAPSHOTTER"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$CTRD/cni/bin"
+    conf_dir = "$CTRD/cni/conf"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$CTRD/certs.d"
+EOF
+}
+start_ctrd() {
+  local t0 t1
+  t0=$(now)
+  containerd --config "$CTRD/config.toml" >>"$CTRD/log" 2>&1 &
+  CTRD_PID=$!
+  PIDS+=("$CTRD_PID")
+  "$CRI_BENCH" --endpoint "$CTRD_SOCK" ready 120 || die "containerd's CRI did not answer: $(grep -i -m5 'error\|fail' "$CTRD/log")"
+  t1=$(now)
+  STARTUP=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
+}
+ctr_() { ctr --address "$CTRD_SOCK" "$@"; }
+
+write_ctrd_config
+start_cri
+start_ctrd
+if ! ctr_ plugins ls 2>/dev/null | awk -v s="$SNAPSHOTTER" '$2==s && $4=="ok"' | grep -q .; then
+  log "snapshotter $SNAPSHOTTER unavailable here; containerd uses native"
+  SNAPSHOTTER=native
+  stop_pid "$CTRD_PID"
+  write_ctrd_config
+  start_ctrd
+fi
+log "cri-imaged pid $CRI_PID, containerd pid $CTRD_PID (snapshotter $SNAPSHOTTER)"
+
+# --- report header --------------------------------------------------------------------
+{
+  echo "## Run $(date -u +%FT%TZ)$( ((QUICK)) && echo ' (quick mode)')"
+  echo
+  echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)," \
+    "$(awk '/MemTotal/{printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)," \
+    "sha extensions: $(grep -q -w sha_ni /proc/cpuinfo && echo sha_ni || echo none);" \
+    "kernel $(uname -r); temp dir on $(df -T "$TMP" | awk 'NR==2{print $2}')"
+  echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- versions: $("$CRI_IMAGED" --version 2>/dev/null || echo cri-imaged), $(containerd --version | awk '{print "containerd", $3}'), $(skopeo --version), $(curl --version | head -1 | cut -d' ' -f1-2)"
+  echo "- runs: $RUNS per engine and image, interleaved; times are wall seconds of the client command"
+} >>"$REPORT"
+
+# --- 1. cold pulls ------------------------------------------------------------------
+cri_clean() { "$CRI_BENCH" --endpoint "$CRI_SOCK" rmi "$1" >/dev/null; }
+ctrd_clean() { # every image of namespace $1, content and snapshots collected at once
+  local refs
+  refs=$(ctr_ -n "$1" images ls -q)
+  [ -z "$refs" ] || ctr_ -n "$1" images rm --sync $refs >/dev/null
+}
+blobs_left() { find "$CRI_ROOT/blobs/sha256" -type f | wc -l; }
+
+declare -A T # T[engine,image] = "t1 t2 …"
+stats() { # median min max of the numbers given
+  printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.3f %.3f %.3f\n", m, v[1], v[NR]}'
+}
+
+if [ -z "${SKIP_PULL:-}" ]; then
+  log "pushing the pull images"
+  mkdir -p "$TMP/lists"
+  "$BENCH_IMAGES" "$REG" image bench/big:1 "$BIG_LAYERS" $((BIG_LAYER_MIB << 20)) "$TMP/lists/big" >/dev/null
+  "$BENCH_IMAGES" "$REG" image bench/small50:1 50 16384 "$TMP/lists/small50" >/dev/null
+  "$BENCH_IMAGES" "$REG" image bench/one1m:1 1 1048576 "$TMP/lists/one1m" >/dev/null
+  IMAGES=(big small50 one1m)
+  ENGINES=(cri ctrd-cri ctr-pull ctr-fetch skopeo curl)
+  cri_idle_kb=$(kb "$CRI_PID" VmRSS)
+  ctrd_idle_kb=$(kb "$CTRD_PID" VmRSS)
+  PEAK_CRI=""; PEAK_CTRD=""
+  for run in $(seq "$RUNS"); do
+    for img in "${IMAGES[@]}"; do
+      ref=$REG/bench/$img:1
+      for e in "${ENGINES[@]}"; do
+        # Every engine starts with no dirty pages of the one before it to write back.
+        sync
+        case $e in
+          cri)
+            reset_peak "$CRI_PID"
+            t=$(timed "$CRI_BENCH" --endpoint "$CRI_SOCK" pull "$ref")
+            [ "$img" = big ] && PEAK_CRI+=" $(kb "$CRI_PID" VmHWM)"
+            cri_clean "$ref"
+            [ "$(blobs_left)" -eq 0 ] || log "warning: cri-imaged kept $(blobs_left) blobs after rmi"
+            ;;
+          ctrd-cri)
+            reset_peak "$CTRD_PID"
+            t=$(timed "$CRI_BENCH" --endpoint "$CTRD_SOCK" pull "$ref")
+            [ "$img" = big ] && PEAK_CTRD+=" $(kb "$CTRD_PID" VmHWM)"
+            ctrd_clean k8s.io
+            ;;
+          ctr-pull)
+            t=$(timed ctr_ -n bench images pull --plain-http --snapshotter "$SNAPSHOTTER" "$ref")
+            ctrd_clean bench
+            ;;
+          ctr-fetch)
+            t=$(timed ctr_ -n bench content fetch --plain-http "$ref")
+            ctrd_clean bench
+            ;;
+          skopeo)
+            t=$(timed skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$ref" "oci:$TMP/skopeo:x")
+            rm -rf "$TMP/skopeo"
+            ;;
+          curl)
+            mkdir -p "$TMP/curl"
+            args=()
+            while read -r d; do args+=(-o "$TMP/curl/${d#sha256:}" "http://$REG/v2/bench/$img/blobs/$d"); done <"$TMP/lists/$img"
+            t=$(timed curl -sf --parallel --parallel-max 3 "${args[@]}")
+            # sha256 of the same bytes (openssl uses the CPU's SHA extensions).
+            s=$(timed openssl dgst -sha256 "$TMP"/curl/*)
+            T[sha,$img]+=" $s"
+            rm -rf "$TMP/curl"
+            ;;
+        esac
+        T[$e,$img]+=" $t"
+      done
+    done
+    log "pull run $run/$RUNS done"
+  done
+
+  {
+    echo
+    echo "### Cold pull (seconds: median (min–max) of $RUNS; ratio = engine median / cri-imaged median)"
+    echo
+    echo "| engine | big: ${BIG_LAYERS} × ${BIG_LAYER_MIB} MiB | ratio | 50 small layers | ratio | one 1 MiB layer | ratio |"
+    echo "|---|---|---|---|---|---|---|"
+    declare -A MED
+    for e in "${ENGINES[@]}" sha limit; do
+      row=""
+      for img in "${IMAGES[@]}"; do
+        if [ "$e" = limit ]; then
+          # curl to disk + sha256 of the same bytes, run by run.
+          read -ra c <<<"${T[curl,$img]}"; read -ra h <<<"${T[sha,$img]}"
+          sums=(); for i in "${!c[@]}"; do sums+=("$(awk -v a="${c[$i]}" -v b="${h[$i]}" 'BEGIN{print a+b}')"); done
+          read -r med lo hi <<<"$(stats "${sums[@]}")"
+        else
+          # shellcheck disable=SC2086
+          read -r med lo hi <<<"$(stats ${T[$e,$img]})"
+        fi
+        MED[$e,$img]=$med
+        ratio=$(awk -v a="$med" -v b="${MED[cri,$img]}" 'BEGIN{printf "%.2f", a/b}')
+        row+=" $med ($lo–$hi) | ${ratio}× |"
+      done
+      case $e in
+        cri) name="cri-imaged PullImage (socket)";;
+        ctrd-cri) name="containerd 1.6 CRI PullImage (socket, unpacks, $SNAPSHOTTER)";;
+        ctr-pull) name="containerd 1.6 \`ctr images pull --plain-http\` (unpacks, $SNAPSHOTTER)";;
+        ctr-fetch) name="containerd 1.6 \`ctr content fetch --plain-http\` (no unpack)";;
+        skopeo) name="skopeo copy docker:// → oci: (containers/image)";;
+        curl) name="limit: curl --parallel-max 3, blobs to disk";;
+        sha) name="limit: openssl sha256 of the same bytes";;
+        limit) name="**limit: curl + sha256**";;
+      esac
+      echo "| $name |$row"
+    done
+    # shellcheck disable=SC2086
+    read -r pc _ pcmax <<<"$(stats $PEAK_CRI)"
+    # shellcheck disable=SC2086
+    read -r pk _ pkmax <<<"$(stats $PEAK_CTRD)"
+    echo
+    echo "### Memory (MiB, from /proc/PID/status; peak = VmHWM reset before each pull)"
+    echo
+    echo "| daemon | idle RSS | peak RSS during the big pull: median (max) |"
+    echo "|---|---|---|"
+    echo "| cri-imaged | $(mib "$cri_idle_kb") | $(mib "$pc") ($(mib "$pcmax")) |"
+    echo "| containerd (its CRI pull) | $(mib "$ctrd_idle_kb") | $(mib "$pk") ($(mib "$pkmax")) |"
+  } >>"$REPORT"
+  ctrd_clean bench
+  ctrd_clean k8s.io
+fi
+
+# --- 2./3. metadata -----------------------------------------------------------------
+if [ -z "${SKIP_META:-}" ]; then
+  {
+    echo
+    echo "### Metadata latency through the same gRPC client (ms: p50 / p99 of $LAT_ITER calls)"
+    echo
+    echo "| images | call | cri-imaged | containerd 1.6 CRI | p50 ratio |"
+    echo "|---|---|---|---|---|"
+  } >>"$REPORT"
+  have=0
+  FILL_LOG=""
+  for n in $FILL_COUNTS; do
+    add=$((n - have))
+    if ((add > 0)); then
+      log "pushing $add small images, then pulling them into both stores"
+      "$BENCH_IMAGES" "$REG" fill bench/fill "$have" "$add" >/dev/null
+      fc=$("$CRI_BENCH" --endpoint "$CRI_SOCK" fill "$REG/bench/fill" "$have" "$add" 4)
+      fk=$("$CRI_BENCH" --endpoint "$CTRD_SOCK" fill "$REG/bench/fill" "$have" "$add" 4)
+      FILL_LOG+="| $have → $n | $fc | $fk |"$'\n'
+      have=$n
+    fi
+    "$CRI_BENCH" --endpoint "$CRI_SOCK" latency "$REG/bench/fill" "$LAT_ITER" >"$TMP/lat-cri" 2>>"$TMP/cmd.log"
+    "$CRI_BENCH" --endpoint "$CTRD_SOCK" latency "$REG/bench/fill" "$LAT_ITER" >"$TMP/lat-ctrd" 2>>"$TMP/cmd.log"
+    while read -r call p50 p99 _; do
+      read -r _ k50 k99 _ < <(grep "^$call " "$TMP/lat-ctrd")
+      ratio=$(awk -v a="$k50" -v b="$p50" 'BEGIN{ if (a+0>0 && b+0>0) printf "%.1f×", a/b; else print "–" }')
+      echo "| $n | $call | $p50 / $p99 | $k50 / $k99 | $ratio |" >>"$REPORT"
+    done < <(grep -v '^#' "$TMP/lat-cri")
+    log "latency with $n images done"
+  done
+  {
+    echo
+    echo "Filling (PullImage of small images sharing one layer, 4 at a time; seconds):"
+    echo
+    echo "| images | cri-imaged | containerd 1.6 CRI |"
+    echo "|---|---|---|"
+    printf '%s' "$FILL_LOG"
+  } >>"$REPORT"
+
+  # Start-up and RSS with the largest count.
+  stop_pid "$CRI_PID"
+  start_cri; st_cri=$STARTUP
+  rss_cri_start=$(kb "$CRI_PID" VmRSS)
+  stop_pid "$CTRD_PID"
+  start_ctrd; st_ctrd=$STARTUP
+  rss_ctrd_start=$(kb "$CTRD_PID" VmRSS)
+  "$CRI_BENCH" --endpoint "$CRI_SOCK" latency "$REG/bench/fill" 20 >/dev/null 2>>"$TMP/cmd.log"
+  "$CRI_BENCH" --endpoint "$CTRD_SOCK" latency "$REG/bench/fill" 20 >/dev/null 2>>"$TMP/cmd.log"
+  {
+    echo
+    echo "### With $have images: start-up (spawn → first ListImages answered) and RSS (MiB)"
+    echo
+    echo "| daemon | start-up s | RSS after start | RSS after serving List/Status | peak RSS |"
+    echo "|---|---|---|---|---|"
+    echo "| cri-imaged | $st_cri | $(mib "$rss_cri_start") | $(mib "$(kb "$CRI_PID" VmRSS)") | $(mib "$(kb "$CRI_PID" VmHWM)") |"
+    echo "| containerd 1.6 | $st_ctrd | $(mib "$rss_ctrd_start") | $(mib "$(kb "$CTRD_PID" VmRSS)") | $(mib "$(kb "$CTRD_PID" VmHWM)") |"
+  } >>"$REPORT"
+fi
+
+printf '\n- load average at end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$REPORT"
+cat "$REPORT"
+[ -z "${BENCH_OUT:-}" ] || cp "$REPORT" "$BENCH_OUT"

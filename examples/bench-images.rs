@@ -1,0 +1,225 @@
+//! Builds benchmark images and pushes them to a registry over its HTTP API (used by
+//! `bench/pull.sh`; no special access to any store: every engine pulls them like any image).
+//!
+//! ```text
+//! bench-images REGISTRY image REPO:TAG LAYERS LAYER_BYTES [BLOB_LIST]
+//! bench-images REGISTRY fill REPO FROM COUNT
+//! ```
+//!
+//! - `image`: LAYERS layers, each an uncompressed tar (`…layer.v1.tar`) holding one file of
+//!   LAYER_BYTES random, incompressible bytes; prints the image ID. With BLOB_LIST, the
+//!   config and layer digests are written there, one a line (for the curl baseline).
+//! - `fill`: COUNT small images `REPO:nFROM`…, sharing one 4 KiB layer; each config carries
+//!   its index as a label, so every image ID differs. Pushed 16 at a time.
+//!
+//! The images are OCI manifests for linux on the node's architecture.
+
+use std::sync::Arc;
+
+use rand::RngCore;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// A tar archive with one regular file `data` of `len` random bytes.
+fn random_tar(len: usize) -> Res<Vec<u8>> {
+    let mut data = vec![0u8; len];
+    rand::rng().fill_bytes(&mut data);
+    let mut b = tar::Builder::new(Vec::with_capacity(len + 2048));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(len as u64);
+    h.set_mode(0o644);
+    h.set_mtime(1_700_000_000);
+    h.set_cksum();
+    b.append_data(&mut h, "data", data.as_slice())?;
+    Ok(b.into_inner()?)
+}
+
+struct Registry {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Registry {
+    /// POST an upload session, then PUT the whole blob with its digest.
+    async fn put_blob(&self, repo: &str, data: Vec<u8>) -> Res<String> {
+        let d = digest(&data);
+        let head = self
+            .http
+            .head(format!("{}/v2/{repo}/blobs/{d}", self.base))
+            .send()
+            .await?;
+        if head.status().is_success() {
+            return Ok(d);
+        }
+        let start = self
+            .http
+            .post(format!("{}/v2/{repo}/blobs/uploads/", self.base))
+            .send()
+            .await?;
+        if start.status().as_u16() != 202 {
+            return Err(format!("POST upload to {repo}: {}", start.status()).into());
+        }
+        let loc = start
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or("no Location header")?;
+        let mut url = if loc.starts_with('/') {
+            format!("{}{loc}", self.base)
+        } else {
+            loc.to_owned()
+        };
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("digest={d}"));
+        let put = self
+            .http
+            .put(url)
+            .header("content-type", "application/octet-stream")
+            .body(data)
+            .send()
+            .await?;
+        if put.status().as_u16() != 201 {
+            return Err(format!("PUT blob {d} to {repo}: {}", put.status()).into());
+        }
+        Ok(d)
+    }
+
+    async fn put_manifest(&self, repo: &str, tag: &str, data: Vec<u8>) -> Res<()> {
+        let put = self
+            .http
+            .put(format!("{}/v2/{repo}/manifests/{tag}", self.base))
+            .header("content-type", MANIFEST)
+            .body(data)
+            .send()
+            .await?;
+        if put.status().as_u16() != 201 {
+            return Err(format!("PUT manifest {repo}:{tag}: {}", put.status()).into());
+        }
+        Ok(())
+    }
+
+    /// Pushes config + manifest for layers already in `repo`; returns the image ID.
+    async fn push_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        layers: &[(String, String, u64)],
+        label: &str,
+    ) -> Res<String> {
+        let config = json!({
+            "created": "2024-01-01T00:00:00Z",
+            "architecture": arch(),
+            "os": "linux",
+            "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"], "Labels": {"bench": label}},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.1).collect::<Vec<_>>()},
+        });
+        let config = serde_json::to_vec(&config)?;
+        let config_size = config.len();
+        let id = self.put_blob(repo, config).await?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": CONFIG, "digest": id, "size": config_size},
+            "layers": layers.iter().map(|(d, _, size)| json!({"mediaType": LAYER, "digest": d, "size": size})).collect::<Vec<_>>(),
+        });
+        self.put_manifest(repo, tag, serde_json::to_vec(&manifest)?)
+            .await?;
+        Ok(id)
+    }
+}
+
+#[tokio::main]
+async fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: bench-images REGISTRY image REPO:TAG LAYERS LAYER_BYTES [BLOB_LIST] | REGISTRY fill REPO FROM COUNT";
+    let arg = |i: usize| args.get(i).cloned().ok_or(usage);
+    let reg = Arc::new(Registry {
+        base: format!("http://{}", arg(0)?),
+        http: reqwest::Client::builder().no_proxy().build()?,
+    });
+    match arg(1)?.as_str() {
+        "image" => {
+            let name = arg(2)?;
+            let (repo, tag) = name.rsplit_once(':').ok_or("REPO:TAG")?;
+            let (count, bytes): (usize, usize) = (arg(3)?.parse()?, arg(4)?.parse()?);
+            let mut layers = Vec::new();
+            for _ in 0..count {
+                let tar = random_tar(bytes)?;
+                let diff_id = digest(&tar);
+                let size = tar.len() as u64;
+                let d = reg.put_blob(repo, tar).await?;
+                layers.push((d, diff_id, size));
+            }
+            let id = reg.push_image(repo, tag, &layers, &name).await?;
+            if let Some(list) = args.get(5) {
+                let mut lines = vec![id.clone()];
+                lines.extend(layers.iter().map(|l| l.0.clone()));
+                std::fs::write(list, lines.join("\n") + "\n")?;
+            }
+            println!("{id}");
+        }
+        "fill" => {
+            let repo = arg(2)?;
+            let (from, count): (usize, usize) = (arg(3)?.parse()?, arg(4)?.parse()?);
+            let mut shared = vec![0u8; 4096];
+            // The same layer for every fill run: derived from the repository name.
+            let seed = Sha256::digest(repo.as_bytes());
+            for (i, b) in shared.iter_mut().enumerate() {
+                *b = seed[i % 32] ^ (i / 32) as u8;
+            }
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_size(shared.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(1_700_000_000);
+            h.set_cksum();
+            b.append_data(&mut h, "data", shared.as_slice())?;
+            let tar = b.into_inner()?;
+            let diff_id = digest(&tar);
+            let size = tar.len() as u64;
+            let layer = reg.put_blob(&repo, tar).await?;
+            let layers = Arc::new(vec![(layer, diff_id, size)]);
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(from));
+            let mut workers = Vec::new();
+            for _ in 0..16 {
+                let (reg, repo, layers, next) =
+                    (reg.clone(), repo.clone(), layers.clone(), next.clone());
+                workers.push(tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= from + count {
+                            return Ok::<_, Box<dyn std::error::Error + Send + Sync>>(());
+                        }
+                        let tag = format!("n{i:05}");
+                        reg.push_image(&repo, &tag, &layers, &format!("{repo}:{tag}"))
+                            .await?;
+                    }
+                }));
+            }
+            for w in workers {
+                w.await??;
+            }
+            println!("pushed {repo}:n{from:05}..n{:05}", from + count - 1);
+        }
+        _ => return Err(usage.into()),
+    }
+    Ok(())
+}
