@@ -226,16 +226,22 @@ impl Ingest {
         r.map(|_| ()).map_err(|(op, e)| self.io(op, e))
     }
 
+    /// Whether exactly the expected number of bytes was written.
+    fn check_size(&self) -> Result<(), StoreError> {
+        if self.written == self.expected.size {
+            return Ok(());
+        }
+        Err(StoreError::SizeMismatch {
+            digest: self.expected.digest.clone(),
+            expected: self.expected.size,
+            actual: self.written,
+        })
+    }
+
     /// Whether what was written so far is the whole blob, with the right digest. Writes out
     /// the batch gathered so far to hash it.
     pub async fn verify(&mut self) -> Result<(), StoreError> {
-        if self.written != self.expected.size {
-            return Err(StoreError::SizeMismatch {
-                digest: self.expected.digest.clone(),
-                expected: self.expected.size,
-                actual: self.written,
-            });
-        }
+        self.check_size()?;
         let mut sink = self.settle().await?;
         let batch = std::mem::take(&mut self.batch);
         self.batch_len = 0;
@@ -307,13 +313,7 @@ impl Ingest {
     /// temp file; the store places it (see `Store::commit`). From here on this `Ingest` no
     /// longer deletes the file: the placement does, whatever happens to its caller.
     pub async fn finish(mut self) -> Result<Finished, StoreError> {
-        if self.written != self.expected.size {
-            return Err(StoreError::SizeMismatch {
-                digest: self.expected.digest.clone(),
-                expected: self.expected.size,
-                actual: self.written,
-            });
-        }
+        self.check_size()?;
         let mut sink = self.settle().await?;
         let batch = std::mem::take(&mut self.batch);
         // The last batch, the hash and the fsync in one trip to a blocking thread. A
