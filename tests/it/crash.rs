@@ -7,15 +7,14 @@
 //!
 //! Five points run every time; `CRI_IMAGED_HEAVY_TESTS=1` runs 22.
 
-use std::path::Path;
 use std::time::Duration;
 
 use rustix::process::Signal;
 
 use crate::support::fake::{BlobBehavior, FakeRegistry};
 use crate::support::{
-    DaemonBuilder, ImageBuilder, TestImage, assert_check_passes, eventually, list, pull, remove,
-    tempdir, try_pull,
+    DaemonBuilder, ImageBuilder, TestImage, assert_check_passes, eventually, ingest_len, list,
+    pull, remove, tempdir, try_pull,
 };
 
 /// Upper bound for the daemon to reach a state the test polls for, or to exit.
@@ -50,19 +49,6 @@ fn points(img: &TestImage) -> Vec<Point> {
         p.extend([0, big * 2 / 5, big * 4 / 5].map(|after| Point { blob: 1, after }));
     }
     p
-}
-
-fn ingest_len(root: &Path, hex: &str) -> u64 {
-    std::fs::read_dir(root.join("ingest"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with(hex))
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

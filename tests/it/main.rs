@@ -7,7 +7,9 @@
 //!
 //! # Layout
 //! - `support/`: fixtures that own their processes (registry, daemon), the image builder,
-//!   `layout` (OCI layouts and archives written by the test), and `fake`, an in-process registry that stalls, lies about digests or ignores `Range`.
+//!   `layout` (OCI layouts and archives written by the test), `fake`, an in-process registry
+//!   that stalls, lies about digests or ignores `Range`, and `proxy`, a fault-injecting
+//!   loopback proxy in front of a real docker-registry.
 //! - one module per area: `pull`, `list`, `status`, `remove`, `fs_info`, `config`,
 //!   `daemon_life`, `store`, `faults` (shutdown and kill mid-pull, bad content), `observe`
 //!   (metrics, `cri-imaged pulls`, summary logs, no credentials in any output), `import`
@@ -21,7 +23,10 @@
 //!   (`cri-imaged check --repair`), `crash` (SIGKILL at many points of a pull, then resume),
 //!   `load` (50 clients, 2,000 calls), `bad_input` (oversized documents, invalid and
 //!   path-like digests, unknown media types, size mismatches), `disk_full` (ENOSPC on a tmpfs
-//!   root, EFBIG under `prlimit --fsize`; needs root for `mount`). RELIABILITY.md maps each fault to its test.
+//!   root, EFBIG under `prlimit --fsize`; needs root for `mount`), `proxy_faults` (resets,
+//!   short bodies, 5xx, 429 `Retry-After`, stalls, trickles, wrong bytes and SIGKILL
+//!   mid-layer, injected by the proxy in front of a real docker-registry). RELIABILITY.md
+//!   maps each fault to its test.
 
 mod support;
 
@@ -39,6 +44,7 @@ mod import;
 mod list;
 mod load;
 mod observe;
+mod proxy_faults;
 mod pull;
 mod registries;
 mod remove;

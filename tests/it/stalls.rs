@@ -10,8 +10,8 @@ use tonic::Code;
 
 use crate::support::fake::{BlobBehavior, FakeRegistry};
 use crate::support::{
-    Client, Daemon, DaemonBuilder, ImageBuilder, TestImage, eventually, list, pull, spec, tempdir,
-    try_pull,
+    Client, Daemon, DaemonBuilder, ImageBuilder, TestImage, eventually, ingest_files, list, pull,
+    spec, tempdir, try_pull,
 };
 use cri_imaged::proto::PullImageRequest;
 
@@ -33,20 +33,6 @@ async fn one_layer(behavior: BlobBehavior) -> (FakeRegistry, TestImage, String) 
     fake.add_image("test/app", "1", &img);
     fake.set_blob(&layer, behavior);
     (fake, img, layer)
-}
-
-fn ingest_files(root: &Path) -> Vec<String> {
-    std::fs::read_dir(root.join("ingest"))
-        .map(|d| {
-            d.map(|e| {
-                e.expect("ingest entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod fake;
 pub mod images;
 pub mod layout;
+pub mod proxy;
 pub mod registry;
 pub mod tls;
 pub mod token;
@@ -266,6 +267,31 @@ pub fn hex_of(digest: &str) -> &str {
     digest
         .strip_prefix("sha256:")
         .unwrap_or_else(|| panic!("{digest} is not a sha256 digest"))
+}
+
+/// The names of the files in `<root>/ingest/` (partial downloads; none if it is absent).
+pub fn ingest_files(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root.join("ingest"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The length of the largest ingest file of the blob whose hex digest is `hex` (0: none).
+pub fn ingest_len(root: &Path, hex: &str) -> u64 {
+    std::fs::read_dir(root.join("ingest"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(hex))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
 }
 
 /// Polls `check` every 100 ms until it returns true or `limit` passes; returns the last
