@@ -225,6 +225,9 @@ impl Http<'_> {
         } else if status.is_success() {
             OciDistributionError::SpecViolationError(format!("expected HTTP 200, got {status}"))
         } else if status.is_client_error()
+            // A 408 or 429 is "come back later" whatever code its body carries.
+            && status != reqwest::StatusCode::REQUEST_TIMEOUT
+            && status != reqwest::StatusCode::TOO_MANY_REQUESTS
             && let Ok(envelope) = serde_json::from_slice::<OciEnvelope>(&body)
         {
             OciDistributionError::RegistryError { envelope, url }

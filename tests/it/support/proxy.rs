@@ -55,9 +55,12 @@ pub enum Fault {
     Trickle,
     /// Answer this status (with an OCI error body) without asking the registry.
     Status(u16),
-    /// Answer 429 with `Retry-After: <seconds>` and a `TOOMANYREQUESTS` error body
-    /// without asking the registry.
-    TooMany { retry_after: u32 },
+    /// Answer 429 with `Retry-After: <seconds>` and an error body with this OCI error
+    /// code (docker-registry sends `TOOMANYREQUESTS`) without asking the registry.
+    TooMany {
+        retry_after: u32,
+        code: &'static str,
+    },
     /// Serve the registry's answer with every body byte flipped (same length).
     WrongBytes,
 }
@@ -212,11 +215,17 @@ fn plain(code: u16, headers: &[(header::HeaderName, String)], body: String) -> R
 
 /// An OCI error envelope, as docker-registry sends (`TOOMANYREQUESTS` for a 429).
 fn error_body(code: u16) -> String {
-    let name = if code == 429 {
-        "TOOMANYREQUESTS"
-    } else {
-        "UNAVAILABLE"
-    };
+    envelope(
+        if code == 429 {
+            "TOOMANYREQUESTS"
+        } else {
+            "UNAVAILABLE"
+        },
+        code,
+    )
+}
+
+fn envelope(name: &str, code: u16) -> String {
     format!(
         r#"{{"errors":[{{"code":"{name}","message":"status {code} injected by the test proxy"}}]}}"#
     )
@@ -259,11 +268,11 @@ async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .flatten();
     match fault {
         Some(Fault::Status(code)) => return plain(code, &[], error_body(code)),
-        Some(Fault::TooMany { retry_after }) => {
+        Some(Fault::TooMany { retry_after, code }) => {
             return plain(
                 429,
                 &[(header::RETRY_AFTER, retry_after.to_string())],
-                error_body(429),
+                envelope(code, 429),
             );
         }
         _ => {}
