@@ -25,17 +25,25 @@ impl ImageService {
         let src = SourceRef::parse(transport, rest).map_err(err)?;
         let src = self.inner.settings.imports.admit(src).await.map_err(err)?;
         let key = format!("import:{src}");
-        let image = image.to_owned();
+        let _waiting = self.inner.progress.waiting(&key);
+        let (image, key2) = (image.to_owned(), key.clone());
         self.single_flight(key, image.clone(), move |inner| {
-            import_task(inner, image, src)
+            import_task(inner, image, src, key2)
         })
         .await
     }
 }
 
-async fn import_task(inner: Arc<Inner>, image: String, src: SourceRef) -> Result<ImageId, Error> {
+async fn import_task(
+    inner: Arc<Inner>,
+    image: String,
+    src: SourceRef,
+    key: String,
+) -> Result<ImageId, Error> {
     let started = std::time::Instant::now();
     let label = src.to_string();
+    // `cri-imaged pulls` shows an import like a pull; its source is the transport.
+    let progress = inner.progress.start(&key, &image, src.transport.name());
     let err = |source| Error::Import {
         image: image.clone(),
         source,
@@ -79,15 +87,27 @@ async fn import_task(inner: Arc<Inner>, image: String, src: SourceRef) -> Result
         .map(|_| inner.store.lease(digests.iter().cloned()))
         .collect();
 
-    let mut present = 0;
+    let mut present_flags = Vec::new();
     for d in std::iter::once(&m.config).chain(&m.layers) {
-        if inner.store.has_blob(d).await {
-            present += 1;
-            continue;
-        }
+        present_flags.push(inner.store.has_blob(d).await);
+    }
+    progress.set_blobs(
+        std::iter::once(&m.config)
+            .chain(&m.layers)
+            .zip(&present_flags)
+            .map(|(d, p)| (d.digest.to_string(), d.size, *p)),
+    );
+    let present = present_flags.iter().filter(|p| **p).count();
+    for (d, _) in std::iter::once(&m.config)
+        .chain(&m.layers)
+        .zip(&present_flags)
+        .filter(|(_, p)| !**p)
+    {
+        let download = inner.progress.download(&d.digest.to_string());
         let mut ingest = inner.store.ingest(d).await.map_err(store_err)?;
         let mut blob = source.blob(d).await.map_err(err)?;
         while let Some(chunk) = blob.next().await.map_err(err)? {
+            download.add(chunk.len() as u64);
             ingest
                 .write(bytes::Bytes::copy_from_slice(chunk))
                 .await
@@ -96,6 +116,7 @@ async fn import_task(inner: Arc<Inner>, image: String, src: SourceRef) -> Result
         // Our own check first (digest and size, as for registry blobs), then the proxy's.
         inner.store.commit(ingest).await.map_err(store_err)?;
         blob.finish().await.map_err(err)?;
+        progress.blob_done(&d.digest.to_string());
     }
     source.finish().await;
 

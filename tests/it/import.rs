@@ -820,6 +820,23 @@ async fn a_cancelled_pull_leaves_no_skopeo_process() {
         kids.iter().any(|k| k.comm == "skopeo"),
         "while the pull is blocked on the layer the daemon runs skopeo: children {kids:?}"
     );
+    // `cri-imaged pulls` reads the same list: the import is in flight, its config done,
+    // its first layer downloading, the others waiting.
+    let admin = cri_imaged::config::default_admin_socket(&f.daemon.socket);
+    let shown = cri_imaged::admin::client::pulls(&admin)
+        .await
+        .expect("GET /pulls on the admin socket")
+        .pulls;
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0].image, src);
+    assert_eq!(shown[0].source, "oci");
+    assert_eq!(shown[0].waiters, 1);
+    let states: Vec<&str> = shown[0].blobs.iter().map(|b| b.state.as_str()).collect();
+    let mut want = vec!["done", "downloading"];
+    want.resize(1 + img.layers.len(), "waiting");
+    assert_eq!(states, want, "{shown:?}");
+    assert_eq!(shown[0].blobs[1].digest, img.layer_digests()[0]);
+    assert_eq!(shown[0].bytes_total, img.size());
     task.abort();
     let _ = task.await;
     assert_no_children(&f.daemon, "after the client dropped the pull").await;
