@@ -52,9 +52,9 @@ fn code(e: &Error) -> Code {
             | TransportError::RelativePath { .. }
             | TransportError::ColonInPath { .. }
             | TransportError::Unnamed { .. } => Code::InvalidArgument,
-            TransportError::Disabled { .. } | TransportError::OutsideImportDirs { .. } => {
-                Code::PermissionDenied
-            }
+            TransportError::Disabled { .. }
+            | TransportError::OutsideImportDirs { .. }
+            | TransportError::UnsafeSource { .. } => Code::PermissionDenied,
             TransportError::NotFound { .. } | TransportError::NoSuchImage { .. } => Code::NotFound,
             TransportError::SkopeoMissing { .. } => Code::FailedPrecondition,
             TransportError::Unreadable { .. } => Code::Unknown,

@@ -158,9 +158,9 @@ impl Error {
                 | TransportError::RelativePath { .. }
                 | TransportError::ColonInPath { .. }
                 | TransportError::Unnamed { .. } => "invalid_argument",
-                TransportError::Disabled { .. } | TransportError::OutsideImportDirs { .. } => {
-                    "denied"
-                }
+                TransportError::Disabled { .. }
+                | TransportError::OutsideImportDirs { .. }
+                | TransportError::UnsafeSource { .. } => "denied",
                 TransportError::NotFound { .. } | TransportError::NoSuchImage { .. } => "not_found",
                 TransportError::SkopeoMissing { .. } | TransportError::Unreadable { .. } => {
                     "import"

@@ -453,6 +453,9 @@ async fn download(
         // blob on a flaky link keeps going); the total is bounded all the same.
         tries += 1;
         attempt = if ingest.written() > before {
+            // Progress since the last try: a token that expires again later (a long blob
+            // outliving two short-lived tokens) may be renewed again.
+            reauthed = false;
             1
         } else {
             attempt + 1

@@ -272,8 +272,25 @@ fn stem(path: &Path) -> String {
 }
 
 fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    capped(f, &path.display().to_string())
+    capped(open_regular(path)?, &path.display().to_string())
+}
+
+/// Opens a regular file for reading: not through a final symlink, and without blocking on
+/// a FIFO or device someone put in its place.
+fn open_regular(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    Ok(f)
 }
 
 fn capped(r: impl Read, what: &str) -> Result<Vec<u8>, String> {
@@ -289,8 +306,7 @@ fn capped(r: impl Read, what: &str) -> Result<Vec<u8>, String> {
 
 /// One small file of a tar archive, found by skipping over the others' data.
 fn archive_member(archive: &Path, member: &str) -> Result<Vec<u8>, String> {
-    let f = std::fs::File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
-    let mut tar = tar::Archive::new(f);
+    let mut tar = tar::Archive::new(open_regular(archive)?);
     let entries = tar.entries_with_seek().map_err(|e| e.to_string())?;
     for entry in entries {
         let entry = entry.map_err(|e| format!("reading the archive: {e}"))?;

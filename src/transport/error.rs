@@ -16,6 +16,8 @@ pub enum TransportError {
         "path {path:?} is not inside an import directory (setting `import_dirs`: {dirs:?}; symlinks are resolved before the check)"
     )]
     OutsideImportDirs { path: PathBuf, dirs: Vec<PathBuf> },
+    #[error("path {path:?} cannot be imported: {reason}")]
+    UnsafeSource { path: PathBuf, reason: String },
     #[error("path {path:?} does not exist")]
     NotFound { path: PathBuf },
     #[error(

@@ -66,6 +66,7 @@ impl ImportPolicy {
         if !inside {
             return Err(outside());
         }
+        check_tree(&src, &resolved).await?;
         if resolved.to_string_lossy().contains(':') {
             return Err(TransportError::ColonInPath {
                 path: path.clone(),
@@ -77,6 +78,60 @@ impl ImportPolicy {
             ..src
         })
     }
+}
+
+/// Entries looked at inside a directory source, at most.
+const MAX_ENTRIES: usize = 1_000_000;
+
+/// An archive must be a regular file; a directory source a directory holding no symlinks
+/// (a link inside an admitted layout could point anywhere: skopeo and cri-imaged would
+/// read outside the import directories).
+async fn check_tree(src: &SourceRef, resolved: &Path) -> Result<(), TransportError> {
+    let (path, resolved) = (src.path.clone(), resolved.to_owned());
+    let archive = src.transport.is_archive();
+    let unsafe_source = |reason: String| TransportError::UnsafeSource {
+        path: path.clone(),
+        reason,
+    };
+    let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let meta = std::fs::metadata(&resolved).map_err(|e| e.to_string())?;
+        if archive {
+            return if meta.is_file() {
+                Ok(())
+            } else {
+                Err("an archive must be a regular file".into())
+            };
+        }
+        if !meta.is_dir() {
+            return Err("a layout or dir: source must be a directory".into());
+        }
+        let (mut pending, mut seen) = (vec![resolved], 0usize);
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+                let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+                seen += 1;
+                if seen > MAX_ENTRIES {
+                    return Err(format!("more than {MAX_ENTRIES} entries"));
+                }
+                let kind = entry
+                    .file_type()
+                    .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+                if kind.is_symlink() {
+                    return Err(format!(
+                        "{} is a symbolic link (not followed inside a source)",
+                        entry.path().display()
+                    ));
+                }
+                if kind.is_dir() {
+                    pending.push(entry.path());
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| unsafe_source(e.to_string()))?;
+    result.map_err(unsafe_source)
 }
 
 /// `.` and `..` resolved textually (`/a/b/../c` → `/a/c`), symlinks not followed.
@@ -152,6 +207,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not inside an import directory"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn sources_must_be_what_their_transport_reads_and_hold_no_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let imports = tmp.path().join("imports");
+        let layout = imports.join("layout");
+        std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+        std::fs::write(layout.join("index.json"), b"{}").unwrap();
+        std::fs::write(tmp.path().join("secret"), b"x").unwrap();
+        let policy = ImportPolicy {
+            transports: vec![LocalTransport::Oci, LocalTransport::OciArchive],
+            import_dirs: vec![imports.clone()],
+            skopeo: "skopeo".into(),
+        };
+        let oci = |path: PathBuf| SourceRef {
+            transport: LocalTransport::Oci,
+            path,
+            reference: None,
+        };
+        policy.admit(oci(layout.clone())).await.unwrap();
+
+        // A blob that is a link to a file elsewhere.
+        let link = layout.join("blobs/sha256").join("a".repeat(64));
+        std::os::unix::fs::symlink(tmp.path().join("secret"), &link).unwrap();
+        let e = policy.admit(oci(layout.clone())).await.unwrap_err();
+        assert!(matches!(e, TransportError::UnsafeSource { .. }), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        std::fs::remove_file(&link).unwrap();
+
+        // An archive that is a directory, or a FIFO.
+        let e = policy.admit(src(layout.clone())).await.unwrap_err();
+        assert!(e.to_string().contains("regular file"), "{e}");
+        let fifo = imports.join("app.tar");
+        let out = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mkfifo: {out:?}");
+        let e = policy.admit(src(fifo)).await.unwrap_err();
+        assert!(e.to_string().contains("regular file"), "{e}");
+        // A layout that is a file.
+        std::fs::write(imports.join("file"), b"x").unwrap();
+        let e = policy.admit(oci(imports.join("file"))).await.unwrap_err();
+        assert!(e.to_string().contains("must be a directory"), "{e}");
     }
 
     #[tokio::test]
