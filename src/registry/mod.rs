@@ -21,7 +21,7 @@ mod sessions;
 mod token;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -173,6 +173,9 @@ pub struct Session {
     /// Set when the credentials are an identity token, exchanged at each authentication.
     identity: Option<token::Identity>,
     registry: String,
+    /// Whether the registry's token realm is known to be HTTPS (or need not be: the
+    /// registry itself is insecure). A password goes to no realm over plain HTTP.
+    basic_realm_checked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn oci_reference(name: &ImageName, digest: Option<&Digest>) -> Reference {
@@ -232,6 +235,9 @@ impl Session {
             auth: creds.to_oci(),
             identity: token::Identity::for_credentials(creds, registry, scheme, roots)?,
             registry: registry.to_owned(),
+            basic_realm_checked: Arc::new(std::sync::atomic::AtomicBool::new(
+                scheme != Scheme::Https,
+            )),
         })
     }
 

@@ -288,6 +288,7 @@ impl Session {
         reference: &Reference,
         what: &str,
     ) -> Result<Option<String>, RegistryError> {
+        self.check_basic_realm(reference).await?;
         let auth = match &self.identity {
             None => self.auth.clone(),
             Some(identity) => match identity.access_token(&self.registry, reference).await? {
@@ -299,6 +300,42 @@ impl Session {
             .auth(reference, &auth, RegistryOperation::Pull)
             .await
             .map_err(|e| RegistryError::from_oci(&self.registry, what, e))
+    }
+}
+
+impl Session {
+    /// oci-client sends a username and password to whatever realm the registry's Bearer
+    /// challenge names, plain HTTP included. On a verified HTTPS registry, cri-imaged looks
+    /// at the challenge first (once per session) and refuses an `http://` realm.
+    async fn check_basic_realm(&self, reference: &Reference) -> Result<(), RegistryError> {
+        use std::sync::atomic::Ordering;
+        if !matches!(self.auth, oci_client::secrets::RegistryAuth::Basic(..))
+            || self.basic_realm_checked.load(Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        let probe = self
+            .http
+            .get(format!("https://{}/v2/", reference.resolve_registry()))
+            .send()
+            .await
+            .map_err(|e| transport(&self.registry, e))?;
+        let values = probe.headers().get_all(reqwest::header::WWW_AUTHENTICATE);
+        if let Some(challenge) = bearer_challenge(values.iter().filter_map(|v| v.to_str().ok()))
+            && let Ok(realm) = reqwest::Url::parse(&challenge.realm)
+            && realm.scheme() != "https"
+        {
+            return Err(RegistryError::Unsupported {
+                registry: self.registry.clone(),
+                reason: format!(
+                    "its token server {} is reached over {}: a password is sent over HTTPS only",
+                    realm.host_str().unwrap_or_default(),
+                    realm.scheme()
+                ),
+            });
+        }
+        self.basic_realm_checked.store(true, Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -9,8 +9,10 @@ use tonic::Code;
 
 use crate::support::registry::{ClientCerts, TlsFiles};
 use crate::support::tls::{make_ca, make_client, make_server};
+use crate::support::token::TokenServer;
 use crate::support::{
     DaemonBuilder, ImageBuilder, Registry, eventually, pull, status_of, tempdir, try_pull,
+    try_pull_with,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,6 +53,49 @@ async fn a_tls_registry_is_refused_without_its_ca_and_accepted_with_it_in_certs_
         d.output()
     );
     assert_eq!(pull(&mut c, &name).await, img.id());
+}
+
+/// oci-client would send a username and password to any token realm the registry names,
+/// plain HTTP included; cri-imaged refuses an `http://` realm of a verified HTTPS registry
+/// before any credential leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_is_never_sent_to_a_plain_http_token_realm() {
+    let dir = tempdir();
+    let certs = dir.path().join("pki");
+    std::fs::create_dir(&certs).unwrap();
+    let ca = make_ca(&certs, "right");
+    let tls: TlsFiles = make_server(&certs, &ca);
+    let tokens = TokenServer::start("rt-unused-5d1").await;
+    let registry =
+        Registry::start_tls_with_token_auth(&tls, &tokens.registry_auth("secure/app")).await;
+    let img = ImageBuilder::new().layer_sizes(&[3000]).build();
+    img.push(&registry, "secure/app", "1").await;
+
+    let b = DaemonBuilder::new(dir.path());
+    let host_dir = b.certs_dir().join(registry.host());
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::copy(&ca, host_dir.join("ca.crt")).unwrap();
+    let d = b.start().await;
+    let mut c = d.client();
+    let name = format!("{}/secure/app:1", registry.host());
+    let password = "pw-9c41-never-in-cleartext";
+    let auth = cri_imaged::proto::AuthConfig {
+        username: "alice".into(),
+        password: password.into(),
+        ..Default::default()
+    };
+    let e = try_pull_with(&mut c, &name, Some(auth))
+        .await
+        .expect_err("a password must not go to an http:// realm");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert!(e.message().contains(&registry.host()), "{}", e.message());
+    assert!(e.message().contains("over http"), "{}", e.message());
+    assert_eq!(
+        tokens.authorized_gets(),
+        0,
+        "the token server received credentials"
+    );
+    assert!(!d.output().contains(password), "the password was logged");
 }
 
 /// Client certificates are not supported (oci-client cannot present one, README "Not

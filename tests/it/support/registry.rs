@@ -101,6 +101,12 @@ impl Registry {
         Self::start_inner(Auth::None, Some(tls), None).await
     }
 
+    /// Starts a registry serving HTTPS with `tls` that accepts only bearer tokens from the
+    /// token server `token` describes.
+    pub async fn start_tls_with_token_auth(tls: &TlsFiles, token: &TokenAuth) -> Registry {
+        Self::start_inner(Auth::Token(token), Some(tls), None).await
+    }
+
     /// Starts a registry serving HTTPS with `tls` that requires a client certificate
     /// signed by `client.ca` (`http.tls.clientcas`).
     pub async fn start_mtls(tls: &TlsFiles, client: &ClientCerts) -> Registry {

@@ -55,6 +55,8 @@ struct Signer {
     /// Every token issued (grants and pushes).
     issued: Mutex<Vec<String>>,
     grants: Mutex<Vec<Grant>>,
+    /// GET /token requests that carried an `Authorization` header (a client's password).
+    authorized_gets: Mutex<usize>,
 }
 
 /// A running token server.
@@ -212,6 +214,7 @@ impl TokenServer {
             refresh_token: refresh_token.to_owned(),
             issued: Mutex::default(),
             grants: Mutex::default(),
+            authorized_gets: Mutex::default(),
         });
         let app = axum::Router::new()
             .route(
@@ -222,7 +225,14 @@ impl TokenServer {
                         .expect("signing task");
                     (code, [(header::CONTENT_TYPE, "application/json")], json)
                 })
-                .get(|| async { (StatusCode::UNAUTHORIZED, "refresh grants only") }),
+                .get(
+                    |State(s): State<Arc<Signer>>, headers: axum::http::HeaderMap| async move {
+                        if headers.contains_key(header::AUTHORIZATION) {
+                            *s.authorized_gets.lock().unwrap() += 1;
+                        }
+                        (StatusCode::UNAUTHORIZED, "refresh grants only")
+                    },
+                ),
             )
             .with_state(signer.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -256,6 +266,11 @@ impl TokenServer {
     /// Every grant request so far.
     pub fn grants(&self) -> Vec<Grant> {
         self.signer.grants.lock().unwrap().clone()
+    }
+
+    /// GET /token requests that carried credentials (the Basic-auth token flow).
+    pub fn authorized_gets(&self) -> usize {
+        *self.signer.authorized_gets.lock().unwrap()
     }
 
     /// Every token issued so far.
