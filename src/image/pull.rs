@@ -517,6 +517,7 @@ async fn transfer(
         progress.sub(offset);
         ingest.reset().await.map_err(Broken::Store)?;
     }
+    let fetched = inner.metrics.fetched(name.registry());
     loop {
         let next = watch
             .guard(stream.try_next())
@@ -528,7 +529,7 @@ async fn transfer(
             .received(chunk.len() as u64)
             .map_err(Broken::Registry)?;
         progress.add(chunk.len() as u64);
-        inner.metrics.fetched(name.registry(), chunk.len() as u64);
+        fetched.add(chunk.len() as u64);
         ingest.write(chunk).await.map_err(Broken::Store)?;
     }
     if ingest.written() < blob.size {
