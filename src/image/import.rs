@@ -80,12 +80,7 @@ async fn import_task(
         config: m.config.clone(),
         layers: m.layers.clone(),
     };
-    let digests: Vec<_> = blobs.all().map(|d| d.digest.clone()).collect();
-    let mut leases: Vec<_> = local
-        .names
-        .iter()
-        .map(|_| inner.store.lease(digests.iter().cloned()))
-        .collect();
+    let lease = inner.store.lease(blobs.all().map(|d| d.digest.clone()));
 
     let mut present_flags = Vec::new();
     for d in std::iter::once(&m.config).chain(&m.layers) {
@@ -134,19 +129,20 @@ async fn import_task(
         .map_err(store_err)?;
 
     let id = ImageId::new(m.config.digest.clone());
-    for name in &local.names {
-        let record = NameRecord {
+    let records = local
+        .names
+        .iter()
+        .map(|name| NameRecord {
             name: name.clone(),
             manifest: local.descriptor.clone(),
             pulled_by: local.pulled_by.clone(),
-        };
-        let lease = leases.pop().expect("one lease per name");
-        inner
-            .store
-            .add_name(&id, &blobs, record, lease)
-            .await
-            .map_err(store_err)?;
-    }
+        })
+        .collect();
+    inner
+        .store
+        .add_names(&id, &blobs, records, lease)
+        .await
+        .map_err(store_err)?;
     inner
         .cache
         .insert(id.clone(), ImageMeta { user: config.user });

@@ -328,10 +328,28 @@ impl Store {
         name: NameRecord,
         lease: Lease,
     ) -> Result<(), StoreError> {
+        self.add_names(id, blobs, vec![name], lease).await
+    }
+
+    /// [`Store::add_name`] for several names of one image, in one `index.json` write.
+    pub async fn add_names(
+        &self,
+        id: &ImageId,
+        blobs: &ManifestBlobs,
+        names: Vec<NameRecord>,
+        lease: Lease,
+    ) -> Result<(), StoreError> {
         let (id, blobs) = (id.clone(), blobs.clone());
-        self.update_holding(move |r| r.tag(&id, &blobs, name), Some(lease))
-            .await
-            .map(|_| ())
+        self.update_holding(
+            move |r| {
+                names
+                    .into_iter()
+                    .fold(false, |changed, n| r.tag(&id, &blobs, n) | changed)
+            },
+            Some(lease),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Removes an image with all its names. Returns whether it existed.

@@ -79,18 +79,7 @@ async fn bounded<T>(what: &str, limit: Duration, fut: impl Future<Output = T>) -
 
 /// PullImage; returns the `image_ref` or the gRPC status.
 pub async fn try_pull(client: &mut Client, image: &str) -> Result<String, tonic::Status> {
-    let req = PullImageRequest {
-        image: Some(spec(image)),
-        auth: None,
-        sandbox_config: None,
-    };
-    bounded(
-        &format!("PullImage({image})"),
-        PULL_TIMEOUT,
-        client.pull_image(req),
-    )
-    .await
-    .map(|r| r.into_inner().image_ref)
+    try_pull_with(client, image, None).await
 }
 
 /// PullImage with CRI credentials; returns the `image_ref` or the gRPC status.
