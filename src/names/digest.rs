@@ -39,6 +39,12 @@ impl Digest {
         Ok(Digest(s.to_owned()))
     }
 
+    /// The sha256 digest of `bytes` (a document held in memory).
+    pub fn of(bytes: &[u8]) -> Digest {
+        use sha2::Digest as _;
+        Digest::from_sha256(sha2::Sha256::digest(bytes).into())
+    }
+
     /// The digest of finished sha256 output.
     pub fn from_sha256(bytes: [u8; 32]) -> Digest {
         Digest(format!("{PREFIX}{}", hex::encode(bytes)))

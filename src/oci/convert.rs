@@ -56,8 +56,7 @@ pub fn for_layout(
         }
     }
     let out = serde_json::to_vec(&doc)?;
-    use sha2::Digest as _;
-    let digest = Digest::from_sha256(sha2::Sha256::digest(&out).into());
+    let digest = Digest::of(&out);
     let size = out.len() as u64;
     Ok((
         Descriptor {

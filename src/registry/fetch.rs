@@ -20,7 +20,6 @@ use oci_client::Reference;
 use oci_client::errors::{OciDistributionError, OciEnvelope};
 use oci_client::secrets::RegistryAuth;
 use reqwest::header::{self, HeaderMap, HeaderValue};
-use sha2::{Digest as _, Sha256};
 
 use super::RegistryError;
 use crate::names::Digest;
@@ -160,7 +159,7 @@ impl Http<'_> {
         if let Some(expected) = req.size.filter(|s| *s != body.len() as u64) {
             return Err(self.size_mismatch(req, expected, format!("sent {}", body.len())));
         }
-        let digest = Digest::from_sha256(Sha256::digest(&body).into());
+        let digest = Digest::of(&body);
         self.check_digest(req, &digest, &headers)?;
         Ok(Fetched {
             bytes: body.freeze(),

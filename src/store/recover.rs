@@ -11,8 +11,6 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
 use super::error::StoreError;
 use super::layout::{self, IndexEntry};
 use super::records::{ManifestBlobs, NameRecord, Records};
@@ -148,7 +146,7 @@ fn check_named(root: &Path, manifest: &oci::Descriptor) -> Result<ManifestBlobs,
     let bytes = read_document(root, digest)
         .map_err(Problem::Io)?
         .ok_or_else(|| Problem::Incomplete(format!("manifest {digest} is missing or too large")))?;
-    let actual = Digest::from_sha256(Sha256::digest(&bytes).into());
+    let actual = Digest::of(&bytes);
     if &actual != digest {
         return Err(Problem::Incomplete(format!(
             "manifest {digest} is corrupt (content hashes to {actual})"

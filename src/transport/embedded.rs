@@ -125,7 +125,7 @@ pub fn read(src: &SourceRef) -> Result<Embedded, TransportError> {
                     } else {
                         archive_member(&src.path, &blob_member(&digest)).map_err(unreadable)?
                     };
-                    if config_descriptor(&bytes).digest != digest {
+                    if Digest::of(&bytes) != digest {
                         return Err(invalid(format!("index {digest} does not match its digest")));
                     }
                     let children = match oci::manifest::parse(&bytes, Some(&entry.media_type)) {
@@ -227,10 +227,9 @@ fn blob_member(d: &Digest) -> String {
 
 /// Describes config bytes as the OCI config blob they are.
 fn config_descriptor(bytes: &[u8]) -> Descriptor {
-    use sha2::Digest as _;
     Descriptor {
         media_type: media::OCI_CONFIG.to_owned(),
-        digest: Digest::from_sha256(sha2::Sha256::digest(bytes).into()),
+        digest: Digest::of(bytes),
         size: bytes.len() as u64,
     }
 }

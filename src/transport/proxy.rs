@@ -9,7 +9,6 @@ use std::pin::Pin;
 use std::process::Command;
 
 use containers_image_proxy::{ImageProxy, ImageProxyConfig, OpenedImage, oci_spec};
-use sha2::Digest as _;
 use tokio::io::AsyncReadExt;
 
 use super::embedded::{self, Embedded};
@@ -215,7 +214,7 @@ fn image_of(label: &str, bytes: Vec<u8>, embedded: Embedded) -> Result<LocalImag
     };
     let descriptor = Descriptor {
         media_type: manifest.media_type.clone(),
-        digest: Digest::from_sha256(sha2::Sha256::digest(&bytes).into()),
+        digest: Digest::of(&bytes),
         size: bytes.len() as u64,
     };
     if let Some(allowed) = &embedded.manifest_digests
