@@ -280,23 +280,27 @@ async fn open_first(
 ) -> Result<(Session, crate::registry::FetchedManifest, Source), Error> {
     for (i, p) in planned.iter().enumerate() {
         progress.set_source(p.source.name.registry());
-        if i + 1 == planned.len() {
-            let (session, fetched) = open_retrying(inner, p).await?;
-            if p.source.mirror {
-                tracing::info!(image = %name, mirror = %p.source.name.registry(), from = %p.source.name, "pulling through mirror");
-            }
-            return Ok((session, fetched, p.source.clone()));
-        }
-        match inner.registry.open(&p.source.name, &p.creds, &p.tls).await {
+        let last = i + 1 == planned.len();
+        let opened = if last {
+            open_retrying(inner, p).await
+        } else {
+            inner
+                .registry
+                .open(&p.source.name, &p.creds, &p.tls)
+                .await
+                .map_err(|e| Error::from_registry(&p.source.name, e))
+        };
+        match opened {
             Ok((session, fetched)) => {
                 if p.source.mirror {
                     tracing::info!(image = %name, mirror = %p.source.name.registry(), from = %p.source.name, "pulling through mirror");
                 }
                 return Ok((session, fetched, p.source.clone()));
             }
-            Err(e) => {
+            Err(e) if !last => {
                 tracing::warn!(image = %name, source = %p.source.name, mirror = p.source.mirror, error = %e, "source failed; trying the next");
             }
+            Err(e) => return Err(e),
         }
     }
     Err(Error::Internal(format!("no source to pull {name} from")))
