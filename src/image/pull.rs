@@ -31,15 +31,9 @@ fn split_transport<'a>(image: &'a str, default: &'a str) -> (&'a str, &'a str) {
     // A transport prefix is a containers/image transport name and a colon, e.g.
     // `oci-archive:/x`; `host:5000/repo` and `repo:tag` are names.
     if let Some((t, rest)) = image.split_once(':') {
-        let known = [
-            "oci",
-            "oci-archive",
-            "docker-archive",
-            "dir",
-            "containers-storage",
-            "docker-daemon",
-        ];
-        if known.contains(&t) {
+        // Transports cri-imaged reads, and two it names only to refuse them clearly.
+        let refused = ["containers-storage", "docker-daemon"];
+        if LocalTransport::from_name(t).is_some() || refused.contains(&t) {
             return (t, rest);
         }
     }
