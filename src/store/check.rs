@@ -267,7 +267,7 @@ pub fn repair(root: &Path) -> Result<Report, StoreError> {
         // Opening would create a store, or (with blobs) refuse: neither is a repair.
         recover::check_is_store(root)?;
     }
-    let lock = super::Store::lock(root)?;
+    let lock = super::open::lock(root)?;
     let (_, doomed) = inspect(root, false)?;
     let mut repaired = Vec::new();
     for path in doomed {
@@ -285,7 +285,7 @@ pub fn repair(root: &Path) -> Result<Report, StoreError> {
     let names_before = layout::read_index(root).map(|e| e.len()).unwrap_or(0);
     // Opening drops names whose blobs are now missing and deletes unreferenced blobs.
     let blobs_before = std::fs::read_dir(layout::blobs_dir(root)).map_or(0, |d| d.count());
-    let store = super::Store::open_locked(root, lock)?;
+    let store = super::open::open_locked(root, lock)?;
     let names_after = layout::read_index(root).map(|e| e.len()).unwrap_or(0);
     let blobs_after = std::fs::read_dir(layout::blobs_dir(root)).map_or(0, |d| d.count());
     if names_after < names_before {

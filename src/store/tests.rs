@@ -3,6 +3,7 @@
 
 use super::testing::{desc, name_image, put_image};
 use super::*;
+use crate::names::ImageName;
 use crate::oci::media;
 use bytes::Bytes;
 

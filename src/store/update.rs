@@ -1,0 +1,171 @@
+//! Records changes: tag, untag and remove applied to a copy of the records, persisted to
+//! `index.json` (blob directory fsynced first), then published, then the blobs no image
+//! needs any more collected. One change at a time, each run to completion in its own task.
+
+use std::sync::Arc;
+
+use super::{Lease, ManifestBlobs, NameRecord, Records, Shared, Store, StoreError, gc};
+use super::{layout, recover};
+use crate::names::{Digest, ImageId, ImageName};
+
+/// What the index writer keeps between updates.
+pub(super) struct Writer {
+    /// Entries cri-imaged did not write, kept verbatim.
+    foreign: Vec<serde_json::Value>,
+    /// The `index.json` version cri-imaged last wrote (or read at start).
+    stamp: Option<layout::Stamp>,
+}
+
+impl Writer {
+    pub(super) fn new(foreign: Vec<serde_json::Value>, stamp: Option<layout::Stamp>) -> Writer {
+        Writer { foreign, stamp }
+    }
+}
+
+impl Store {
+    /// Records `name` for image `id`, whose blobs must all be committed and stay leased by
+    /// `lease` until the records name them: the lease is released only after the change is
+    /// published, even when the caller goes away first. The blob directory is fsynced
+    /// before `index.json` names the blobs.
+    pub async fn add_name(
+        &self,
+        id: &ImageId,
+        blobs: &ManifestBlobs,
+        name: NameRecord,
+        lease: Lease,
+    ) -> Result<(), StoreError> {
+        self.add_names(id, blobs, vec![name], lease).await
+    }
+
+    /// [`Store::add_name`] for several names of one image, in one `index.json` write.
+    pub async fn add_names(
+        &self,
+        id: &ImageId,
+        blobs: &ManifestBlobs,
+        names: Vec<NameRecord>,
+        lease: Lease,
+    ) -> Result<(), StoreError> {
+        let (id, blobs) = (id.clone(), blobs.clone());
+        self.update_holding(
+            move |r| {
+                names
+                    .into_iter()
+                    .fold(false, |changed, n| r.tag(&id, &blobs, n) | changed)
+            },
+            Some(lease),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes an image with all its names. Returns whether it existed.
+    pub async fn remove_image(&self, id: &ImageId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.update_holding(move |r| r.remove(&id), None).await
+    }
+
+    /// Removes one name; the image goes with its last name. Returns whether it existed.
+    pub async fn untag(&self, name: &ImageName) -> Result<bool, StoreError> {
+        let name = name.clone();
+        self.update_holding(move |r| r.untag(&name), None).await
+    }
+
+    /// Runs a records change to completion in its own task: a caller that goes away (a
+    /// client deadline, a cancelled pull) cannot interrupt it between writing `index.json`
+    /// and publishing the records. `hold` is released only once the change is published.
+    async fn update_holding(
+        &self,
+        change: impl FnOnce(&mut Records) -> bool + Send + 'static,
+        hold: Option<Lease>,
+    ) -> Result<bool, StoreError> {
+        let shared = self.shared.clone();
+        self.shared
+            .tasks
+            .spawn(async move {
+                let result = shared.update(change).await;
+                drop(hold);
+                result
+            })
+            .await
+            .map_err(|e| {
+                StoreError::io(
+                    self.root(),
+                    "update",
+                    &self.root().join(layout::INDEX_FILE),
+                    std::io::Error::other(e),
+                )
+            })?
+    }
+}
+
+impl Shared {
+    /// Applies `change` to a copy of the records, persists the copy, publishes it, then
+    /// deletes the blobs no image references any more.
+    async fn update(
+        self: Arc<Self>,
+        change: impl FnOnce(&mut Records) -> bool,
+    ) -> Result<bool, StoreError> {
+        let mut writer = self.writer.lock().await;
+        let before = self.records();
+        let mut after = (*before).clone();
+        if !change(&mut after) {
+            return Ok(false);
+        }
+        let after = Arc::new(after);
+        let shared = self.clone();
+        let (ours, known, stamp, next) = (
+            before.clone(),
+            writer.foreign.clone(),
+            writer.stamp,
+            after.clone(),
+        );
+        let written = tokio::task::spawn_blocking(move || {
+            let root = &shared.root;
+            let mut foreign = known;
+            if layout::stamp(root) != stamp {
+                // Someone else wrote index.json since cri-imaged did: its entries that are
+                // not cri-imaged's are kept, as they now are.
+                let (others, keep) = recover::foreign_entries(root, &[&ours, &next])?;
+                shared
+                    .protected
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(keep);
+                foreign = others;
+            }
+            layout::sync_dir(root, &layout::blobs_dir(root))?;
+            layout::write_index_atomic(
+                root,
+                next.entries().map(|n| (&n.name, &n.manifest, &n.pulled_by)),
+                &foreign,
+            )?;
+            Ok::<_, StoreError>((foreign, layout::stamp(root)))
+        })
+        .await
+        .map_err(|e| {
+            StoreError::io(
+                &self.root,
+                "write",
+                &self.root.join(layout::INDEX_FILE),
+                std::io::Error::other(e),
+            )
+        })??;
+        (writer.foreign, writer.stamp) = written;
+        let candidates = before.blobs_changed_in(&after);
+        let mut still = after.reference_check();
+        let orphans: Vec<Digest> = candidates
+            .into_iter()
+            .filter(|d| !still.contains(d))
+            .cloned()
+            .collect();
+        drop(still);
+        *self.records.write().unwrap_or_else(|p| p.into_inner()) = after;
+        drop(writer);
+        if !orphans.is_empty() {
+            let shared = self.clone();
+            let _ = tokio::task::spawn_blocking(move || gc::unlink_trash(shared.collect(orphans)))
+                .await;
+        }
+        Ok(true)
+    }
+}
