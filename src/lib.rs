@@ -22,6 +22,7 @@ pub mod config;
 pub mod daemon;
 pub mod grpc;
 pub mod image;
+pub mod kind;
 pub mod metrics;
 pub mod names;
 pub mod oci;

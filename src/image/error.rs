@@ -1,8 +1,10 @@
 //! Errors of the core image service. Each names the image (and the registry when one was
-//! involved); `grpc::status` maps every variant to a gRPC code.
+//! involved) and has one [`Kind`] ([`Error::kind`]): the table in `kind.rs` gives it its
+//! gRPC code (`grpc::status`) and its metrics class.
 
 use std::sync::Arc;
 
+use crate::kind::{Code, Kind};
 use crate::names::NameError;
 use crate::registries::LookupError;
 use crate::registry::{AuthError, RegistryError};
@@ -21,40 +23,19 @@ pub enum Error {
     UnsupportedTransport { image: String, transport: String },
     #[error("image {image}: unusable credentials: {source}")]
     Credentials { image: String, source: AuthError },
-    #[error("{}", not_found(image, source))]
-    NotFound {
-        image: String,
-        source: RegistryError,
-    },
-    #[error("RegistryUnavailable: pulling image {image}: {source}")]
-    RegistryUnavailable {
-        image: String,
-        source: RegistryError,
-    },
-    #[error("pulling image {image}: {source}")]
-    Unauthorized {
-        image: String,
-        source: RegistryError,
-    },
-    #[error("pulling image {image}: {source}")]
-    Denied {
-        image: String,
-        source: RegistryError,
-    },
-    #[error("pulling image {image}: {source}")]
-    InvalidContent {
-        image: String,
-        source: RegistryError,
-    },
-    #[error("pulling image {image}: {source}")]
-    Unsupported {
-        image: String,
-        source: RegistryError,
-    },
-    #[error("pulling image {image}: {source}")]
+    /// A registry failure: its kind is the registry error's.
+    #[error("{}", registry_message(image, source))]
     Registry {
         image: String,
         source: RegistryError,
+    },
+    /// Bytes a source served that do not verify against their digest or size.
+    #[error("pulling image {image}: {from} served invalid content: {source}")]
+    Served {
+        image: String,
+        /// The source, as it describes itself ("registry r.io").
+        from: String,
+        source: Box<StoreError>,
     },
     #[error("image {image}: {source}")]
     Store { image: String, source: StoreError },
@@ -89,11 +70,16 @@ pub enum Error {
     Internal(String),
 }
 
-fn not_found(image: &str, source: &RegistryError) -> String {
+fn registry_message(image: &str, source: &RegistryError) -> String {
     match source {
         // Its text already names the image and the registry.
         RegistryError::NotFound { .. } => source.to_string(),
-        other => format!("image {image}: {other}"),
+        RegistryError::NoPlatform { .. } => format!("image {image}: {source}"),
+        // kubelet matches on the message prefix `RegistryUnavailable`.
+        _ if source.kind().code() == Code::Unavailable => {
+            format!("RegistryUnavailable: pulling image {image}: {source}")
+        }
+        _ => format!("pulling image {image}: {source}"),
     }
 }
 
@@ -106,76 +92,36 @@ fn list(failures: &[(String, Arc<Error>)]) -> String {
 }
 
 impl Error {
-    /// Classifies a registry failure for `image`.
+    /// A registry failure while pulling `image`.
     pub fn from_registry(image: &impl std::fmt::Display, source: RegistryError) -> Error {
-        let image = image.to_string();
-        match source {
-            RegistryError::NotFound { .. } | RegistryError::NoPlatform { .. } => {
-                Error::NotFound { image, source }
-            }
-            RegistryError::Unavailable { .. }
-            | RegistryError::RetryAfter { .. }
-            | RegistryError::Timeout { .. }
-            | RegistryError::Tls { .. } => Error::RegistryUnavailable { image, source },
-            RegistryError::Unauthorized { .. } => Error::Unauthorized { image, source },
-            RegistryError::Denied { .. } => Error::Denied { image, source },
-            RegistryError::InvalidContent { .. } | RegistryError::DigestMismatch { .. } => {
-                Error::InvalidContent { image, source }
-            }
-            RegistryError::Unsupported { .. } => Error::Unsupported { image, source },
-            RegistryError::Other { .. } => Error::Registry { image, source },
+        Error::Registry {
+            image: image.to_string(),
+            source,
         }
     }
 
-    /// The failure's class, the `error_class` label of `cri_imaged_pulls_total`.
-    pub fn class(&self) -> &'static str {
+    /// The failure's kind: one line per variant, the lower layers' errors saying their own.
+    pub fn kind(&self) -> Kind {
         match self {
             Error::Name(_)
             | Error::EmptyName
             | Error::UnsupportedTransport { .. }
-            | Error::AmbiguousShortName { .. } => "invalid_argument",
-            Error::Blocked { source, .. } => match source {
-                LookupError::Blocked { .. } => "denied",
-                LookupError::Remap { .. } => "config",
-            },
-            Error::Credentials { .. } | Error::Unauthorized { .. } => "auth",
-            Error::Denied { .. } => "denied",
-            Error::NotFound { .. } => "not_found",
-            Error::RegistryUnavailable { source, .. } => match source {
-                RegistryError::Timeout { .. } => "timeout",
-                RegistryError::Tls { .. } => "tls",
-                _ => "network",
-            },
-            Error::InvalidContent { source, .. } => match source {
-                RegistryError::DigestMismatch { .. } => "digest_mismatch",
-                _ => "invalid_content",
-            },
-            Error::Unsupported { .. } => "unsupported",
-            Error::Registry { .. } => "registry",
-            Error::Store { .. } => "store",
-            Error::Import { source, .. } => match source {
-                TransportError::InvalidReference { .. }
-                | TransportError::RelativePath { .. }
-                | TransportError::ColonInPath { .. }
-                | TransportError::Unnamed { .. } => "invalid_argument",
-                TransportError::Disabled { .. }
-                | TransportError::OutsideImportDirs { .. }
-                | TransportError::UnsafeSource { .. } => "denied",
-                TransportError::NotFound { .. } | TransportError::NoSuchImage { .. } => "not_found",
-                TransportError::SkopeoMissing { .. } | TransportError::Unreadable { .. } => {
-                    "import"
-                }
-                TransportError::InvalidContent { .. } => "invalid_content",
-            },
-            // As for the gRPC code: anything but "not found" beats "not found".
+            | Error::AmbiguousShortName { .. } => Kind::InvalidArgument,
+            Error::Credentials { .. } => Kind::BadCredentials,
+            Error::Registry { source, .. } => source.kind(),
+            Error::Served { .. } => Kind::DigestMismatch,
+            Error::Store { source, .. } => source.kind(),
+            Error::Import { source, .. } => source.kind(),
+            Error::Blocked { source, .. } => source.kind(),
+            // The most telling failure wins: anything but "not found" beats "not found".
             Error::AllCandidatesFailed { failures, .. } => failures
                 .iter()
-                .map(|(_, e)| e.class())
-                .find(|c| *c != "not_found")
-                .unwrap_or("not_found"),
-            Error::ShuttingDown { .. } => "shutdown",
-            Error::Shared(inner) => inner.class(),
-            Error::Internal(_) => "internal",
+                .map(|(_, e)| e.kind())
+                .find(|k| k.code() != Code::NotFound)
+                .unwrap_or(Kind::NotFound),
+            Error::ShuttingDown { .. } => Kind::ShuttingDown,
+            Error::Shared(inner) => inner.kind(),
+            Error::Internal(_) => Kind::Internal,
         }
     }
 

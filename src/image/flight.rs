@@ -8,16 +8,44 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::Mutex;
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared, WeakShared};
 
-pub struct Flights<T: Clone> {
-    map: Mutex<HashMap<String, WeakShared<BoxFuture<'static, T>>>>,
+/// What one pull in flight is for: pulls with equal keys are one pull.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PullKey {
+    /// A registry pull of a qualified name with one set of credentials (a hash of them:
+    /// the key never holds a secret).
+    Registry {
+        name: crate::names::ImageName,
+        credentials: u64,
+    },
+    /// An import of a local source, as admitted (`oci-archive:/x.tar`).
+    Import { source: String },
 }
 
-impl<T: Clone> Default for Flights<T> {
+impl PullKey {
+    /// The key of a registry pull of `name` with `creds`.
+    pub fn registry(name: &crate::names::ImageName, creds: &impl Hash) -> PullKey {
+        use std::hash::Hasher;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        creds.hash(&mut h);
+        PullKey::Registry {
+            name: name.clone(),
+            credentials: h.finish(),
+        }
+    }
+}
+
+/// The work in flight per key `K`, each producing a `T`.
+pub struct Flights<K, T: Clone> {
+    map: Mutex<HashMap<K, WeakShared<BoxFuture<'static, T>>>>,
+}
+
+impl<K, T: Clone> Default for Flights<K, T> {
     fn default() -> Self {
         Flights {
             map: Mutex::default(),
@@ -25,10 +53,10 @@ impl<T: Clone> Default for Flights<T> {
     }
 }
 
-impl<T: Clone + Send + Sync + 'static> Flights<T> {
+impl<K: Eq + Hash + Clone, T: Clone + Send + Sync + 'static> Flights<K, T> {
     /// Runs `make()`'s future for `key`, or joins the one already running. The flag says
     /// whether this caller started the work (false: it joined another caller's).
-    pub async fn run<F>(&self, key: String, make: impl FnOnce() -> F) -> (T, bool)
+    pub async fn run<F>(&self, key: K, make: impl FnOnce() -> F) -> (T, bool)
     where
         F: Future<Output = T> + Send + 'static,
     {
@@ -83,14 +111,14 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_callers_share_one_run() {
-        let flights = Arc::new(Flights::<usize>::default());
+        let flights = Arc::new(Flights::<&str, usize>::default());
         let runs = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let (flights, runs) = (flights.clone(), runs.clone());
                 tokio::spawn(async move {
                     flights
-                        .run("k".into(), || async move {
+                        .run("k", || async move {
                             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                             runs.fetch_add(1, Ordering::SeqCst)
                         })
@@ -116,14 +144,14 @@ mod tests {
 
     #[tokio::test]
     async fn work_is_dropped_when_its_last_waiter_goes_and_the_next_caller_starts_afresh() {
-        let flights = Arc::new(Flights::<usize>::default());
+        let flights = Arc::new(Flights::<&str, usize>::default());
         let dropped = Arc::new(AtomicUsize::new(0));
         let d = dropped.clone();
         let waiter = {
             let flights = flights.clone();
             tokio::spawn(async move {
                 flights
-                    .run("k".into(), move || async move {
+                    .run("k", move || async move {
                         let _guard = SetOnDrop(d);
                         std::future::pending::<usize>().await
                     })
@@ -146,7 +174,7 @@ mod tests {
         );
         assert!(flights.is_empty());
         assert_eq!(
-            flights.run("k".into(), || async { 7 }).await,
+            flights.run("k", || async { 7 }).await,
             (7, true),
             "a fresh run"
         );

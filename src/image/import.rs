@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
-use super::{Error, ImageMeta, ImageService, Inner};
+use super::bring::transport::TransportSource;
+use super::bring::{Chosen, bring_in};
+use super::flight::PullKey;
+use super::{Error, ImageService, Inner};
 use crate::names::ImageId;
-use crate::oci;
-use crate::store::{ManifestBlobs, NameRecord, StoreError};
-use crate::transport::{LocalTransport, Source, SourceRef, TransportError};
+use crate::store::NameRecord;
+use crate::transport::{LocalTransport, Source, SourceRef};
 
 impl ImageService {
     /// Imports the image `rest` names in `transport` (`image` is the request as sent).
@@ -24,7 +26,9 @@ impl ImageService {
         };
         let src = SourceRef::parse(transport, rest).map_err(err)?;
         let src = self.inner.settings.imports.admit(src).await.map_err(err)?;
-        let key = format!("import:{src}");
+        let key = PullKey::Import {
+            source: src.to_string(),
+        };
         let _waiting = self.inner.progress.waiting(&key);
         let (image, key2) = (image.to_owned(), key.clone());
         self.single_flight(key, image.clone(), move |inner| {
@@ -34,127 +38,54 @@ impl ImageService {
     }
 }
 
+/// One import: open the source through skopeo, bring the image in from it, let skopeo
+/// exit, log the summary.
 async fn import_task(
     inner: Arc<Inner>,
     image: String,
     src: SourceRef,
-    key: String,
+    key: PullKey,
 ) -> Result<ImageId, Error> {
     let started = std::time::Instant::now();
     let label = src.to_string();
     // `cri-imaged pulls` shows an import like a pull; its source is the transport.
     let progress = inner.progress.start(&key, &image, src.transport.name());
-    let err = |source| Error::Import {
-        image: image.clone(),
-        source,
-    };
-    let invalid = |reason: String| {
-        err(TransportError::InvalidContent {
-            source_ref: label.clone(),
-            reason,
-        })
-    };
-    let store_err = |source: StoreError| match source {
-        StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => {
-            invalid(source.to_string())
-        }
-        source => Error::Store {
-            image: image.clone(),
-            source,
-        },
-    };
-
     let source = Source::open(&inner.settings.imports, &src)
         .await
-        .map_err(err)?;
+        .map_err(|source| Error::Import {
+            image: image.clone(),
+            source,
+        })?;
     let local = source.image().clone();
-    let m = &local.manifest;
-    if m.config.size > oci::manifest::MAX_DOCUMENT_BYTES as u64 {
-        return Err(invalid(format!(
-            "config {} is {} bytes",
-            m.config.digest, m.config.size
-        )));
-    }
-    let blobs = ManifestBlobs {
-        manifest: local.descriptor.clone(),
-        config: m.config.clone(),
-        layers: m.layers.clone(),
+    let chosen = Chosen {
+        names: local
+            .names
+            .iter()
+            .map(|name| NameRecord {
+                name: name.clone(),
+                manifest: local.descriptor.clone(),
+                pulled_by: local.pulled_by.clone(),
+            })
+            .collect(),
+        stored: local.descriptor.clone(),
+        stored_bytes: local.bytes.clone(),
+        config: local.manifest.config.clone(),
+        layers: local.manifest.layers.clone(),
     };
-    let lease = inner.store.lease(blobs.all().map(|d| d.digest.clone()));
-
-    let mut present_flags = Vec::new();
-    for d in std::iter::once(&m.config).chain(&m.layers) {
-        present_flags.push(inner.store.has_blob(d).await);
+    let from = Arc::new(TransportSource::new(source, image.clone(), label.clone()));
+    let brought = bring_in(&inner, &from, &image, chosen, &progress).await?;
+    if let Ok(from) = Arc::try_unwrap(from) {
+        from.finish().await;
     }
-    progress.set_blobs(
-        std::iter::once(&m.config)
-            .chain(&m.layers)
-            .zip(&present_flags)
-            .map(|(d, p)| (d.digest.to_string(), d.size, *p)),
-    );
-    let present = present_flags.iter().filter(|p| **p).count();
-    for (d, _) in std::iter::once(&m.config)
-        .chain(&m.layers)
-        .zip(&present_flags)
-        .filter(|(_, p)| !**p)
-    {
-        let download = inner.progress.download(&d.digest.to_string());
-        let mut ingest = inner.store.ingest(d).await.map_err(store_err)?;
-        let mut blob = source.blob(d).await.map_err(err)?;
-        while let Some(chunk) = blob.next().await.map_err(err)? {
-            download.add(chunk.len() as u64);
-            ingest
-                .write(bytes::Bytes::copy_from_slice(chunk))
-                .await
-                .map_err(store_err)?;
-        }
-        // Our own check first (digest and size, as for registry blobs), then the proxy's.
-        inner.store.commit(ingest).await.map_err(store_err)?;
-        blob.finish().await.map_err(err)?;
-        progress.blob_done(&d.digest.to_string());
-    }
-    source.finish().await;
-
-    let config_bytes = inner
-        .store
-        .read_blob(&m.config.digest)
-        .await
-        .map_err(store_err)?;
-    let config = oci::manifest::parse_config(&config_bytes)
-        .map_err(|e| invalid(format!("config {}: {e}", m.config.digest)))?;
-    inner
-        .store
-        .put_blob(&local.descriptor, &local.bytes)
-        .await
-        .map_err(store_err)?;
-
-    let id = ImageId::new(m.config.digest.clone());
-    let records = local
-        .names
-        .iter()
-        .map(|name| NameRecord {
-            name: name.clone(),
-            manifest: local.descriptor.clone(),
-            pulled_by: local.pulled_by.clone(),
-        })
-        .collect();
-    inner
-        .store
-        .add_names(&id, &blobs, records, lease)
-        .await
-        .map_err(store_err)?;
-    inner
-        .cache
-        .insert(id.clone(), ImageMeta { user: config.user });
     tracing::info!(
         source = %label,
-        id = %id,
+        id = %brought.id,
         names = ?local.names.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        bytes = m.content_size(),
-        layers = m.layers.len(),
-        blobs_present = present,
+        bytes = local.manifest.content_size(),
+        layers = local.manifest.layers.len(),
+        blobs_present = brought.blobs_present,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "imported image"
     );
-    Ok(id)
+    Ok(brought.id)
 }

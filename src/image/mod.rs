@@ -5,6 +5,7 @@
 //! [`Error`]s. Pull coordination lives here too: one pull in flight per (name, credentials),
 //! one download per blob, and a semaphore bounding concurrent blob downloads.
 
+mod bring;
 mod cache;
 mod error;
 mod flight;
@@ -32,7 +33,7 @@ pub use fs_info::FsUsage;
 pub use info::{ImageInfo, ImageUser};
 pub use list::Images;
 pub use pinned::Pinned;
-pub use progress::{BlobSnapshot, PullSnapshot};
+pub use progress::{BlobSnapshot, BlobState, PullSnapshot};
 pub use pull::PullRequest;
 pub use status::verbose_info;
 
@@ -80,8 +81,8 @@ struct Inner {
     node: RwLock<Arc<NodeRegistries>>,
     cache: cache::Cache,
     listing: list::Listing,
-    pulls: flight::Flights<Result<ImageId, Arc<Error>>>,
-    blobs: flight::Flights<Result<(), Arc<Error>>>,
+    pulls: flight::Flights<flight::PullKey, Result<ImageId, Arc<Error>>>,
+    blobs: flight::Flights<crate::names::Digest, Result<(), Arc<Error>>>,
     downloads: Arc<Semaphore>,
     shutdown: CancellationToken,
     progress: progress::Progress,

@@ -52,7 +52,7 @@ impl ImageService {
         match &result {
             Ok(_) => outcome.record(PullResult::Success),
             Err(e) => {
-                let class = e.class();
+                let class = e.kind().class();
                 outcome.record(PullResult::Failure(class));
                 tracing::warn!(
                     image = %image,

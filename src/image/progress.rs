@@ -13,6 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::flight::PullKey;
+use crate::names::Digest;
+
 /// How often a pull still running logs a progress line.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -27,13 +30,13 @@ struct State {
     next_id: u64,
     pulls: BTreeMap<u64, PullEntry>,
     /// Flight key → callers waiting on it.
-    waiters: HashMap<String, usize>,
+    waiters: HashMap<PullKey, usize>,
     /// Digest → the download of that blob in flight.
-    blobs: HashMap<String, BlobEntry>,
+    blobs: HashMap<Digest, BlobEntry>,
 }
 
 struct PullEntry {
-    key: String,
+    key: PullKey,
     image: String,
     source: String,
     started: Instant,
@@ -42,7 +45,7 @@ struct PullEntry {
 }
 
 struct BlobSlot {
-    digest: String,
+    digest: Digest,
     size: u64,
     state: SlotState,
 }
@@ -92,14 +95,53 @@ pub struct BlobSnapshot {
     pub digest: String,
     pub size: u64,
     pub done: u64,
-    /// `present` (was in the store), `waiting`, `downloading` or `done`.
-    pub state: String,
+    pub state: BlobState,
+}
+
+/// Where one blob of a pull stands; in JSON `present`, `waiting`, `downloading`, `done`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobState {
+    /// It was in the store when the pull started.
+    Present,
+    /// Not in the store, and no download of it is running yet.
+    Waiting,
+    Downloading,
+    /// Brought in by this pull.
+    Done,
+}
+
+impl BlobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlobState::Present => "present",
+            BlobState::Waiting => "waiting",
+            BlobState::Downloading => "downloading",
+            BlobState::Done => "done",
+        }
+    }
+}
+
+/// Compares with the JSON spelling (`state == "done"`).
+impl PartialEq<&str> for BlobState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for BlobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 impl PullSnapshot {
     /// Blobs the pull found in the store.
     pub fn present(&self) -> usize {
-        self.blobs.iter().filter(|b| b.state == "present").count()
+        self.blobs
+            .iter()
+            .filter(|b| b.state == BlobState::Present)
+            .count()
     }
 
     /// One line for logs and the plain `cri-imaged pulls` listing.
@@ -128,17 +170,17 @@ impl Progress {
     }
 
     /// A caller waits on the pull with flight key `key` while the guard lives.
-    pub fn waiting(&self, key: &str) -> WaiterGuard {
-        *self.lock().waiters.entry(key.to_owned()).or_insert(0) += 1;
+    pub fn waiting(&self, key: &PullKey) -> WaiterGuard {
+        *self.lock().waiters.entry(key.clone()).or_insert(0) += 1;
         WaiterGuard {
             progress: self.clone(),
-            key: key.to_owned(),
+            key: key.clone(),
         }
     }
 
     /// A pull of `image` from `source` (flight key `key`) runs while the guard lives; it
     /// logs a progress line every 10 s.
-    pub fn start(&self, key: &str, image: &str, source: &str) -> PullGuard {
+    pub fn start(&self, key: &PullKey, image: &str, source: &str) -> PullGuard {
         let id = {
             let mut st = self.lock();
             st.next_id += 1;
@@ -146,7 +188,7 @@ impl Progress {
             st.pulls.insert(
                 id,
                 PullEntry {
-                    key: key.to_owned(),
+                    key: key.clone(),
                     image: image.to_owned(),
                     source: source.to_owned(),
                     started: Instant::now(),
@@ -185,16 +227,16 @@ impl Progress {
     }
 
     /// Blob `digest` is being downloaded while the guard lives.
-    pub fn download(&self, digest: &str) -> DownloadGuard {
+    pub fn download(&self, digest: &Digest) -> DownloadGuard {
         let mut st = self.lock();
-        let e = st.blobs.entry(digest.to_owned()).or_insert(BlobEntry {
+        let e = st.blobs.entry(digest.clone()).or_insert(BlobEntry {
             done: 0,
             downloads: 0,
         });
         e.downloads += 1;
         DownloadGuard {
             progress: self.clone(),
-            digest: digest.to_owned(),
+            digest: digest.clone(),
         }
     }
 
@@ -224,16 +266,16 @@ fn snapshot(st: &State, id: u64, p: &PullEntry) -> PullSnapshot {
         .iter()
         .map(|b| {
             let (done, state) = match (b.state, st.blobs.get(&b.digest)) {
-                (SlotState::Present, _) => (b.size, "present"),
-                (SlotState::Done, _) => (b.size, "done"),
-                (SlotState::Pending, Some(e)) => (e.done.min(b.size), "downloading"),
-                (SlotState::Pending, None) => (0, "waiting"),
+                (SlotState::Present, _) => (b.size, BlobState::Present),
+                (SlotState::Done, _) => (b.size, BlobState::Done),
+                (SlotState::Pending, Some(e)) => (e.done.min(b.size), BlobState::Downloading),
+                (SlotState::Pending, None) => (0, BlobState::Waiting),
             };
             BlobSnapshot {
-                digest: b.digest.clone(),
+                digest: b.digest.to_string(),
                 size: b.size,
                 done,
-                state: state.to_owned(),
+                state,
             }
         })
         .collect();
@@ -241,7 +283,7 @@ fn snapshot(st: &State, id: u64, p: &PullEntry) -> PullSnapshot {
     let bytes_done: u64 = blobs.iter().map(|b| b.done).sum();
     let fetched: u64 = blobs
         .iter()
-        .filter(|b| b.state != "present")
+        .filter(|b| b.state != BlobState::Present)
         .map(|b| b.done)
         .sum();
     let elapsed = p.started.elapsed().as_secs_f64();
@@ -272,7 +314,7 @@ fn snapshot(st: &State, id: u64, p: &PullEntry) -> PullSnapshot {
 /// Keeps a caller counted as waiting.
 pub struct WaiterGuard {
     progress: Progress,
-    key: String,
+    key: PullKey,
 }
 
 impl Drop for WaiterGuard {
@@ -296,7 +338,7 @@ pub struct PullGuard {
 
 impl PullGuard {
     /// The blobs the pull needs (digest, size, already in the store), config first.
-    pub fn set_blobs(&self, blobs: impl IntoIterator<Item = (String, u64, bool)>) {
+    pub fn set_blobs(&self, blobs: impl IntoIterator<Item = (Digest, u64, bool)>) {
         let mut st = self.progress.lock();
         if let Some(p) = st.pulls.get_mut(&self.id) {
             p.blobs = blobs
@@ -323,10 +365,10 @@ impl PullGuard {
     }
 
     /// Blob `digest` is in the store now.
-    pub fn blob_done(&self, digest: &str) {
+    pub fn blob_done(&self, digest: &Digest) {
         let mut st = self.progress.lock();
         if let Some(p) = st.pulls.get_mut(&self.id) {
-            for b in p.blobs.iter_mut().filter(|b| b.digest == digest) {
+            for b in p.blobs.iter_mut().filter(|b| &b.digest == digest) {
                 if b.state == SlotState::Pending {
                     b.state = SlotState::Done;
                 }
@@ -350,7 +392,7 @@ impl Drop for PullGuard {
 /// Counts the bytes of one blob download.
 pub struct DownloadGuard {
     progress: Progress,
-    digest: String,
+    digest: Digest,
 }
 
 impl DownloadGuard {
@@ -387,17 +429,21 @@ mod tests {
     #[tokio::test]
     async fn a_pull_shows_its_blobs_and_waiters_and_is_gone_when_its_guard_drops() {
         let p = Progress::default();
-        let w1 = p.waiting("k");
-        let w2 = p.waiting("k");
-        let pull = p.start("k", "r.io/a:1", "r.io");
+        let key = PullKey::Import {
+            source: "oci:/x".into(),
+        };
+        let w1 = p.waiting(&key);
+        let w2 = p.waiting(&key);
+        let pull = p.start(&key, "r.io/a:1", "r.io");
+        let [c, l1, l2] = [1, 2, 3].map(|n| Digest::from_sha256([n; 32]));
         pull.set_blobs([
-            ("sha256:c".to_owned(), 10, true),
-            ("sha256:l1".to_owned(), 100, false),
-            ("sha256:l2".to_owned(), 50, false),
+            (c, 10, true),
+            (l1.clone(), 100, false),
+            (l2.clone(), 50, false),
         ]);
-        let d = p.download("sha256:l1");
+        let d = p.download(&l1);
         d.add(40);
-        pull.blob_done("sha256:l2");
+        pull.blob_done(&l2);
         let s = p.snapshot();
         assert_eq!(s.len(), 1);
         let s = &s[0];
@@ -408,11 +454,16 @@ mod tests {
         assert_eq!((s.bytes_done, s.bytes_total), (10 + 40 + 50, 160));
         let states: Vec<_> = s.blobs.iter().map(|b| b.state.as_str()).collect();
         assert_eq!(states, ["present", "downloading", "done"]);
+        let json = serde_json::to_value(&s.blobs[1]).unwrap();
+        assert_eq!(
+            json["state"], "downloading",
+            "the /pulls JSON keeps its strings"
+        );
         assert_eq!(s.present(), 1);
         drop(w1);
         assert_eq!(p.waiters(), 1);
         drop((d, w2));
-        assert_eq!(p.snapshot()[0].blobs[1].state, "waiting");
+        assert_eq!(p.snapshot()[0].blobs[1].state, BlobState::Waiting);
         assert_eq!(p.waiters(), 0);
         drop(pull);
         assert!(p.snapshot().is_empty());

@@ -31,6 +31,17 @@ pub enum LookupError {
     },
 }
 
+impl LookupError {
+    /// The failure's kind: a blocked registry is refused by policy; a remap that cannot
+    /// apply is the node's configuration.
+    pub fn kind(&self) -> crate::kind::Kind {
+        match self {
+            LookupError::Blocked { .. } => crate::kind::Kind::Denied,
+            LookupError::Remap { .. } => crate::kind::Kind::Misconfigured,
+        }
+    }
+}
+
 /// `host/path` + the reference of `reference`, as an image name.
 fn name_at(repo: &str, reference: &Reference) -> Result<ImageName, String> {
     let (host, path) = repo

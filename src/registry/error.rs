@@ -1,7 +1,13 @@
 //! Errors of the registry client, classified by what the caller can do about them. The
-//! classification matches oci-client's variants and OCI error codes, never message text.
+//! classification matches oci-client's variants, HTTP statuses, OCI error codes and the
+//! error types in a transport failure's cause chain, never message text; each variant has
+//! one [`Kind`] (the table in `kind.rs`).
+
+use std::time::Duration;
 
 use oci_client::errors::{OciDistributionError, OciErrorCode};
+
+use crate::kind::Kind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -11,14 +17,19 @@ pub enum RegistryError {
     Unauthorized { registry: String },
     #[error("registry {registry} denied access")]
     Denied { registry: String },
-    #[error("registry {registry} is unavailable: {reason}")]
-    Unavailable { registry: String, reason: String },
-    /// Unavailable, and the registry said when to ask again (`Retry-After`).
-    #[error("registry {registry} is unavailable: {reason} (it asks to retry after {}s)", after.as_secs())]
-    RetryAfter {
+    /// Unreachable, broken off, or answering 5xx/408; `after` is its `Retry-After`.
+    #[error("registry {registry} is unavailable: {reason}{}", retry_note(*after))]
+    Unavailable {
         registry: String,
         reason: String,
-        after: std::time::Duration,
+        after: Option<Duration>,
+    },
+    /// The registry asks clients to slow down (429, `TOOMANYREQUESTS`).
+    #[error("registry {registry} is unavailable: {reason}{}", retry_note(*after))]
+    Throttled {
+        registry: String,
+        reason: String,
+        after: Option<Duration>,
     },
     /// Unavailable because the connection or a read timed out.
     #[error("registry {registry} is unavailable: {reason}")]
@@ -38,6 +49,12 @@ pub enum RegistryError {
     NoPlatform { registry: String, platform: String },
     #[error("registry {registry}: {reason}")]
     Other { registry: String, reason: String },
+}
+
+fn retry_note(after: Option<Duration>) -> String {
+    after.map_or(String::new(), |a| {
+        format!(" (it asks to retry after {}s)", a.as_secs())
+    })
 }
 
 /// A transport error's text with its cause chain.
@@ -74,19 +91,59 @@ pub(super) fn unavailable(
         }
         cause = c.source();
     }
-    RegistryError::Unavailable { registry, reason }
+    RegistryError::Unavailable {
+        registry,
+        reason,
+        after: None,
+    }
 }
 
 impl RegistryError {
-    /// Whether the registry could not be reached or stopped answering (any kind).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            RegistryError::Unavailable { .. }
-                | RegistryError::RetryAfter { .. }
-                | RegistryError::Timeout { .. }
-                | RegistryError::Tls { .. }
-        )
+    /// The failure's kind: one line per variant.
+    pub fn kind(&self) -> Kind {
+        match self {
+            RegistryError::NotFound { .. } | RegistryError::NoPlatform { .. } => Kind::NotFound,
+            RegistryError::Unauthorized { .. } => Kind::Unauthenticated,
+            RegistryError::Denied { .. } => Kind::Denied,
+            RegistryError::Unavailable { .. } => Kind::Network,
+            RegistryError::Throttled { .. } => Kind::Throttled,
+            RegistryError::Timeout { .. } => Kind::Timeout,
+            RegistryError::Tls { .. } => Kind::Tls,
+            RegistryError::InvalidContent { .. } => Kind::InvalidContent,
+            RegistryError::DigestMismatch { .. } => Kind::DigestMismatch,
+            RegistryError::Unsupported { .. } => Kind::Unsupported,
+            RegistryError::Other { .. } => Kind::RegistryFailed,
+        }
+    }
+
+    /// Whether the registry could not be reached or stopped answering, without saying
+    /// when to come back (a `Retry-After` is an answer, and final for the scheme choice).
+    pub fn is_transport_failure(&self) -> bool {
+        self.retry_after().is_none()
+            && matches!(
+                self.kind(),
+                Kind::Network | Kind::Throttled | Kind::Timeout | Kind::Tls
+            )
+    }
+
+    /// The wait the registry asked for (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RegistryError::Unavailable { after, .. } | RegistryError::Throttled { after, .. } => {
+                *after
+            }
+            _ => None,
+        }
+    }
+
+    /// The same failure, with the `Retry-After` the registry sent along.
+    pub(super) fn with_retry_after(mut self, asked: Option<Duration>) -> RegistryError {
+        if let RegistryError::Unavailable { after, .. } | RegistryError::Throttled { after, .. } =
+            &mut self
+        {
+            *after = asked;
+        }
+        self
     }
 
     pub(super) fn from_oci(registry: &str, what: &str, e: OciDistributionError) -> RegistryError {
@@ -106,9 +163,10 @@ impl RegistryError {
                     },
                     Some(OciErrorCode::Unauthorized) => RegistryError::Unauthorized { registry },
                     Some(OciErrorCode::Denied) => RegistryError::Denied { registry },
-                    Some(OciErrorCode::Toomanyrequests) => RegistryError::Unavailable {
+                    Some(OciErrorCode::Toomanyrequests) => RegistryError::Throttled {
                         registry,
                         reason: "too many requests".into(),
+                        after: None,
                     },
                     Some(
                         OciErrorCode::NameInvalid
@@ -139,12 +197,16 @@ impl RegistryError {
             OciDistributionError::ServerError { code: 403, .. } => {
                 RegistryError::Denied { registry }
             }
-            OciDistributionError::ServerError { code, .. }
-                if code >= 500 || code == 408 || code == 429 =>
-            {
+            OciDistributionError::ServerError { code: 429, .. } => RegistryError::Throttled {
+                registry,
+                reason: "HTTP 429".into(),
+                after: None,
+            },
+            OciDistributionError::ServerError { code, .. } if code >= 500 || code == 408 => {
                 RegistryError::Unavailable {
                     registry,
                     reason: format!("HTTP {code}"),
+                    after: None,
                 }
             }
             OciDistributionError::ServerError { code, message, .. } => RegistryError::Other {

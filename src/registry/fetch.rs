@@ -237,17 +237,7 @@ impl Http<'_> {
                 message: String::from_utf8_lossy(&body).into_owned(),
             }
         };
-        let e = RegistryError::from_oci(self.registry, req.what, e);
-        match (e, retry_after) {
-            (RegistryError::Unavailable { registry, reason }, Some(after)) => {
-                RegistryError::RetryAfter {
-                    registry,
-                    reason,
-                    after,
-                }
-            }
-            (e, _) => e,
-        }
+        RegistryError::from_oci(self.registry, req.what, e).with_retry_after(retry_after)
     }
 }
 

@@ -138,9 +138,7 @@ impl RegistryClient {
                 }
                 // Only a transport failure suggests the other scheme; an HTTP answer is final
                 // (a Retry-After is one, and must reach the retry policy as it is).
-                Err(e) if e.is_unavailable() && !matches!(e, RegistryError::RetryAfter { .. }) => {
-                    last = Some(e)
-                }
+                Err(e) if e.is_transport_failure() => last = Some(e),
                 Err(e) => return Err(e),
             }
         }

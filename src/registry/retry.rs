@@ -17,6 +17,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use super::RegistryError;
+use crate::kind::Kind;
 
 /// How often and how long to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +43,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Whether another try may follow try number `attempt` (1-based) that failed with `e`.
     pub fn should_retry(&self, attempt: u32, e: &RegistryError) -> bool {
-        if let RegistryError::RetryAfter { after, .. } = e
-            && *after > self.max_delay
-        {
+        if e.retry_after().is_some_and(|after| after > self.max_delay) {
             return false;
         }
         attempt < self.attempts && is_retryable(e)
@@ -55,10 +54,11 @@ impl RetryPolicy {
     /// failed together do not come back together. A 429 waits 8× longer (still capped);
     /// a `Retry-After` is waited exactly (it is never above the cap: see `should_retry`).
     pub fn delay(&self, retry: u32, e: &RegistryError) -> Duration {
-        if let RegistryError::RetryAfter { after, .. } = e {
-            return (*after).min(self.max_delay);
+        if let Some(after) = e.retry_after() {
+            return after.min(self.max_delay);
         }
-        let shift = retry.saturating_sub(1) + if is_rate_limited(e) { 3 } else { 0 };
+        let throttled = e.kind() == Kind::Throttled;
+        let shift = retry.saturating_sub(1) + if throttled { 3 } else { 0 };
         let exp = self.base_delay.saturating_mul(1u32 << shift.min(16));
         let capped = exp.min(self.max_delay);
         let half = capped / 2;
@@ -66,17 +66,10 @@ impl RetryPolicy {
     }
 }
 
-/// Whether `e` may go away if the same request is sent again.
+/// Whether `e` may go away if the same request is sent again (by its kind: a network
+/// failure or a 429; timeouts and TLS failures are not retried).
 pub fn is_retryable(e: &RegistryError) -> bool {
-    matches!(
-        e,
-        RegistryError::Unavailable { .. } | RegistryError::RetryAfter { .. }
-    )
-}
-
-/// A 429 (the registry asks clients to slow down).
-fn is_rate_limited(e: &RegistryError) -> bool {
-    matches!(e, RegistryError::Unavailable { reason, .. } if reason.contains("too many requests") || reason.contains("HTTP 429"))
+    matches!(e.kind(), Kind::Network | Kind::Throttled)
 }
 
 /// A number in [0, 1), from the process's random hasher keys and the clock: enough to
@@ -100,6 +93,15 @@ mod tests {
         RegistryError::Unavailable {
             registry: "r.io".into(),
             reason: reason.into(),
+            after: None,
+        }
+    }
+
+    fn throttled(after: Option<Duration>) -> RegistryError {
+        RegistryError::Throttled {
+            registry: "r.io".into(),
+            reason: "HTTP 429".into(),
+            after,
         }
     }
 
@@ -145,22 +147,21 @@ mod tests {
                 "retry {retry}: {d:?} vs {full:?}"
             );
         }
-        let slow = p.delay(1, &unavailable("too many requests"));
+        let slow = p.delay(1, &throttled(None));
         assert!(
             slow >= Duration::from_millis(400) && slow <= Duration::from_millis(800),
             "{slow:?}"
         );
-        assert!(p.delay(30, &unavailable("HTTP 429")) <= p.max_delay);
+        assert!(p.delay(30, &throttled(None)) <= p.max_delay);
+        // The text plays no part: a 503 whose reason mentions 429 is not throttled.
+        let plain = p.delay(1, &unavailable("HTTP 429"));
+        assert!(plain <= Duration::from_millis(100), "{plain:?}");
     }
 
     #[test]
     fn retry_after_is_waited_exactly_and_a_longer_one_than_the_cap_is_not_retried() {
         let p = RetryPolicy::default();
-        let asks = |secs| RegistryError::RetryAfter {
-            registry: "r.io".into(),
-            reason: "HTTP 429".into(),
-            after: Duration::from_secs(secs),
-        };
+        let asks = |secs| throttled(Some(Duration::from_secs(secs)));
         assert!(p.should_retry(1, &asks(3)));
         assert_eq!(p.delay(1, &asks(3)), Duration::from_secs(3));
         assert_eq!(p.delay(4, &asks(0)), Duration::ZERO);

@@ -243,10 +243,18 @@ impl Identity {
                     registry: registry.to_owned(),
                 });
             }
-            code if code >= 500 || code == 408 || code == 429 => {
+            429 => {
+                return Err(RegistryError::Throttled {
+                    registry: registry.to_owned(),
+                    reason: format!("token server {realm_host} answered HTTP 429"),
+                    after: None,
+                });
+            }
+            code if code >= 500 || code == 408 => {
                 return Err(RegistryError::Unavailable {
                     registry: registry.to_owned(),
                     reason: format!("token server {realm_host} answered HTTP {code}"),
+                    after: None,
                 });
             }
             code => {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::kind::Kind;
 use crate::names::Digest;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,28 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The failure's kind (the io error kind decided `NoSpace` where the error arose).
+    pub fn kind(&self) -> Kind {
+        match self {
+            StoreError::NoSpace { .. } => Kind::NoSpace,
+            StoreError::Locked { .. } => Kind::StoreLocked,
+            StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => {
+                Kind::StoreDamaged
+            }
+            StoreError::Io { .. } | StoreError::Corrupt { .. } | StoreError::MissingBlob { .. } => {
+                Kind::StoreFailed
+            }
+        }
+    }
+
+    /// Whether the content written did not verify (the source's fault, not the store's).
+    pub fn is_mismatch(&self) -> bool {
+        matches!(
+            self,
+            StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. }
+        )
+    }
+
     pub(crate) fn io(
         root: &std::path::Path,
         op: &'static str,

@@ -39,3 +39,23 @@ pub enum TransportError {
     )]
     Unnamed { source_ref: String, path: PathBuf },
 }
+
+impl TransportError {
+    /// The failure's kind: one line per variant.
+    pub fn kind(&self) -> crate::kind::Kind {
+        use crate::kind::Kind;
+        match self {
+            TransportError::InvalidReference { .. }
+            | TransportError::RelativePath { .. }
+            | TransportError::ColonInPath { .. }
+            | TransportError::Unnamed { .. } => Kind::InvalidArgument,
+            TransportError::Disabled { .. }
+            | TransportError::OutsideImportDirs { .. }
+            | TransportError::UnsafeSource { .. } => Kind::Denied,
+            TransportError::NotFound { .. } | TransportError::NoSuchImage { .. } => Kind::NotFound,
+            TransportError::SkopeoMissing { .. } => Kind::ImporterMissing,
+            TransportError::Unreadable { .. } => Kind::ImportFailed,
+            TransportError::InvalidContent { .. } => Kind::InvalidContent,
+        }
+    }
+}

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 pub use error::TransportError;
 pub use policy::ImportPolicy;
-pub use proxy::{LocalImage, Source};
+pub use proxy::{Blob, LocalImage, Source};
 
 /// A containers/image transport that reads local files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
