@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use cri_imaged::config::{Cli, Command, Config};
 use cri_imaged::grpc::CriImageService;
-use cri_imaged::image::{ImageService, Settings};
+use cri_imaged::image::ImageService;
 use cri_imaged::oci::Platform;
 use cri_imaged::registry::RegistryClient;
 use cri_imaged::store::Store;
@@ -46,19 +46,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.root)
         .with_context(|| format!("opening store {}", config.root.display()))?;
     let registry = RegistryClient::new(config.insecure.clone(), Platform::current());
-    let settings = Settings {
-        registries: config.registries.clone(),
-        default_transport: config.default_transport.clone(),
-        max_concurrent_downloads: config.max_concurrent_downloads,
-        imports: config.imports.clone(),
-        node: config.node.clone(),
-        pinned: config.pinned.clone(),
-        retry: Default::default(),
-        progress_timeout: config.pull_progress_timeout,
-        min_rate: config.pull_min_rate,
-    };
-    log_registry_files(&config.registry_paths, &config.node);
-    let image = ImageService::new(store, registry, settings);
+    log_registry_files(&config.registry_paths, &config.service.node);
+    let image = ImageService::new(store, registry, config.service.clone());
     let hangups = daemon::hangups().context("installing the SIGHUP handler")?;
     let _file_size = daemon::survive_file_size_limit().context("installing the SIGXFSZ handler")?;
     tokio::spawn(reload_on_hangup(

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A duration as written in the file or on the command line.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum DurationValue {
     Seconds(u64),
@@ -19,6 +19,14 @@ impl std::fmt::Display for DurationValue {
             DurationValue::Seconds(s) => write!(f, "{s}"),
             DurationValue::Text(t) => write!(f, "{t:?}"),
         }
+    }
+}
+
+/// A flag's value is text (`--pull-progress-timeout 45` is parsed like `"45"`).
+impl std::str::FromStr for DurationValue {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DurationValue::Text(s.to_owned()))
     }
 }
 

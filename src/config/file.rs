@@ -1,61 +1,92 @@
-//! The TOML configuration file, as written. Every key is optional; unknown keys are refused.
+//! The configuration keys, written once: each is a key of the TOML file and a flag
+//! (the flag overrides the file; [`layered`]). A new key is one field here (its doc is
+//! the flag's help) and its validation in `mod.rs`. Every key is optional; unknown file
+//! keys are refused.
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// `/etc/cri-imaged/config.toml`. See `contrib/cri-imaged.toml` for a commented example.
-#[derive(Debug, Default, Deserialize)]
+/// `/etc/cri-imaged/config.toml` (see `contrib/cri-imaged.toml` for a commented example),
+/// and the daemon's flags of the same names.
+#[derive(Debug, Default, Deserialize, Serialize, clap::Args)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Store root. Default `/var/lib/cri-imaged`.
+pub struct Keys {
+    /// Store root: an OCI image layout [config: root] [default: /var/lib/cri-imaged]
+    #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Unix socket to serve on. Default `/run/cri-imaged/cri-imaged.sock`.
+    /// Unix socket to serve CRI on [config: listen] [default: /run/cri-imaged/cri-imaged.sock]
+    #[arg(long, value_name = "PATH")]
     pub listen: Option<PathBuf>,
-    /// Registries for short names, in order. Default: none (short names are refused).
+    /// Registry for short names; repeat for several, tried in order. Replaces the config list [config: registries]
+    #[arg(long = "registry", value_name = "HOST[:PORT]")]
     pub registries: Option<Vec<String>>,
-    /// Hosts (`host[:port]`) and CIDRs reached without TLS verification (plain HTTP
-    /// allowed). 127.0.0.0/8 and ::1 are always included. Default: none.
+    /// Registry host or CIDR reached without TLS verification; repeatable. Loopback always is. Replaces the config list [config: insecure_registries]
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]|CIDR")]
     pub insecure_registries: Option<Vec<String>>,
-    /// Transport of names without one. Default `docker`.
+    /// Transport for names without one [config: default_transport] [default: docker]
+    #[arg(long, value_name = "TRANSPORT")]
     pub default_transport: Option<String>,
-    /// Blob downloads at once, across all pulls. Default 3.
+    /// Blob downloads running at once, across all pulls [config: max_concurrent_downloads] [default: 3]
+    #[arg(long, value_name = "N")]
     pub max_concurrent_downloads: Option<usize>,
-    /// Local transports to allow besides `docker`: `oci`, `oci-archive`, `docker-archive`,
-    /// `dir`. Default: none.
+    /// Local transport to allow besides docker (oci, oci-archive, docker-archive, dir); repeatable. Replaces the config list [config: transports]
+    #[arg(long = "transport", value_name = "TRANSPORT")]
     pub transports: Option<Vec<String>>,
-    /// Directories images from local transports may be read from (symlinks resolved).
-    /// Default: none.
+    /// Directory images from local transports may be read from; repeatable. Replaces the config list [config: import_dirs]
+    #[arg(long = "import-dir", value_name = "DIR")]
     pub import_dirs: Option<Vec<PathBuf>>,
-    /// The skopeo binary that reads local transports. Default `skopeo` (from `PATH`).
+    /// The skopeo binary for local transports [config: skopeo] [default: skopeo]
+    #[arg(long, value_name = "PATH")]
     pub skopeo: Option<PathBuf>,
-    /// Log filter: `error`, `warn`, `info`, `debug`, `trace` or a tracing directive. Default `info`.
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive [config: log_level] [default: info]
+    #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// Serve Prometheus metrics on this loopback `ip:port` or unix socket. Default: off.
+    /// Serve Prometheus metrics on a loopback IP:PORT or a unix socket (unix:/path) [config: metrics_address] [default: off]
+    #[arg(long, value_name = "ADDR")]
     pub metrics_address: Option<String>,
-    /// Root-only (0600) unix socket serving `/pulls` and `/metrics` to `cri-imaged pulls`.
-    /// Default: `<listen without .sock>-admin.sock`.
+    /// Root-only unix socket for `cri-imaged pulls` [config: admin_socket] [default: the --listen path with -admin.sock for .sock]
+    #[arg(long, value_name = "PATH")]
     pub admin_socket: Option<PathBuf>,
-    /// `text` (default) or `json` (one object per line, for journald/fluentd collectors).
+    /// Log format: text or json (one object per line) [config: log_format] [default: text]
+    #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
-    /// containers-registries.conf(5) v2 file; drop-ins are read from `<file>.d/*.conf`.
-    /// A missing file is fine. Default `/etc/containers/registries.conf`.
+    /// containers-registries.conf v2 file (drop-ins: FILE.d/*.conf); missing is fine [config: registries_conf] [default: /etc/containers/registries.conf]
+    #[arg(long, value_name = "FILE")]
     pub registries_conf: Option<PathBuf>,
-    /// Node-wide credentials (containers-auth.json(5) / docker config.json). A missing
-    /// file is fine. Default `/run/containers/0/auth.json`.
+    /// Node-wide auth file (containers-auth.json / docker config.json); missing is fine [config: auth_file] [default: /run/containers/0/auth.json]
+    #[arg(long, value_name = "FILE")]
     pub auth_file: Option<PathBuf>,
-    /// Per-registry TLS: `<dir>/<host[:port]>/*.crt` CA bundles. Default
-    /// `/etc/containers/certs.d`.
+    /// Per-registry TLS directory (<host[:port]>/*.crt) [config: certs_dir] [default: /etc/containers/certs.d]
+    #[arg(long, value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,
-    /// Images reported as pinned: exact qualified names or `prefix*` globs. Default: none
-    /// (besides `pause_image`).
+    /// Image reported as pinned: a qualified name or a prefix* glob; repeatable. Replaces the config list [config: pinned_images]
+    #[arg(long = "pinned-image", value_name = "NAME|PREFIX*")]
     pub pinned_images: Option<Vec<String>>,
-    /// The pause (sandbox) image, always pinned. Default `registry.k8s.io/pause:3.10`.
+    /// The pause image, always pinned [config: pause_image] [default: registry.k8s.io/pause:3.10]
+    #[arg(long, value_name = "NAME")]
     pub pause_image: Option<String>,
-    /// A blob download receiving no bytes for this long fails: `"30s"`, `"1m"`, or
-    /// seconds; `0` turns the watch off. Default 1 minute.
+    /// A blob download receiving nothing for this long fails: 30s, 1m, or seconds; 0 = off [config: pull_progress_timeout] [default: 1m]
+    #[arg(long, value_name = "DURATION")]
     pub pull_progress_timeout: Option<super::duration::DurationValue>,
-    /// Bytes per second a download must average over each `pull_progress_timeout` window
-    /// (a trickle below it counts as a stall). Default 0: any byte is progress.
+    /// Bytes/s a download must average over each pull_progress_timeout window [config: pull_min_rate] [default: 0]
+    #[arg(long, value_name = "BYTES_PER_SECOND")]
     pub pull_min_rate: Option<u64>,
+}
+
+/// The file's keys overridden by the flags given: one rule for every key (a list flag,
+/// given at all, replaces the file's list).
+pub fn layered(file: Keys, flags: &Keys) -> Keys {
+    let (Ok(serde_json::Value::Object(mut merged)), Ok(serde_json::Value::Object(given))) =
+        (serde_json::to_value(file), serde_json::to_value(flags))
+    else {
+        unreachable!("Keys serializes to a JSON object");
+    };
+    for (key, value) in given {
+        if !value.is_null() {
+            merged.insert(key, value);
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(merged))
+        .expect("the merge of two valid key sets is valid")
 }

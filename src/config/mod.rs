@@ -1,6 +1,7 @@
-//! Configuration: the TOML file and the flags, validated into a typed [`Config`] before
-//! anything starts. Every problem is reported at once, naming the file and key. Pure: no
-//! directory is created and no socket opened here.
+//! Configuration: the TOML file and the flags — one set of keys ([`file::Keys`]), the
+//! flags layered over the file ([`file::layered`]) — validated into a typed [`Config`]
+//! before anything starts, one step per group of keys. Every problem is reported at once,
+//! naming the file and key. Pure: no directory is created and no socket opened here.
 
 pub mod address;
 pub mod cli;
@@ -11,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 pub use address::MetricsAddress;
 pub use cli::{CheckArgs, Cli, Command, OutputFormat, PullsArgs};
-use file::FileConfig;
+use file::Keys;
 
-use crate::image::Pinned;
+use crate::image::{Pinned, Settings};
 use crate::names::{ImageName, InsecureRegistries};
 use crate::registries::{self, NodeRegistries};
 use crate::transport::{ImportPolicy, LocalTransport};
@@ -30,11 +31,7 @@ pub const DEFAULT_PULL_PROGRESS_TIMEOUT: std::time::Duration = std::time::Durati
 pub struct Config {
     pub root: PathBuf,
     pub listen: PathBuf,
-    pub registries: Vec<String>,
     pub insecure: InsecureRegistries,
-    pub default_transport: String,
-    pub max_concurrent_downloads: usize,
-    pub imports: ImportPolicy,
     pub log_level: String,
     /// Where `/metrics` is served; `None`: nowhere but the admin socket.
     pub metrics_address: Option<MetricsAddress>,
@@ -44,14 +41,9 @@ pub struct Config {
     pub log_json: bool,
     /// Where registries.conf, the auth file and certs.d are (read again on SIGHUP).
     pub registry_paths: registries::Paths,
-    /// What they held at start.
-    pub node: NodeRegistries,
-    /// `pinned_images` plus `pause_image`.
-    pub pinned: Pinned,
-    /// A blob download receiving nothing for this long fails; `None`: never.
-    pub pull_progress_timeout: Option<std::time::Duration>,
-    /// Bytes per second each `pull_progress_timeout` window must bring on average.
-    pub pull_min_rate: u64,
+    /// The core service's settings, as it takes them (registries.conf and friends as
+    /// they were at start in `service.node`).
+    pub service: Settings,
 }
 
 /// The admin socket next to `listen`: `x.sock` → `x-admin.sock` (else `x` → `x-admin.sock`).
@@ -73,21 +65,24 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// Reads the file (absent is fine), applies the flags, and validates everything.
+    /// Reads the file (absent is fine), layers the flags over it, and validates everything.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        validate(&cli.config, read_file(&cli.config)?, cli)
+        validate(
+            &cli.config,
+            file::layered(read_file(&cli.config)?, &cli.keys),
+        )
     }
 }
 
-fn read_file(file: &Path) -> Result<FileConfig, ConfigError> {
+fn read_file(file: &Path) -> Result<Keys, ConfigError> {
     let fail = |p: String| ConfigError {
         file: file.to_owned(),
         problems: vec![p],
     };
     match std::fs::read_to_string(file) {
-        Ok(text) => toml::from_str::<FileConfig>(&text)
+        Ok(text) => toml::from_str::<Keys>(&text)
             .map_err(|e| fail(e.to_string().trim().replace('\n', "\n  "))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Keys::default()),
         Err(e) => Err(fail(format!("cannot read: {e}"))),
     }
 }
@@ -105,160 +100,42 @@ pub fn root_of(file: &Path) -> Result<PathBuf, ConfigError> {
     Ok(read_file(file)?.root.unwrap_or_else(|| DEFAULT_ROOT.into()))
 }
 
-fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigError> {
-    let mut problems = Vec::new();
-    let imports = imports(&mut problems, &raw, cli);
-    let (registry_paths, node) = registry_files(&mut problems, &raw, cli);
-    let mut check_path = |key: &str, p: PathBuf| {
-        if !p.is_absolute() {
-            problems.push(format!(
-                "{key} = {:?}: must be an absolute path",
-                p.display().to_string()
-            ));
-        }
-        p
-    };
-    let root = check_path(
-        "root",
-        cli.root
-            .clone()
-            .or(raw.root)
-            .unwrap_or_else(|| DEFAULT_ROOT.into()),
-    );
-    let listen = check_path(
-        "listen",
-        cli.listen
-            .clone()
-            .or(raw.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.into()),
-    );
-    if root.to_str().is_some_and(|r| r.contains(':')) {
-        problems.push(format!(
-            "root = {:?}: must not contain ':' (OCI layout references split at it)",
-            root.display().to_string()
-        ));
-    }
+/// What validation found wrong, in the order found.
+type Problems = Vec<String>;
 
-    let registries = if cli.registries.is_empty() {
-        raw.registries.unwrap_or_default()
-    } else {
-        cli.registries.clone()
-    };
-    for r in &registries {
-        // A registry host has a '.' or ':' or is localhost (else names recorded under it
-        // would read back as Docker Hub names); an optional namespace may follow.
-        if ImageName::parse_qualified(&format!("{r}/probe")).is_err() {
-            problems.push(format!(
-                "registries: entry {r:?} is not a registry host[:port][/namespace] (a host needs a '.' or ':' or must be localhost)"
-            ));
-        }
-    }
-    let insecure_entries = if cli.insecure_registries.is_empty() {
-        raw.insecure_registries.unwrap_or_default()
-    } else {
-        cli.insecure_registries.clone()
-    };
-    let insecure = InsecureRegistries::new(&insecure_entries).unwrap_or_else(|e| {
-        problems.push(format!("insecure_registries: {e}"));
-        InsecureRegistries::default()
-    });
-    let default_transport = cli
-        .default_transport
-        .clone()
-        .or(raw.default_transport)
-        .unwrap_or_else(|| "docker".into());
-    if default_transport != "docker" {
+/// Checks that the path of `key` is absolute; returns it either way.
+fn absolute(problems: &mut Problems, key: &str, p: PathBuf) -> PathBuf {
+    if !p.is_absolute() {
         problems.push(format!(
-            "default_transport = {default_transport:?}: only \"docker\" is supported"
+            "{key} = {:?}: must be an absolute path",
+            p.display().to_string()
         ));
     }
-    let max_concurrent_downloads = cli
-        .max_concurrent_downloads
-        .or(raw.max_concurrent_downloads)
-        .unwrap_or(DEFAULT_MAX_CONCURRENT_DOWNLOADS);
-    if !(1..=64).contains(&max_concurrent_downloads) {
-        problems.push(format!(
-            "max_concurrent_downloads = {max_concurrent_downloads}: must be between 1 and 64"
-        ));
-    }
-    let log_level = cli
-        .log_level
-        .clone()
-        .or(raw.log_level)
-        .unwrap_or_else(|| "info".into());
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
-        problems.push(format!("log_level = {log_level:?}: {e}"));
-    }
-    let metrics_address = cli
-        .metrics_address
-        .clone()
-        .or(raw.metrics_address)
-        .and_then(|a| {
-            MetricsAddress::parse(&a)
-                .map_err(|e| problems.push(format!("metrics_address = {a:?}: {e}")))
-                .ok()
+    p
+}
+
+fn validate(file: &Path, keys: Keys) -> Result<Config, ConfigError> {
+    let mut problems = Problems::new();
+    let p = &mut problems;
+    let (root, listen) = places(p, &keys);
+    let observe = observability(p, &keys, &listen);
+    let (registry_paths, node) = registry_files(p, &keys);
+    let service = Settings {
+        registries: search_registries(p, &keys),
+        default_transport: default_transport(p, &keys),
+        max_concurrent_downloads: max_concurrent_downloads(p, &keys),
+        imports: imports(p, &keys),
+        node,
+        pinned: pinned(p, &keys),
+        retry: Default::default(),
+        progress_timeout: pull_progress_timeout(p, &keys),
+        min_rate: keys.pull_min_rate.unwrap_or(0),
+    };
+    let insecure = InsecureRegistries::new(&keys.insecure_registries.unwrap_or_default())
+        .unwrap_or_else(|e| {
+            problems.push(format!("insecure_registries: {e}"));
+            InsecureRegistries::default()
         });
-    let admin_socket = cli
-        .admin_socket
-        .clone()
-        .or(raw.admin_socket)
-        .unwrap_or_else(|| default_admin_socket(&listen));
-    if !admin_socket.is_absolute() || admin_socket == listen {
-        problems.push(format!(
-            "admin_socket = {:?}: must be an absolute path other than listen",
-            admin_socket.display().to_string()
-        ));
-    }
-    if let Some(MetricsAddress::Unix(p)) = &metrics_address
-        && (*p == listen || *p == admin_socket)
-    {
-        problems.push(format!(
-            "metrics_address = \"unix:{}\": must differ from listen and admin_socket",
-            p.display()
-        ));
-    }
-    let log_format = cli
-        .log_format
-        .clone()
-        .or(raw.log_format)
-        .unwrap_or_else(|| "text".into());
-    if log_format != "text" && log_format != "json" {
-        problems.push(format!(
-            "log_format = {log_format:?}: must be \"text\" or \"json\""
-        ));
-    }
-    let mut pinned_patterns = if cli.pinned_images.is_empty() {
-        raw.pinned_images.unwrap_or_default()
-    } else {
-        cli.pinned_images.clone()
-    };
-    pinned_patterns.push(
-        cli.pause_image
-            .clone()
-            .or(raw.pause_image)
-            .unwrap_or_else(|| DEFAULT_PAUSE_IMAGE.into()),
-    );
-    let pinned = Pinned::new(&pinned_patterns).unwrap_or_else(|e| {
-        problems.push(format!("pinned_images/pause_image: {e}"));
-        Pinned::default()
-    });
-    let pull_progress_timeout = match cli
-        .pull_progress_timeout
-        .clone()
-        .map(duration::DurationValue::Text)
-        .or(raw.pull_progress_timeout)
-    {
-        None => Some(DEFAULT_PULL_PROGRESS_TIMEOUT),
-        Some(v) => match v.parse() {
-            Ok(d) if d.is_zero() => None,
-            Ok(d) => Some(d),
-            Err(e) => {
-                problems.push(format!("pull_progress_timeout = {v}: {e}"));
-                None
-            }
-        },
-    };
-    let pull_min_rate = cli.pull_min_rate.or(raw.pull_min_rate).unwrap_or(0);
     if !problems.is_empty() {
         return Err(ConfigError {
             file: file.to_owned(),
@@ -268,59 +145,174 @@ fn validate(file: &Path, raw: FileConfig, cli: &Cli) -> Result<Config, ConfigErr
     Ok(Config {
         root,
         listen,
-        registries,
         insecure,
-        default_transport,
-        max_concurrent_downloads,
-        imports,
-        log_level,
-        metrics_address,
-        admin_socket,
-        log_json: log_format == "json",
+        log_level: observe.log_level,
+        metrics_address: observe.metrics_address,
+        admin_socket: observe.admin_socket,
+        log_json: observe.log_json,
         registry_paths,
-        node,
-        pinned,
-        pull_progress_timeout,
-        pull_min_rate,
+        service,
     })
 }
 
-/// `registries_conf`, `auth_file`, `certs_dir`: absolute paths, and their content valid.
-fn registry_files(
-    problems: &mut Vec<String>,
-    raw: &FileConfig,
-    cli: &Cli,
-) -> (registries::Paths, NodeRegistries) {
-    let defaults = registries::Paths::default();
-    let mut pick = |key: &str, flag: &Option<PathBuf>, file: &Option<PathBuf>, default: PathBuf| {
-        let p = flag.clone().or(file.clone()).unwrap_or(default);
-        if !p.is_absolute() {
+/// `root` and `listen`.
+fn places(problems: &mut Problems, keys: &Keys) -> (PathBuf, PathBuf) {
+    let root = absolute(
+        problems,
+        "root",
+        keys.root.clone().unwrap_or_else(|| DEFAULT_ROOT.into()),
+    );
+    let listen = absolute(
+        problems,
+        "listen",
+        keys.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.into()),
+    );
+    if root.to_str().is_some_and(|r| r.contains(':')) {
+        problems.push(format!(
+            "root = {:?}: must not contain ':' (OCI layout references split at it)",
+            root.display().to_string()
+        ));
+    }
+    (root, listen)
+}
+
+/// The logging and metrics keys.
+struct Observability {
+    log_level: String,
+    log_json: bool,
+    metrics_address: Option<MetricsAddress>,
+    admin_socket: PathBuf,
+}
+
+/// `log_level`, `log_format`, `metrics_address`, `admin_socket`: three sockets that
+/// must differ.
+fn observability(problems: &mut Problems, keys: &Keys, listen: &Path) -> Observability {
+    let log_level = keys.log_level.clone().unwrap_or_else(|| "info".into());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+        problems.push(format!("log_level = {log_level:?}: {e}"));
+    }
+    let metrics_address = keys.metrics_address.as_ref().and_then(|a| {
+        MetricsAddress::parse(a)
+            .map_err(|e| problems.push(format!("metrics_address = {a:?}: {e}")))
+            .ok()
+    });
+    let admin_socket = keys
+        .admin_socket
+        .clone()
+        .unwrap_or_else(|| default_admin_socket(listen));
+    if !admin_socket.is_absolute() || admin_socket == listen {
+        problems.push(format!(
+            "admin_socket = {:?}: must be an absolute path other than listen",
+            admin_socket.display().to_string()
+        ));
+    }
+    if let Some(MetricsAddress::Unix(p)) = &metrics_address
+        && (p == listen || *p == admin_socket)
+    {
+        problems.push(format!(
+            "metrics_address = \"unix:{}\": must differ from listen and admin_socket",
+            p.display()
+        ));
+    }
+    let log_format = keys.log_format.clone().unwrap_or_else(|| "text".into());
+    if log_format != "text" && log_format != "json" {
+        problems.push(format!(
+            "log_format = {log_format:?}: must be \"text\" or \"json\""
+        ));
+    }
+    Observability {
+        log_level,
+        log_json: log_format == "json",
+        metrics_address,
+        admin_socket,
+    }
+}
+
+/// `registries`: each a registry host, with an optional namespace.
+fn search_registries(problems: &mut Problems, keys: &Keys) -> Vec<String> {
+    let registries = keys.registries.clone().unwrap_or_default();
+    for r in &registries {
+        // A registry host has a '.' or ':' or is localhost (else names recorded under it
+        // would read back as Docker Hub names); an optional namespace may follow.
+        if ImageName::parse_qualified(&format!("{r}/probe")).is_err() {
             problems.push(format!(
-                "{key} = {:?}: must be an absolute path",
-                p.display().to_string()
+                "registries: entry {r:?} is not a registry host[:port][/namespace] (a host needs a '.' or ':' or must be localhost)"
             ));
         }
-        p
+    }
+    registries
+}
+
+/// `default_transport`: only `docker` today.
+fn default_transport(problems: &mut Problems, keys: &Keys) -> String {
+    let t = keys
+        .default_transport
+        .clone()
+        .unwrap_or_else(|| "docker".into());
+    if t != "docker" {
+        problems.push(format!(
+            "default_transport = {t:?}: only \"docker\" is supported"
+        ));
+    }
+    t
+}
+
+/// `max_concurrent_downloads`: 1 to 64.
+fn max_concurrent_downloads(problems: &mut Problems, keys: &Keys) -> usize {
+    let n = keys
+        .max_concurrent_downloads
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_DOWNLOADS);
+    if !(1..=64).contains(&n) {
+        problems.push(format!(
+            "max_concurrent_downloads = {n}: must be between 1 and 64"
+        ));
+    }
+    n
+}
+
+/// `pinned_images` and `pause_image`.
+fn pinned(problems: &mut Problems, keys: &Keys) -> Pinned {
+    let mut patterns = keys.pinned_images.clone().unwrap_or_default();
+    patterns.push(
+        keys.pause_image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PAUSE_IMAGE.into()),
+    );
+    Pinned::new(&patterns).unwrap_or_else(|e| {
+        problems.push(format!("pinned_images/pause_image: {e}"));
+        Pinned::default()
+    })
+}
+
+/// `pull_progress_timeout`: a duration; 0 turns the watch off.
+fn pull_progress_timeout(problems: &mut Problems, keys: &Keys) -> Option<std::time::Duration> {
+    match &keys.pull_progress_timeout {
+        None => Some(DEFAULT_PULL_PROGRESS_TIMEOUT),
+        Some(v) => match v.parse() {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(d),
+            Err(e) => {
+                problems.push(format!("pull_progress_timeout = {v}: {e}"));
+                None
+            }
+        },
+    }
+}
+
+/// `registries_conf`, `auth_file`, `certs_dir`: absolute paths, and their content valid.
+fn registry_files(problems: &mut Problems, keys: &Keys) -> (registries::Paths, NodeRegistries) {
+    let defaults = registries::Paths::default();
+    let mut pick = |key: &str, given: &Option<PathBuf>, default: PathBuf| {
+        absolute(problems, key, given.clone().unwrap_or(default))
     };
     let paths = registries::Paths {
         registries_conf: pick(
             "registries_conf",
-            &cli.registries_conf,
-            &raw.registries_conf,
+            &keys.registries_conf,
             defaults.registries_conf,
         ),
-        auth_file: pick(
-            "auth_file",
-            &cli.auth_file,
-            &raw.auth_file,
-            defaults.auth_file,
-        ),
-        certs_dir: pick(
-            "certs_dir",
-            &cli.certs_dir,
-            &raw.certs_dir,
-            defaults.certs_dir,
-        ),
+        auth_file: pick("auth_file", &keys.auth_file, defaults.auth_file),
+        certs_dir: pick("certs_dir", &keys.certs_dir, defaults.certs_dir),
     };
     let node = registries::load(&paths).unwrap_or_else(|e| {
         problems.push(format!("registry configuration: {e}"));
@@ -331,12 +323,8 @@ fn registry_files(
 
 /// `transports`, `import_dirs` and `skopeo`: an enabled local transport needs somewhere
 /// to read from.
-fn imports(problems: &mut Vec<String>, raw: &FileConfig, cli: &Cli) -> ImportPolicy {
-    let names = if cli.transports.is_empty() {
-        raw.transports.clone().unwrap_or_default()
-    } else {
-        cli.transports.clone()
-    };
+fn imports(problems: &mut Problems, keys: &Keys) -> ImportPolicy {
+    let names = keys.transports.clone().unwrap_or_default();
     let mut transports = Vec::new();
     for t in &names {
         match LocalTransport::from_name(t) {
@@ -347,11 +335,7 @@ fn imports(problems: &mut Vec<String>, raw: &FileConfig, cli: &Cli) -> ImportPol
             )),
         }
     }
-    let import_dirs = if cli.import_dirs.is_empty() {
-        raw.import_dirs.clone().unwrap_or_default()
-    } else {
-        cli.import_dirs.clone()
-    };
+    let import_dirs = keys.import_dirs.clone().unwrap_or_default();
     for d in &import_dirs {
         if !d.is_absolute() || d.parent().is_none() {
             problems.push(format!(
@@ -368,11 +352,7 @@ fn imports(problems: &mut Vec<String>, raw: &FileConfig, cli: &Cli) -> ImportPol
     ImportPolicy {
         transports,
         import_dirs,
-        skopeo: cli
-            .skopeo
-            .clone()
-            .or(raw.skopeo.clone())
-            .unwrap_or_else(|| "skopeo".into()),
+        skopeo: keys.skopeo.clone().unwrap_or_else(|| "skopeo".into()),
     }
 }
 
@@ -400,8 +380,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.root, PathBuf::from(DEFAULT_ROOT));
         assert_eq!(c.listen, PathBuf::from(DEFAULT_LISTEN));
-        assert_eq!(c.max_concurrent_downloads, 3);
-        assert!(c.registries.is_empty());
+        assert_eq!(c.service.max_concurrent_downloads, 3);
+        assert!(c.service.registries.is_empty());
         assert_eq!(c.metrics_address, None, "metrics are off by default");
         assert_eq!(
             c.admin_socket,
@@ -442,8 +422,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.root, PathBuf::from("/b"));
-        assert_eq!(c.registries, vec!["r.io".to_string()]);
-        assert_eq!(c.max_concurrent_downloads, 5);
+        assert_eq!(c.service.registries, vec!["r.io".to_string()]);
+        assert_eq!(c.service.max_concurrent_downloads, 5);
     }
 
     #[test]
@@ -491,7 +471,10 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.node.conf.search(), Some(&["quay.io".to_string()][..]));
+        assert_eq!(
+            c.service.node.conf.search(),
+            Some(&["quay.io".to_string()][..])
+        );
         assert_eq!(c.registry_paths.registries_conf, conf);
         std::fs::write(
             &conf,
@@ -518,7 +501,9 @@ mod tests {
             (DEFAULT_PAUSE_IMAGE, false),
         ] {
             assert_eq!(
-                c.pinned.matches(&ImageName::parse_qualified(n).unwrap()),
+                c.service
+                    .pinned
+                    .matches(&ImageName::parse_qualified(n).unwrap()),
                 want,
                 "{n}"
             );
@@ -530,21 +515,24 @@ mod tests {
     #[test]
     fn pull_progress_timeout_takes_humane_durations_or_seconds() {
         let c = load("", &[]).unwrap();
-        assert_eq!(c.pull_progress_timeout, Some(DEFAULT_PULL_PROGRESS_TIMEOUT));
-        assert_eq!(c.pull_min_rate, 0);
+        assert_eq!(
+            c.service.progress_timeout,
+            Some(DEFAULT_PULL_PROGRESS_TIMEOUT)
+        );
+        assert_eq!(c.service.min_rate, 0);
         let c = load(
             "pull_progress_timeout = \"1m30s\"\npull_min_rate = 1024\n",
             &[],
         )
         .unwrap();
         assert_eq!(
-            c.pull_progress_timeout,
+            c.service.progress_timeout,
             Some(std::time::Duration::from_secs(90))
         );
-        assert_eq!(c.pull_min_rate, 1024);
+        assert_eq!(c.service.min_rate, 1024);
         let c = load("pull_progress_timeout = 45\n", &[]).unwrap();
         assert_eq!(
-            c.pull_progress_timeout,
+            c.service.progress_timeout,
             Some(std::time::Duration::from_secs(45))
         );
         let c = load(
@@ -552,10 +540,10 @@ mod tests {
             &["--pull-progress-timeout", "0"],
         )
         .unwrap();
-        assert_eq!(c.pull_progress_timeout, None, "0 turns the watch off");
+        assert_eq!(c.service.progress_timeout, None, "0 turns the watch off");
         let c = load("", &["--pull-progress-timeout", "500ms"]).unwrap();
         assert_eq!(
-            c.pull_progress_timeout,
+            c.service.progress_timeout,
             Some(std::time::Duration::from_millis(500))
         );
         for bad in ["\"soon\"", "\"10 parsecs\"", "\"-1s\"", "\"\""] {
@@ -570,7 +558,7 @@ mod tests {
     #[test]
     fn local_transports_need_import_dirs() {
         let c = load("", &[]).unwrap();
-        assert!(c.imports.transports.is_empty());
+        assert!(c.service.imports.transports.is_empty());
         let e = load("transports = [\"oci-archive\"]\n", &[]).unwrap_err();
         assert!(e.to_string().contains("needs import_dirs"), "{e}");
         let e = load("transports = [\"ftp\"]\nimport_dirs = [\"rel\"]\n", &[]).unwrap_err();
@@ -581,9 +569,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.imports.transports,
+            c.service.imports.transports,
             [LocalTransport::Dir, LocalTransport::OciArchive]
         );
-        assert_eq!(c.imports.import_dirs, [PathBuf::from("/srv/images")]);
+        assert_eq!(
+            c.service.imports.import_dirs,
+            [PathBuf::from("/srv/images")]
+        );
     }
 }
