@@ -6,7 +6,7 @@
 //! and the class of a failure cannot disagree, and a new kind is one row here.
 //!
 //! A leaf: no dependencies, and no gRPC types — the codes are written as gRPC's numbers
-//! ([`Code`]), which the wire layer turns into `tonic::Code` one to one.
+//! ([`Code`]), which the wire layer turns into its own code type one to one.
 
 /// The gRPC status codes cri-imaged answers with, numbered as gRPC numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

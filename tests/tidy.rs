@@ -177,3 +177,64 @@ fn registries_reads_files_but_knows_no_images_or_network() {
         "registries/ may use only names and registry's credential types: {bad:?}"
     );
 }
+
+#[test]
+fn errors_are_never_classified_by_their_text() {
+    // A failure's kind comes from an HTTP status, an io error kind or an error type where
+    // it arises (kind.rs), never from what its message says.
+    let needles = [
+        ".contains(\"HTTP ",
+        "reason.contains(",
+        "message.contains(",
+        ".to_string().contains(\"",
+        "starts_with(\"HTTP",
+    ];
+    let found: Vec<String> = sources()
+        .into_iter()
+        .filter(|(rel, _)| {
+            !["tests.rs", "proptests.rs", "testing.rs"]
+                .iter()
+                .any(|t| rel.ends_with(t))
+        })
+        .flat_map(|(rel, text)| {
+            // Unit tests may look at messages; the code they test may not.
+            let code = text.split("#[cfg(test)]").next().unwrap_or("").to_owned();
+            needles
+                .iter()
+                .filter(|n| code.contains(*n))
+                .map(|n| format!("{rel}: {n}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        found.is_empty(),
+        "classification by message text: {found:?}"
+    );
+}
+
+#[test]
+fn kinds_come_from_one_table() {
+    // The gRPC map reads the kind's code; no error variant is matched there.
+    let status =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/grpc/status.rs"))
+            .unwrap();
+    assert!(status.contains("kind().code()") || status.contains("kind.code()"));
+    for variant in [
+        "Error::Registry",
+        "Error::Store",
+        "StoreError::",
+        "RegistryError::",
+    ] {
+        assert!(
+            !status.contains(variant),
+            "grpc/status.rs matches {variant} itself"
+        );
+    }
+    let observe =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/image/observe.rs"))
+            .unwrap();
+    assert!(
+        observe.contains("kind().class()"),
+        "the metrics class comes from the kind"
+    );
+}

@@ -84,6 +84,7 @@ pub fn check(root: &Path) -> Result<Report, StoreError> {
 /// Files `--repair` deletes: corrupt or misnamed blobs and `ingest/`'s content.
 type Doomed = Vec<PathBuf>;
 
+/// The whole check, step by step; also lists what `--repair` would delete.
 fn inspect(root: &Path, running: bool) -> Result<(Report, Doomed), StoreError> {
     let mut r = Report::default();
     let mut doomed = Vec::new();
@@ -98,6 +99,17 @@ fn inspect(root: &Path, running: bool) -> Result<(Report, Doomed), StoreError> {
                 .into(),
         );
     }
+    check_layout_file(root, &mut r);
+    let blobs = hash_blobs(root, &mut r, &mut doomed)?;
+    r.blobs = blobs.len();
+    let reachable = check_references(root, &mut r, &blobs)?;
+    report_unreferenced(&mut r, &blobs, &reachable, running);
+    check_ingest(root, &mut r, &mut doomed, running)?;
+    Ok((r, doomed))
+}
+
+/// `oci-layout` is there and says it is one.
+fn check_layout_file(root: &Path, r: &mut Report) {
     match std::fs::read(root.join(layout::LAYOUT_FILE)) {
         Ok(b) => {
             let ok = serde_json::from_slice::<serde_json::Value>(&b)
@@ -113,8 +125,15 @@ fn inspect(root: &Path, running: bool) -> Result<(Report, Doomed), StoreError> {
             .problems
             .push(format!("{}: cannot be read: {e}", layout::LAYOUT_FILE)),
     }
+}
 
-    // Every blob on disk, hashed.
+/// Every blob on disk, hashed; a file that is not a blob, or does not hash to its name,
+/// is a problem (and doomed).
+fn hash_blobs(
+    root: &Path,
+    r: &mut Report,
+    doomed: &mut Doomed,
+) -> Result<HashMap<Digest, BlobFile>, StoreError> {
     let mut blobs: HashMap<Digest, BlobFile> = HashMap::new();
     let dir = layout::blobs_dir(root);
     let entries = std::fs::read_dir(&dir).map_err(|e| StoreError::io(root, "read dir", &dir, e))?;
@@ -150,9 +169,16 @@ fn inspect(root: &Path, running: bool) -> Result<(Report, Doomed), StoreError> {
             },
         );
     }
-    r.blobs = blobs.len();
+    Ok(blobs)
+}
 
-    // Every index.json reference.
+/// Every `index.json` reference: its blob is there, of its size, intact. Returns every
+/// blob an entry reaches.
+fn check_references(
+    root: &Path,
+    r: &mut Report,
+    blobs: &HashMap<Digest, BlobFile>,
+) -> Result<HashSet<Digest>, StoreError> {
     let mut reachable: HashSet<Digest> = HashSet::new();
     let entries = match layout::read_index(root) {
         Ok(e) => e,
@@ -180,7 +206,7 @@ fn inspect(root: &Path, running: bool) -> Result<(Report, Doomed), StoreError> {
                 r.names += 1;
                 let what = format!("image {name}");
                 reachable.insert(manifest.digest.clone());
-                need(&mut r, &what, &manifest);
+                need(r, &what, &manifest);
                 let intact = blobs.get(&manifest.digest).is_some_and(|b| b.intact);
                 if !intact {
                     continue;
@@ -201,7 +227,7 @@ fn inspect(root: &Path, running: bool) -> Result<(Report, Doomed), StoreError> {
                     Ok(Parsed::Manifest(m)) => {
                         for d in std::iter::once(&m.config).chain(m.layers.iter()) {
                             reachable.insert(d.digest.clone());
-                            need(&mut r, &what, d);
+                            need(r, &what, d);
                         }
                     }
                     // Recovery keeps such entries as someone else's: so does the check.
@@ -225,6 +251,16 @@ fn inspect(root: &Path, running: bool) -> Result<(Report, Doomed), StoreError> {
             }
         }
     }
+    Ok(reachable)
+}
+
+/// Blobs no entry reaches: a problem, or a note while a daemon runs (pulls in flight).
+fn report_unreferenced(
+    r: &mut Report,
+    blobs: &HashMap<Digest, BlobFile>,
+    reachable: &HashSet<Digest>,
+    running: bool,
+) {
     let mut unreferenced: Vec<&Digest> = blobs.keys().filter(|d| !reachable.contains(*d)).collect();
     unreferenced.sort_by_key(|d| d.to_string());
     for d in unreferenced {
@@ -235,8 +271,15 @@ fn inspect(root: &Path, running: bool) -> Result<(Report, Doomed), StoreError> {
             r.problems.push(text);
         }
     }
+}
 
-    // ingest/: partial downloads are resumed by the next pull; anything else is left over.
+/// `ingest/`: partial downloads are resumed by the next pull; anything else is left over.
+fn check_ingest(
+    root: &Path,
+    r: &mut Report,
+    doomed: &mut Doomed,
+    running: bool,
+) -> Result<(), StoreError> {
     let ingest = root.join(layout::INGEST_DIR);
     if let Ok(entries) = std::fs::read_dir(&ingest) {
         for entry in entries {
@@ -257,7 +300,7 @@ fn inspect(root: &Path, running: bool) -> Result<(Report, Doomed), StoreError> {
             }
         }
     }
-    Ok((r, doomed))
+    Ok(())
 }
 
 /// Removes what cannot be trusted, then checks again. Refused (`StoreError::Locked`)

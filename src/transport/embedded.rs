@@ -69,148 +69,18 @@ struct DockerEntry {
 
 /// Reads the names of the image `src` selects (blocking: run off the async workers).
 pub fn read(src: &SourceRef) -> Result<Embedded, TransportError> {
-    let unreadable = |reason: String| TransportError::Unreadable {
-        source_ref: src.to_string(),
-        reason,
-    };
-    let invalid = |reason: String| TransportError::InvalidContent {
-        source_ref: src.to_string(),
-        reason,
-    };
     let mut out = Embedded::default();
-    let mut local_ref = None;
-    match src.transport {
-        LocalTransport::Oci | LocalTransport::OciArchive => {
-            let bytes = if src.transport == LocalTransport::Oci {
-                read_capped(&src.path.join("index.json")).map_err(unreadable)?
-            } else {
-                archive_member(&src.path, "index.json").map_err(unreadable)?
-            };
-            let index: OciIndex =
-                serde_json::from_slice(&bytes).map_err(|e| invalid(format!("index.json: {e}")))?;
-            let entry = match &src.reference {
-                Some(r) => index
-                    .manifests
-                    .iter()
-                    .find(|m| m.annotations.get(REF_NAME) == Some(r)),
-                None if index.manifests.len() <= 1 => index.manifests.first(),
-                None => {
-                    let refs: Vec<_> = index
-                        .manifests
-                        .iter()
-                        .filter_map(|m| m.annotations.get(REF_NAME))
-                        .collect();
-                    return Err(TransportError::InvalidReference {
-                        reference: src.to_string(),
-                        reason: format!(
-                            "the layout holds {} images; name one with :REF (ref names: {refs:?})",
-                            index.manifests.len()
-                        ),
-                    });
-                }
-            };
-            if let Some(entry) = entry {
-                // The proxy reads a manifest whole: refuse an oversized one first.
-                if entry.size > MAX_DOCUMENT_BYTES as u64 {
-                    return Err(invalid(format!(
-                        "{} is {} bytes, more than {MAX_DOCUMENT_BYTES}",
-                        entry.digest, entry.size
-                    )));
-                }
-                let digest = Digest::parse(&entry.digest)
-                    .map_err(|e| invalid(format!("index.json: {e}")))?;
-                if entry.media_type == media::OCI_INDEX || entry.media_type == media::DOCKER_LIST {
-                    let bytes = if src.transport == LocalTransport::Oci {
-                        read_capped(&src.path.join(blob_member(&digest))).map_err(unreadable)?
-                    } else {
-                        archive_member(&src.path, &blob_member(&digest)).map_err(unreadable)?
-                    };
-                    if Digest::of(&bytes) != digest {
-                        return Err(invalid(format!("index {digest} does not match its digest")));
-                    }
-                    let children = match oci::manifest::parse(&bytes, Some(&entry.media_type)) {
-                        Ok(oci::Parsed::Index(i)) => i.manifests,
-                        Ok(oci::Parsed::Manifest(_)) => Vec::new(),
-                        Err(e) => return Err(invalid(format!("index {digest}: {e}"))),
-                    };
-                    out.manifest_digests =
-                        Some(children.into_iter().map(|c| c.descriptor.digest).collect());
-                    out.index_digest = Some(digest);
-                } else {
-                    out.manifest_digests = Some(vec![digest]);
-                }
-                local_ref = entry.annotations.get(REF_NAME).cloned();
-            }
-        }
+    let local_ref = match src.transport {
+        LocalTransport::Oci | LocalTransport::OciArchive => read_layout(src, &mut out)?,
         LocalTransport::DockerArchive => {
-            let bytes = archive_member(&src.path, "manifest.json").map_err(unreadable)?;
-            let entries: Vec<DockerEntry> = serde_json::from_slice(&bytes)
-                .map_err(|e| invalid(format!("manifest.json: {e}")))?;
-            let explicit = src.reference.as_deref().filter(|r| !r.starts_with('@'));
-            let explicit = explicit
-                .map(|r| {
-                    docker_name(r).ok_or_else(|| TransportError::InvalidReference {
-                        reference: src.to_string(),
-                        reason: format!("{r:?} is not an image name"),
-                    })
-                })
-                .transpose()?;
-            let entry = match (&explicit, src.reference.as_deref()) {
-                (Some(name), _) => entries.iter().find(|e| {
-                    e.repo_tags
-                        .iter()
-                        .flatten()
-                        .any(|t| docker_name(t).as_ref() == Some(name))
-                }),
-                (None, Some(r)) => {
-                    let i =
-                        r[1..]
-                            .parse::<usize>()
-                            .map_err(|_| TransportError::InvalidReference {
-                                reference: src.to_string(),
-                                reason: format!("{r:?} is neither an image name nor @N"),
-                            })?;
-                    Some(entries.get(i).ok_or_else(|| TransportError::NoSuchImage {
-                        source_ref: src.to_string(),
-                        reason: format!("the archive holds {} images", entries.len()),
-                    })?)
-                }
-                (None, None) if entries.len() <= 1 => entries.first(),
-                (None, None) => {
-                    return Err(TransportError::InvalidReference {
-                        reference: src.to_string(),
-                        reason: format!(
-                            "the archive holds {} images; name one with :NAME or :@N",
-                            entries.len()
-                        ),
-                    });
-                }
-            };
-            if let Some(name) = explicit {
-                out.names.push(name);
-            } else {
-                for tag in entry.and_then(|e| e.repo_tags.clone()).unwrap_or_default() {
-                    match docker_name(&tag) {
-                        Some(n) if !out.names.contains(&n) => out.names.push(n),
-                        Some(_) => {}
-                        None => tracing::warn!(source = %src, tag, "ignoring an invalid repo tag"),
-                    }
-                }
-            }
-            if let Some(entry) = entry {
-                let bytes = archive_member(&src.path, &entry.config).map_err(unreadable)?;
-                out.original_config = Some(config_descriptor(&bytes));
-            }
+            read_docker_archive(src, &mut out)?;
+            None
         }
         LocalTransport::Dir => {
-            let bytes = read_capped(&src.path.join("manifest.json")).map_err(unreadable)?;
-            if let Ok(oci::Parsed::Manifest(m)) = oci::manifest::parse(&bytes, None)
-                && m.media_type == media::DOCKER_MANIFEST
-            {
-                out.original_config = Some(m.config);
-            }
+            read_dir_source(src, &mut out)?;
+            None
         }
-    }
+    };
     if let Some(r) = local_ref {
         out.names.push(local_name(src, &r)?);
     }
@@ -218,6 +88,163 @@ pub fn read(src: &SourceRef) -> Result<Embedded, TransportError> {
         out.names.push(local_name(src, "latest")?);
     }
     Ok(out)
+}
+
+fn unreadable(src: &SourceRef) -> impl Fn(String) -> TransportError + Copy + '_ {
+    |reason| TransportError::Unreadable {
+        source_ref: src.to_string(),
+        reason,
+    }
+}
+
+fn invalid(src: &SourceRef) -> impl Fn(String) -> TransportError + Copy + '_ {
+    |reason| TransportError::InvalidContent {
+        source_ref: src.to_string(),
+        reason,
+    }
+}
+
+/// An OCI layout (directory or archive): the entry the reference selects, its digests, and
+/// its ref name (returned: the caller turns it into a local name).
+fn read_layout(src: &SourceRef, out: &mut Embedded) -> Result<Option<String>, TransportError> {
+    let (unreadable, invalid) = (unreadable(src), invalid(src));
+    let bytes = if src.transport == LocalTransport::Oci {
+        read_capped(&src.path.join("index.json")).map_err(unreadable)?
+    } else {
+        archive_member(&src.path, "index.json").map_err(unreadable)?
+    };
+    let index: OciIndex =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("index.json: {e}")))?;
+    let entry = match &src.reference {
+        Some(r) => index
+            .manifests
+            .iter()
+            .find(|m| m.annotations.get(REF_NAME) == Some(r)),
+        None if index.manifests.len() <= 1 => index.manifests.first(),
+        None => {
+            let refs: Vec<_> = index
+                .manifests
+                .iter()
+                .filter_map(|m| m.annotations.get(REF_NAME))
+                .collect();
+            return Err(TransportError::InvalidReference {
+                reference: src.to_string(),
+                reason: format!(
+                    "the layout holds {} images; name one with :REF (ref names: {refs:?})",
+                    index.manifests.len()
+                ),
+            });
+        }
+    };
+    if let Some(entry) = entry {
+        // The proxy reads a manifest whole: refuse an oversized one first.
+        if entry.size > MAX_DOCUMENT_BYTES as u64 {
+            return Err(invalid(format!(
+                "{} is {} bytes, more than {MAX_DOCUMENT_BYTES}",
+                entry.digest, entry.size
+            )));
+        }
+        let digest =
+            Digest::parse(&entry.digest).map_err(|e| invalid(format!("index.json: {e}")))?;
+        if entry.media_type == media::OCI_INDEX || entry.media_type == media::DOCKER_LIST {
+            let bytes = if src.transport == LocalTransport::Oci {
+                read_capped(&src.path.join(blob_member(&digest))).map_err(unreadable)?
+            } else {
+                archive_member(&src.path, &blob_member(&digest)).map_err(unreadable)?
+            };
+            if Digest::of(&bytes) != digest {
+                return Err(invalid(format!("index {digest} does not match its digest")));
+            }
+            let children = match oci::manifest::parse(&bytes, Some(&entry.media_type)) {
+                Ok(oci::Parsed::Index(i)) => i.manifests,
+                Ok(oci::Parsed::Manifest(_)) => Vec::new(),
+                Err(e) => return Err(invalid(format!("index {digest}: {e}"))),
+            };
+            out.manifest_digests =
+                Some(children.into_iter().map(|c| c.descriptor.digest).collect());
+            out.index_digest = Some(digest);
+        } else {
+            out.manifest_digests = Some(vec![digest]);
+        }
+        return Ok(entry.annotations.get(REF_NAME).cloned());
+    }
+    Ok(None)
+}
+
+/// A docker archive: the entry the reference selects (by name or `@N`), its repo tags as
+/// names, its original config.
+fn read_docker_archive(src: &SourceRef, out: &mut Embedded) -> Result<(), TransportError> {
+    let (unreadable, invalid) = (unreadable(src), invalid(src));
+    let bytes = archive_member(&src.path, "manifest.json").map_err(unreadable)?;
+    let entries: Vec<DockerEntry> =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("manifest.json: {e}")))?;
+    let explicit = src.reference.as_deref().filter(|r| !r.starts_with('@'));
+    let explicit = explicit
+        .map(|r| {
+            docker_name(r).ok_or_else(|| TransportError::InvalidReference {
+                reference: src.to_string(),
+                reason: format!("{r:?} is not an image name"),
+            })
+        })
+        .transpose()?;
+    let entry = match (&explicit, src.reference.as_deref()) {
+        (Some(name), _) => entries.iter().find(|e| {
+            e.repo_tags
+                .iter()
+                .flatten()
+                .any(|t| docker_name(t).as_ref() == Some(name))
+        }),
+        (None, Some(r)) => {
+            let i = r[1..]
+                .parse::<usize>()
+                .map_err(|_| TransportError::InvalidReference {
+                    reference: src.to_string(),
+                    reason: format!("{r:?} is neither an image name nor @N"),
+                })?;
+            Some(entries.get(i).ok_or_else(|| TransportError::NoSuchImage {
+                source_ref: src.to_string(),
+                reason: format!("the archive holds {} images", entries.len()),
+            })?)
+        }
+        (None, None) if entries.len() <= 1 => entries.first(),
+        (None, None) => {
+            return Err(TransportError::InvalidReference {
+                reference: src.to_string(),
+                reason: format!(
+                    "the archive holds {} images; name one with :NAME or :@N",
+                    entries.len()
+                ),
+            });
+        }
+    };
+    if let Some(name) = explicit {
+        out.names.push(name);
+    } else {
+        for tag in entry.and_then(|e| e.repo_tags.clone()).unwrap_or_default() {
+            match docker_name(&tag) {
+                Some(n) if !out.names.contains(&n) => out.names.push(n),
+                Some(_) => {}
+                None => tracing::warn!(source = %src, tag, "ignoring an invalid repo tag"),
+            }
+        }
+    }
+    if let Some(entry) = entry {
+        let bytes = archive_member(&src.path, &entry.config).map_err(unreadable)?;
+        out.original_config = Some(config_descriptor(&bytes));
+    }
+    Ok(())
+}
+
+/// A `dir:` source: the original config of a Docker manifest.
+fn read_dir_source(src: &SourceRef, out: &mut Embedded) -> Result<(), TransportError> {
+    let unreadable = unreadable(src);
+    let bytes = read_capped(&src.path.join("manifest.json")).map_err(unreadable)?;
+    if let Ok(oci::Parsed::Manifest(m)) = oci::manifest::parse(&bytes, None)
+        && m.media_type == media::DOCKER_MANIFEST
+    {
+        out.original_config = Some(m.config);
+    }
+    Ok(())
 }
 
 /// A blob's path inside a layout, from a validated digest.
