@@ -67,16 +67,7 @@ async fn download<S: BlobSource>(
         return Ok(());
     }
     let name = source.name();
-    let corrupt = |e: StoreError| {
-        if e.is_mismatch() {
-            source.corrupt(name, e)
-        } else {
-            Error::Store {
-                image: name.to_owned(),
-                source: e,
-            }
-        }
-    };
+    let corrupt = |e| super::store_error(source, name, e);
     let _permit = inner
         .downloads
         .acquire()

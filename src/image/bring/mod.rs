@@ -116,6 +116,19 @@ pub(super) struct Brought {
     pub present_bytes: u64,
 }
 
+/// A store failure while bringing in `image`: bytes that did not verify are the
+/// source's fault, anything else the store's.
+fn store_error<S: BlobSource>(source: &S, image: &str, e: StoreError) -> Error {
+    if e.is_mismatch() {
+        source.corrupt(image, e)
+    } else {
+        Error::Store {
+            image: image.to_owned(),
+            source: e,
+        }
+    }
+}
+
 /// Brings `chosen` in from `source` and records it; `image` names it in errors.
 pub(super) async fn bring_in<S: BlobSource>(
     inner: &Arc<Inner>,
@@ -131,16 +144,7 @@ pub(super) async fn bring_in<S: BlobSource>(
         layers,
         names,
     } = chosen;
-    let store_err = |e: StoreError| {
-        if e.is_mismatch() {
-            source.corrupt(image, e)
-        } else {
-            Error::Store {
-                image: image.to_owned(),
-                source: e,
-            }
-        }
-    };
+    let store_err = |e| store_error(&**source, image, e);
     // Refused before a byte of it is fetched (the ingest refuses to grow past the size).
     if config.size > oci::manifest::MAX_DOCUMENT_BYTES as u64 {
         return Err(source.unsupported(
