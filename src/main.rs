@@ -43,7 +43,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let store = Store::open(&config.root)
+    let store = Store::open_with(&config.root, config.store)
         .with_context(|| format!("opening store {}", config.root.display()))?;
     let registry = RegistryClient::new(config.insecure.clone(), Platform::current());
     log_registry_files(&config.registry_paths, &config.service.node);

@@ -72,6 +72,9 @@ pub struct Keys {
     /// Bytes/s a download must average over each pull_progress_timeout window [config: pull_min_rate] [default: 0]
     #[arg(long, value_name = "BYTES_PER_SECOND")]
     pub pull_min_rate: Option<u64>,
+    /// How long the verified blobs of a pull a crash interrupted are kept for the next pull of the image: 30s, 1h, 24h, or seconds [config: interrupted_pull_grace] [default: 24h]
+    #[arg(long, value_name = "DURATION")]
+    pub interrupted_pull_grace: Option<super::duration::DurationValue>,
 }
 
 /// The file's keys overridden by the flags given: one rule for every key (a list flag,

@@ -41,6 +41,8 @@ pub struct Config {
     pub log_json: bool,
     /// Where registries.conf, the auth file and certs.d are (read again on SIGHUP).
     pub registry_paths: registries::Paths,
+    /// How the store is opened.
+    pub store: crate::store::Options,
     /// The core service's settings, as it takes them (registries.conf and friends as
     /// they were at start in `service.node`).
     pub service: Settings,
@@ -131,6 +133,9 @@ fn validate(file: &Path, keys: Keys) -> Result<Config, ConfigError> {
         progress_timeout: pull_progress_timeout(p, &keys),
         min_rate: keys.pull_min_rate.unwrap_or(0),
     };
+    let store = crate::store::Options {
+        interrupted_grace: interrupted_pull_grace(p, &keys),
+    };
     let insecure = InsecureRegistries::new(&keys.insecure_registries.unwrap_or_default())
         .unwrap_or_else(|e| {
             problems.push(format!("insecure_registries: {e}"));
@@ -152,6 +157,7 @@ fn validate(file: &Path, keys: Keys) -> Result<Config, ConfigError> {
         log_json: observe.log_json,
         registry_paths,
         service,
+        store,
     })
 }
 
@@ -296,6 +302,19 @@ fn pull_progress_timeout(problems: &mut Problems, keys: &Keys) -> Option<std::ti
                 None
             }
         },
+    }
+}
+
+/// `interrupted_pull_grace`: a duration (0: an interrupted pull's blobs go at the next
+/// start, as unreferenced blobs do).
+fn interrupted_pull_grace(problems: &mut Problems, keys: &Keys) -> std::time::Duration {
+    let default = crate::store::intents::DEFAULT_GRACE;
+    match &keys.interrupted_pull_grace {
+        None => default,
+        Some(v) => v.parse().unwrap_or_else(|e| {
+            problems.push(format!("interrupted_pull_grace = {v}: {e}"));
+            default
+        }),
     }
 }
 

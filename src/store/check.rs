@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::error::StoreError;
 use super::layout::{self, IndexEntry};
-use super::recover;
+use super::{intents, recover};
 use crate::names::Digest;
 use crate::oci::{self, Parsed};
 
@@ -103,7 +103,8 @@ fn inspect(root: &Path, running: bool) -> Result<(Report, Doomed), StoreError> {
     let blobs = hash_blobs(root, &mut r, &mut doomed)?;
     r.blobs = blobs.len();
     let reachable = check_references(root, &mut r, &blobs)?;
-    report_unreferenced(&mut r, &blobs, &reachable, running);
+    let kept = check_intents(root, &mut r, &mut doomed);
+    report_unreferenced(&mut r, &blobs, &reachable, &kept, running);
     check_ingest(root, &mut r, &mut doomed, running)?;
     Ok((r, doomed))
 }
@@ -259,11 +260,18 @@ fn report_unreferenced(
     r: &mut Report,
     blobs: &HashMap<Digest, BlobFile>,
     reachable: &HashSet<Digest>,
+    kept: &HashMap<Digest, String>,
     running: bool,
 ) {
     let mut unreferenced: Vec<&Digest> = blobs.keys().filter(|d| !reachable.contains(*d)).collect();
     unreferenced.sort_by_key(|d| d.to_string());
     for d in unreferenced {
+        // Verified blobs a crash interrupted the pull of: the next pull reuses them.
+        if let Some(image) = kept.get(d).filter(|_| blobs[d].intact) {
+            r.notes
+                .push(format!("blob {d} kept from an interrupted pull of {image}"));
+            continue;
+        }
         let text = format!("blob {d} is not referenced by index.json");
         if running {
             r.notes.push(text);
@@ -271,6 +279,49 @@ fn report_unreferenced(
             r.problems.push(text);
         }
     }
+}
+
+/// `intents/`: the notes of interrupted pulls. A fresh one's blobs are kept (returned,
+/// with the image each is kept for); an expired one goes at the next start; anything
+/// else there is a problem. Expired and unusable notes are doomed.
+fn check_intents(root: &Path, r: &mut Report, doomed: &mut Doomed) -> HashMap<Digest, String> {
+    let mut kept = HashMap::new();
+    for (path, note) in intents::read_all(root) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        if name.ends_with(".tmp") {
+            // A crash while the note was written: the pull had not fetched a blob yet.
+            r.notes.push(format!(
+                "{}/{name}: a note a crash cut short; removed at the next start",
+                intents::INTENTS_DIR
+            ));
+            doomed.push(path);
+            continue;
+        }
+        match note {
+            Some(n) if n.is_fresh() => {
+                for b in n.blobs {
+                    kept.insert(b, n.image.clone());
+                }
+            }
+            Some(n) => {
+                r.notes.push(format!(
+                    "{}/{name}: the interrupted pull of {} expired; its blobs go at the next start",
+                    intents::INTENTS_DIR,
+                    n.image
+                ));
+                doomed.push(path);
+            }
+            None => {
+                r.problems.push(format!(
+                    "{}/{name}: not a note of an interrupted pull",
+                    intents::INTENTS_DIR
+                ));
+                doomed.push(path);
+            }
+        }
+    }
+    kept
 }
 
 /// `ingest/`: partial downloads are resumed by the next pull; anything else is left over.
@@ -328,7 +379,7 @@ pub fn repair(root: &Path) -> Result<Report, StoreError> {
     let names_before = layout::read_index(root).map(|e| e.len()).unwrap_or(0);
     // Opening drops names whose blobs are now missing and deletes unreferenced blobs.
     let blobs_before = std::fs::read_dir(layout::blobs_dir(root)).map_or(0, |d| d.count());
-    let store = super::open::open_locked(root, lock)?;
+    let store = super::open::open_locked(root, lock, super::Options::default())?;
     let names_after = layout::read_index(root).map(|e| e.len()).unwrap_or(0);
     let blobs_after = std::fs::read_dir(layout::blobs_dir(root)).map_or(0, |d| d.count());
     if names_after < names_before {

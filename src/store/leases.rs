@@ -35,10 +35,17 @@ impl Store {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.shared.release(std::mem::take(&mut self.digests));
+    }
+}
+
+impl Shared {
+    /// Drops one hold on each of `digests` (a lease, or a kept interrupted pull's).
+    pub(super) fn release(self: &Arc<Self>, digests: Vec<Digest>) {
         let mut released = Vec::new();
         {
-            let mut map = self.shared.leases.lock().unwrap_or_else(|p| p.into_inner());
-            for d in self.digests.drain(..) {
+            let mut map = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            for d in digests {
                 if let Some(n) = map.get_mut(&d) {
                     *n -= 1;
                     if *n == 0 {
@@ -51,12 +58,12 @@ impl Drop for Lease {
         // Usually every released blob is referenced (the image was recorded): that is
         // decided in memory. Only real orphans (a failed or cancelled pull) cost file
         // system work, on a blocking thread the store's `close` waits for.
-        let orphans = self.shared.unneeded(released);
+        let orphans = self.unneeded(released);
         if !orphans.is_empty() {
-            let shared = self.shared.clone();
+            let shared = self.clone();
             let work = move || gc::unlink_trash(shared.collect(orphans));
             if tokio::runtime::Handle::try_current().is_ok() {
-                drop(self.shared.tasks.spawn_blocking(work));
+                drop(self.tasks.spawn_blocking(work));
             } else {
                 work();
             }

@@ -24,7 +24,8 @@
 //! 3. `protected` (blobs of foreign `index.json` entries)
 //! 4. `records` (held only to clone or replace the `Arc`, never across other work)
 //!
-//! `partials` is a leaf: taken alone, released before anything else is locked. Leases
+//! `partials` and `kept` are leaves: each taken alone, released before anything else is
+//! locked. Leases
 //! are released only after the records naming their blobs are published, and a
 //! collection reads the records after it takes `leases` ([`gc`](self)), so a blob an
 //! image has is never collected. A lock added later (the snapshot store's) says here
@@ -34,6 +35,7 @@ mod blobs;
 pub mod check;
 pub mod error;
 mod gc;
+pub mod intents;
 pub mod layout;
 mod leases;
 mod open;
@@ -51,12 +53,28 @@ use tokio_util::task::TaskTracker;
 
 pub use blobs::Ingest;
 pub use error::StoreError;
+pub use intents::{Intent, Interrupted};
 pub use leases::Lease;
 pub use records::{ImageRecord, ManifestBlobs, NameRecord, Records};
 pub use usage::Usage;
 
 use crate::names::{Digest, ImageId};
 use crate::oci::Descriptor;
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How long the verified blobs of an interrupted pull are kept for the next pull.
+    pub interrupted_grace: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            interrupted_grace: intents::DEFAULT_GRACE,
+        }
+    }
+}
 
 /// The content store. Cheap to share: all state is behind one `Arc`.
 pub struct Store {
@@ -81,6 +99,11 @@ struct Shared {
     /// its blob (so no two ingests ever share a file).
     partials: Mutex<HashMap<Digest, PathBuf>>,
     usage: usage::BlobUsage,
+    /// How long the blobs of an interrupted pull are kept (written into each note).
+    grace: std::time::Duration,
+    /// Notes of interrupted pulls found at start, whose blobs hold one lease count each
+    /// until they expire or their image is recorded.
+    kept: Mutex<Vec<Interrupted>>,
     /// Work that must finish before the process exits: records changes, placements and
     /// clean-ups (see [`Store::close`]).
     tasks: TaskTracker,

@@ -8,14 +8,19 @@ use tokio_util::task::TaskTracker;
 
 use super::update::Writer;
 use super::usage::BlobUsage;
-use super::{Shared, Store, StoreError, layout, recover};
+use super::{Options, Shared, Store, StoreError, intents, layout, recover};
 
 impl Store {
     /// Opens (creating if needed) the store at `root`, takes its lock, and recovers what a
     /// crash left behind.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        Store::open_with(root, Options::default())
+    }
+
+    /// [`Store::open`] with options.
+    pub fn open_with(root: &Path, options: Options) -> Result<Store, StoreError> {
         let lock = lock(root)?;
-        open_locked(root, lock)
+        open_locked(root, lock, options)
     }
 }
 
@@ -53,7 +58,11 @@ pub(super) fn lock(root: &Path) -> Result<std::fs::File, StoreError> {
 }
 
 /// [`Store::open`] with the lock already taken.
-pub(super) fn open_locked(root: &Path, lock: std::fs::File) -> Result<Store, StoreError> {
+pub(super) fn open_locked(
+    root: &Path,
+    lock: std::fs::File,
+    options: Options,
+) -> Result<Store, StoreError> {
     layout::ensure_layout_file(root)?;
     if !root.join(layout::INDEX_FILE).exists() {
         layout::write_atomic(
@@ -66,6 +75,17 @@ pub(super) fn open_locked(root: &Path, lock: std::fs::File) -> Result<Store, Sto
     let rec = recover::load(root)?;
     let mut keep = rec.records.referenced_blobs();
     keep.extend(rec.protected.iter().cloned());
+    // Interrupted pulls whose image is recorded meanwhile need no note any more.
+    let (kept, done): (Vec<_>, Vec<_>) = intents::recover(root).into_iter().partition(|k| {
+        !rec.records
+            .images()
+            .any(|i| i.manifests.iter().any(|m| m.manifest.digest == k.manifest))
+    });
+    for k in done {
+        let _ = std::fs::remove_file(&k.path);
+    }
+    let kept_blobs = intents::blobs_of(&kept);
+    keep.extend(kept_blobs.iter().cloned());
     recover::collect_garbage(root, &keep)?;
     let partials = recover::scan_ingest(root)?;
     if rec.dirty {
@@ -79,17 +99,25 @@ pub(super) fn open_locked(root: &Path, lock: std::fs::File) -> Result<Store, Sto
     }
     let (bytes, inodes) = recover::disk_usage(&layout::blobs_dir(root));
     tracing::info!(root = %root.display(), images = rec.records.len(), bytes, "store opened");
-    Ok(Store {
-        shared: Arc::new(Shared {
-            root: root.to_owned(),
-            _lock: lock,
-            records: RwLock::new(Arc::new(rec.records)),
-            writer: tokio::sync::Mutex::new(Writer::new(rec.foreign, layout::stamp(root))),
-            protected: RwLock::new(rec.protected),
-            leases: Mutex::default(),
-            partials: Mutex::new(partials),
-            usage: BlobUsage::new(bytes, inodes),
-            tasks: TaskTracker::new(),
-        }),
-    })
+    let mut leases = std::collections::HashMap::new();
+    for k in &kept {
+        for d in &k.blobs {
+            *leases.entry(d.clone()).or_insert(0) += 1;
+        }
+    }
+    let shared = Arc::new(Shared {
+        root: root.to_owned(),
+        _lock: lock,
+        records: RwLock::new(Arc::new(rec.records)),
+        writer: tokio::sync::Mutex::new(Writer::new(rec.foreign, layout::stamp(root))),
+        protected: RwLock::new(rec.protected),
+        leases: Mutex::new(leases),
+        partials: Mutex::new(partials),
+        usage: BlobUsage::new(bytes, inodes),
+        grace: options.interrupted_grace,
+        kept: Mutex::new(kept),
+        tasks: TaskTracker::new(),
+    });
+    intents::expire_later(&shared);
+    Ok(Store { shared })
 }

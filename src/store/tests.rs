@@ -604,3 +604,119 @@ fn partial_downloads_are_kept_for_a_day_then_deleted() {
         "a partial untouched for two days is deleted"
     );
 }
+
+/// Copies a directory tree (what a crash leaves on disk, while the store still runs).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Puts an image's blobs under a pull's note into a store, and leaves in `root` what a
+/// crash at that point leaves: the blobs and the note, no record.
+async fn interrupted_pull(root: &std::path::Path, grace: std::time::Duration) -> ManifestBlobs {
+    let live = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        live.path(),
+        Options {
+            interrupted_grace: grace,
+        },
+    )
+    .unwrap();
+    let (blobs, _lease) = put_image(&store, r#"{"os":"linux","n":"cut"}"#, b"layer-cut").await;
+    let _intent = store.intend("r.io/cut:1", &blobs).await.unwrap();
+    copy_tree(live.path(), root);
+    blobs
+}
+
+#[tokio::test]
+async fn an_interrupted_pull_keeps_its_verified_blobs_until_its_note_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = interrupted_pull(dir.path(), std::time::Duration::from_secs(3600)).await;
+    // Offline, the kept blobs are notes, not problems.
+    let report = check::check(dir.path()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("kept from an interrupted pull of r.io/cut:1")),
+        "{:?}",
+        report.notes
+    );
+    // A restart keeps them (nothing references them).
+    let store = Store::open(dir.path()).unwrap();
+    for d in blobs.all() {
+        assert!(store.has_blob(d).await, "{} kept", d.digest);
+    }
+    // The next pull records the image: its note goes, the blobs are the image's.
+    name_image(&store, &blobs, "r.io/cut:1").await;
+    assert!(intents::read_all(dir.path()).is_empty(), "the note is gone");
+    store.close().await;
+    drop(store);
+    assert!(check::check(dir.path()).unwrap().problems.is_empty());
+}
+
+#[tokio::test]
+async fn the_blobs_of_an_expired_interrupted_pull_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = interrupted_pull(dir.path(), std::time::Duration::ZERO).await;
+    let report = check::check(dir.path()).unwrap();
+    assert!(
+        report.notes.iter().any(|n| n.contains("expired")),
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        !report.problems.is_empty(),
+        "past the grace the blobs are unreferenced again"
+    );
+    let store = Store::open(dir.path()).unwrap();
+    for d in blobs.all() {
+        assert!(!store.has_blob(d).await, "{} collected", d.digest);
+    }
+    assert!(intents::read_all(dir.path()).is_empty(), "the note is gone");
+}
+
+#[tokio::test]
+async fn a_kept_interrupted_pull_is_released_when_its_note_expires_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = interrupted_pull(dir.path(), std::time::Duration::from_millis(1500)).await;
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.has_blob(&blobs.config).await, "kept at start");
+    let mut gone = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if !store.has_blob(&blobs.config).await {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "collected once the note expired");
+    assert!(intents::read_all(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_note_that_is_not_one_is_a_problem_for_check_and_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let notes = dir.path().join(intents::INTENTS_DIR);
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("garbage.json"), b"{\"image\":").unwrap();
+    std::fs::write(
+        notes.join(format!("{}.1.2.json", "ab".repeat(32))),
+        br#"{"image":"x","manifest":"sha256:../../etc","blobs":[],"expires_unix":99999999999}"#,
+    )
+    .unwrap();
+    let report = check::check(dir.path()).unwrap();
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    drop(Store::open(dir.path()).unwrap());
+    assert!(intents::read_all(dir.path()).is_empty());
+}

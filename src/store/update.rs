@@ -45,6 +45,7 @@ impl Store {
         names: Vec<NameRecord>,
         lease: Lease,
     ) -> Result<(), StoreError> {
+        let manifest = blobs.manifest.digest.clone();
         let (id, blobs) = (id.clone(), blobs.clone());
         self.update_holding(
             move |r| {
@@ -54,8 +55,10 @@ impl Store {
             },
             Some(lease),
         )
-        .await
-        .map(|_| ())
+        .await?;
+        // What an interrupted pull of this manifest kept is the image's now.
+        self.forget_interrupted(&manifest);
+        Ok(())
     }
 
     /// Removes an image with all its names. Returns whether it existed.

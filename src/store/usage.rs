@@ -55,6 +55,7 @@ impl Store {
             "blobs",
             "blobs/sha256",
             layout::INGEST_DIR,
+            super::intents::INTENTS_DIR,
         ] {
             if let Ok(m) = std::fs::metadata(self.root().join(f)) {
                 bytes += blobs::allocated_bytes(&m);

@@ -41,6 +41,7 @@ mod faults;
 mod fs_info;
 mod identity;
 mod import;
+mod interrupted;
 mod list;
 mod load;
 mod observe;

@@ -3,7 +3,9 @@
 //! read through skopeo ([`transport`]) — in the same steps whatever the source:
 //!
 //! 1. the chosen manifest is checked (its config's announced size), and every blob it
-//!    names is leased, so nothing it needs is collected while it comes in;
+//!    names is leased, so nothing it needs is collected while it comes in; unless every
+//!    blob is present, a durable note of the pull is written (`store::intents`), so a
+//!    crash keeps what it verified for the next pull;
 //! 2. (the place for the signature policy check: after the manifest is chosen, before any
 //!    blob is fetched);
 //! 3. the config, then the layers, are brought into the verified ingest ([`download`]:
@@ -11,7 +13,7 @@
 //!    loop where a blob's bytes pass, hashed as they are written — where an unpack stage
 //!    is fed);
 //! 4. the config is parsed, the manifest stored, and the image recorded with its names
-//!    under the lease, in one `index.json` write.
+//!    under the lease, in one `index.json` write; then the note goes.
 
 mod download;
 pub mod registry;
@@ -182,6 +184,12 @@ pub(super) async fn bring_in<S: BlobSource>(
     if source.registry().is_some() {
         inner.metrics.skipped(present_bytes);
     }
+    // Written before the first blob: a crash from here on keeps what was verified.
+    let intent = if present.iter().all(|p| *p) {
+        None
+    } else {
+        Some(inner.store.intend(image, &blobs).await.map_err(store_err)?)
+    };
 
     download::fetch_blob(inner, source, &config).await?;
     progress.blob_done(&config.digest);
@@ -223,6 +231,7 @@ pub(super) async fn bring_in<S: BlobSource>(
             image: image.to_owned(),
             source,
         })?;
+    drop(intent);
     inner
         .cache
         .insert(id.clone(), ImageMeta { user: parsed.user });

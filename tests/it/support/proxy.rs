@@ -9,6 +9,7 @@
 //! a body reset or cut short, a stall, a trickle, an error status, a 429 with
 //! `Retry-After`, or wrong bytes of the right length. The proxy counts body bytes served
 //! per path and records each GET's `Range` header, so a test sees what a resume saved.
+//! [`Proxy::limit_rate`] slows every body down to a link's speed.
 //!
 //! It runs on the test's tokio runtime (axum's server, reqwest to the registry). The
 //! answer is read whole from the registry before it is served (test blobs are a few MB),
@@ -78,6 +79,8 @@ struct Counts {
     served: HashMap<String, u64>,
     /// (path, `Range` header) of every GET, in order.
     gets: Vec<(String, Option<String>)>,
+    /// Body bytes per second each answer is served at (`None`: as fast as it goes).
+    rate: Option<u64>,
 }
 
 struct Shared {
@@ -138,6 +141,12 @@ impl Proxy {
             fault,
             left: times,
         });
+    }
+
+    /// Serves every body at most `bytes_per_second` (each answer on its own: parallel
+    /// downloads each get the rate), like a slow link to the registry.
+    pub fn limit_rate(&self, bytes_per_second: u64) {
+        self.shared.counts().rate = Some(bytes_per_second.max(1));
     }
 
     /// How many faults set for `pattern` have not fired yet.
@@ -373,6 +382,17 @@ async fn next_chunk(s: &mut Serving) -> Option<Item> {
         } else {
             CHUNK.min(limit - s.pos)
         };
+        let rate = s.shared.counts().rate;
+        if let Some(rate) = rate {
+            let pause = Duration::from_secs_f64(size as f64 / rate as f64);
+            tokio::select! {
+                _ = s.shared.cancel.cancelled() => {
+                    s.done = true;
+                    return Some(Err(std::io::Error::other("the proxy stopped")));
+                }
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
         let mut chunk = s.data.slice(s.pos..s.pos + size);
         if s.fault == Some(Fault::WrongBytes) {
             chunk = chunk.iter().map(|b| b ^ 0xff).collect::<Vec<u8>>().into();
