@@ -30,6 +30,7 @@ pub mod proto;
 pub mod pulls;
 pub mod registries;
 pub mod registry;
+pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 pub mod transport;

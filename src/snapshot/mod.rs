@@ -1,0 +1,18 @@
+//! Snapshots: each layer of an image unpacked into a directory of its own, in the form
+//! overlayfs stacks (containerd's overlay snapshotter is the model), keyed by chain ID.
+//! This module owns the unpacking itself: `apply` (a tar stream into a directory, safe
+//! by construction), `decompress` (gzip, zstd or none, and the `diff_id` hash),
+//! `chain` (chain IDs). It knows nothing of registries or gRPC.
+
+pub mod apply;
+pub mod chain;
+pub mod decompress;
+pub mod error;
+
+pub use apply::{Applied, Limits, apply};
+pub use chain::chain_ids;
+pub use decompress::{Compression, Hashing};
+pub use error::UnpackError;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,448 @@
+//! Layers built here with the `tar` crate, applied to temp directories, the result read
+//! back with plain std calls. Root is needed for devices, whiteouts and owners (the tests
+//! that need it say so and fail when not root).
+
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use super::*;
+use crate::names::Digest;
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn need_root() {
+    assert!(
+        is_root(),
+        "this test unpacks devices, whiteouts and owners: run it as root (CI does)"
+    );
+}
+
+/// A tar layer under construction.
+struct Layer(tar::Builder<Vec<u8>>);
+
+impl Layer {
+    fn new() -> Layer {
+        let mut b = tar::Builder::new(Vec::new());
+        b.mode(tar::HeaderMode::Complete);
+        Layer(b)
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
+        h
+    }
+
+    fn file(mut self, name: &str, mode: u32, data: &[u8]) -> Layer {
+        let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
+        self.0.append_data(&mut h, name, data).unwrap();
+        self
+    }
+
+    fn owned_file(mut self, name: &str, mode: u32, uid: u64, gid: u64, data: &[u8]) -> Layer {
+        let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        self.0.append_data(&mut h, name, data).unwrap();
+        self
+    }
+
+    fn dir(mut self, name: &str, mode: u32) -> Layer {
+        let mut h = Self::header(tar::EntryType::Directory, mode, 0);
+        self.0.append_data(&mut h, name, &[][..]).unwrap();
+        self
+    }
+
+    fn link(mut self, kind: tar::EntryType, name: &str, target: &str) -> Layer {
+        let mut h = Self::header(kind, 0o777, 0);
+        self.0.append_link(&mut h, name, target).unwrap();
+        self
+    }
+
+    /// An entry whose name is written raw into the header (the builder refuses `..`).
+    fn raw(mut self, kind: tar::EntryType, name: &[u8], link: Option<&[u8]>, data: &[u8]) -> Layer {
+        let mut h = Self::header(kind, 0o644, data.len() as u64);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.name[..name.len()].copy_from_slice(name);
+        if let Some(l) = link {
+            gnu.linkname[..l.len()].copy_from_slice(l);
+        }
+        h.set_cksum();
+        self.0.append(&h, data).unwrap();
+        self
+    }
+
+    fn device(mut self, kind: tar::EntryType, name: &str, major: u32, minor: u32) -> Layer {
+        let mut h = Self::header(kind, 0o620, 0);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        self.0.append_data(&mut h, name, &[][..]).unwrap();
+        self
+    }
+
+    fn pax(mut self, name: &str, records: &[(&str, &[u8])], data: &[u8]) -> Layer {
+        self.0
+            .append_pax_extensions(records.iter().copied())
+            .unwrap();
+        self.file(name, 0o644, data)
+    }
+
+    fn bytes(self) -> Vec<u8> {
+        self.0.into_inner().unwrap()
+    }
+}
+
+fn layer_digest() -> Digest {
+    Digest::of(b"test layer")
+}
+
+/// Applies `tar` to a fresh `dest` inside a fresh parent; returns both.
+fn unpack(
+    tar: &[u8],
+    lowers: &[std::path::PathBuf],
+) -> (tempfile::TempDir, Result<Applied, UnpackError>) {
+    let outer = tempfile::tempdir().unwrap();
+    let dest = outer.path().join("fs");
+    std::fs::create_dir(&dest).unwrap();
+    let r = apply(&layer_digest(), tar, &dest, lowers, Limits::default());
+    (outer, r)
+}
+
+fn only_fs_outside(outer: &Path) {
+    let names: Vec<_> = std::fs::read_dir(outer)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["fs"],
+        "nothing is written beside the layer directory"
+    );
+}
+
+#[test]
+fn files_dirs_links_modes_times_and_long_names_are_applied() {
+    let long = format!("deep/{}/file", "d".repeat(150));
+    let tar = Layer::new()
+        .dir("etc", 0o750)
+        .file("etc/app.conf", 0o640, b"conf")
+        .file("bin/tool", 0o4755, b"#!/bin/sh\n")
+        .link(tar::EntryType::Symlink, "bin/abs", "/etc/app.conf")
+        .link(tar::EntryType::Link, "bin/hard", "bin/tool")
+        .file(&long, 0o644, b"long")
+        .pax(
+            "nanos",
+            &[
+                ("mtime", b"1700000000.123456789"),
+                ("SCHILY.xattr.user.note", b"hello"),
+            ],
+            b"x",
+        )
+        .device(tar::EntryType::Fifo, "run/fifo", 0, 0)
+        .bytes();
+    let (outer, r) = unpack(&tar, &[]);
+    let done = r.expect("applied");
+    let fs = outer.path().join("fs");
+    assert_eq!(std::fs::read(fs.join("etc/app.conf")).unwrap(), b"conf");
+    let m = |p: &str| std::fs::symlink_metadata(fs.join(p)).unwrap();
+    assert_eq!(m("etc").permissions().mode() & 0o7777, 0o750);
+    assert_eq!(m("etc/app.conf").permissions().mode() & 0o7777, 0o640);
+    assert_eq!(
+        m("bin/tool").permissions().mode() & 0o7777,
+        0o4755,
+        "setuid kept"
+    );
+    assert_eq!(
+        std::fs::read_link(fs.join("bin/abs")).unwrap(),
+        Path::new("/etc/app.conf")
+    );
+    assert_eq!(m("bin/hard").ino(), m("bin/tool").ino(), "a hard link");
+    assert_eq!(std::fs::read(fs.join(&long)).unwrap(), b"long");
+    assert_eq!(
+        (m("nanos").mtime(), m("nanos").mtime_nsec()),
+        (1_700_000_000, 123_456_789)
+    );
+    assert_eq!(m("etc").mtime(), 1_600_000_000, "directory times set last");
+    assert!(m("run/fifo").file_type().is_fifo());
+    let note = rustix::fs::getxattr(fs.join("nanos").as_path(), "user.note", &mut [0u8; 16][..]);
+    assert_eq!(note.ok(), Some(5), "user xattr from PAX");
+    assert!(done.entries >= 8 && done.bytes > 0, "{done:?}");
+    only_fs_outside(outer.path());
+}
+
+#[test]
+fn owners_devices_whiteouts_and_opaque_dirs_take_the_overlay_form() {
+    need_root();
+    let tar = Layer::new()
+        .owned_file("home/u/f", 0o2755, 1000, 2000, b"u")
+        .device(tar::EntryType::Char, "dev/null", 1, 3)
+        .file("gone", 0o644, b"replaced by its whiteout below")
+        .raw(tar::EntryType::Regular, b".wh.gone", None, b"")
+        .raw(tar::EntryType::Regular, b"lower-only/.wh.old", None, b"")
+        .dir("opaque", 0o755)
+        .raw(tar::EntryType::Regular, b"opaque/.wh..wh..opq", None, b"")
+        .file("opaque/kept", 0o644, b"k")
+        .bytes();
+    let (outer, r) = unpack(&tar, &[]);
+    r.expect("applied");
+    let fs = outer.path().join("fs");
+    let f = std::fs::metadata(fs.join("home/u/f")).unwrap();
+    assert_eq!(
+        (f.uid(), f.gid(), f.permissions().mode() & 0o7777),
+        (1000, 2000, 0o2755),
+        "setgid after chown"
+    );
+    let null = std::fs::metadata(fs.join("dev/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), rustix::fs::makedev(1, 3));
+    for w in ["gone", "lower-only/old"] {
+        let m = std::fs::symlink_metadata(fs.join(w)).unwrap();
+        assert!(
+            m.file_type().is_char_device() && m.rdev() == 0,
+            "{w} is a 0/0 whiteout"
+        );
+    }
+    let mut buf = [0u8; 4];
+    let n = rustix::fs::getxattr(
+        fs.join("opaque").as_path(),
+        "trusted.overlay.opaque",
+        &mut buf[..],
+    )
+    .unwrap();
+    assert_eq!(&buf[..n], b"y");
+    assert!(
+        fs.join("opaque/kept").exists(),
+        "the layer's own entries in an opaque dir stay"
+    );
+    only_fs_outside(outer.path());
+}
+
+#[test]
+fn a_hard_link_to_a_lower_layer_copies_the_target_up() {
+    let lower = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(lower.path().join("usr/bin")).unwrap();
+    std::fs::write(lower.path().join("usr/bin/busybox"), b"the binary").unwrap();
+    std::fs::set_permissions(
+        lower.path().join("usr/bin/busybox"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let tar = Layer::new()
+        .link(tar::EntryType::Link, "bin/sh", "usr/bin/busybox")
+        .bytes();
+    let (outer, r) = unpack(&tar, &[lower.path().to_owned()]);
+    r.expect("applied");
+    let fs = outer.path().join("fs");
+    assert_eq!(std::fs::read(fs.join("bin/sh")).unwrap(), b"the binary");
+    let (a, b) = (
+        std::fs::metadata(fs.join("bin/sh")).unwrap(),
+        std::fs::metadata(fs.join("usr/bin/busybox")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(b.permissions().mode() & 0o777, 0o755);
+    // Without the lower layer the same link is refused, naming the entry.
+    let (_o, r) = unpack(&tar, &[]);
+    let e = r.expect_err("no target anywhere");
+    assert!(
+        e.to_string().contains("bin/sh") && e.to_string().contains("usr/bin/busybox"),
+        "{e}"
+    );
+}
+
+#[test]
+fn hostile_layers_are_refused_and_write_nothing_outside() {
+    let marker = format!("cri-imaged-escape-{}", std::process::id());
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "dot-dot name",
+            Layer::new()
+                .raw(
+                    tar::EntryType::Regular,
+                    format!("../{marker}").as_bytes(),
+                    None,
+                    b"x",
+                )
+                .bytes(),
+        ),
+        (
+            "dot-dot inside",
+            Layer::new()
+                .raw(
+                    tar::EntryType::Regular,
+                    format!("a/../../{marker}").as_bytes(),
+                    None,
+                    b"x",
+                )
+                .bytes(),
+        ),
+        (
+            "hard link escape",
+            Layer::new()
+                .raw(
+                    tar::EntryType::Link,
+                    b"h",
+                    Some(b"../../../../etc/passwd"),
+                    b"",
+                )
+                .bytes(),
+        ),
+        (
+            "hard link to the host",
+            Layer::new()
+                .raw(tar::EntryType::Link, b"h", Some(b"/etc/passwd"), b"")
+                .bytes(),
+        ),
+        (
+            "relative symlink escape",
+            Layer::new()
+                .link(tar::EntryType::Symlink, "up", "../../../../../tmp")
+                .raw(
+                    tar::EntryType::Regular,
+                    format!("up/{marker}").as_bytes(),
+                    None,
+                    b"x",
+                )
+                .bytes(),
+        ),
+        (
+            "whiteout of ..",
+            Layer::new()
+                .raw(tar::EntryType::Regular, b".wh...", None, b"")
+                .bytes(),
+        ),
+        (
+            "trusted xattr",
+            Layer::new()
+                .pax("f", &[("SCHILY.xattr.trusted.overlay.opaque", b"y")], b"x")
+                .bytes(),
+        ),
+    ];
+    for (what, tar) in cases {
+        let (outer, r) = unpack(&tar, &[]);
+        let e = r.expect_err(what);
+        assert!(matches!(e, UnpackError::Unsafe { .. }), "{what}: {e}");
+        assert!(
+            e.to_string().contains(&layer_digest().to_string()),
+            "{what}: names the layer: {e}"
+        );
+        only_fs_outside(outer.path());
+        assert!(
+            !Path::new("/tmp").join(&marker).exists(),
+            "{what}: nothing in /tmp"
+        );
+    }
+}
+
+#[test]
+fn symlinks_resolve_inside_the_layer_like_a_chroot() {
+    // An absolute symlink to / followed by a path: written below the layer root.
+    let tar = Layer::new()
+        .link(tar::EntryType::Symlink, "root", "/")
+        .dir("etc", 0o755)
+        .file("root/etc/inside", 0o644, b"in")
+        .raw(tar::EntryType::Regular, b"/abs/name", None, b"abs")
+        .bytes();
+    let (outer, r) = unpack(&tar, &[]);
+    r.expect("applied");
+    let fs = outer.path().join("fs");
+    assert_eq!(std::fs::read(fs.join("etc/inside")).unwrap(), b"in");
+    assert_eq!(
+        std::fs::read(fs.join("abs/name")).unwrap(),
+        b"abs",
+        "an absolute name is taken from the layer root"
+    );
+    only_fs_outside(outer.path());
+}
+
+#[test]
+fn a_tar_bomb_is_refused_past_the_entry_limit() {
+    let mut l = Layer::new();
+    for i in 0..200 {
+        l = l.file(&format!("f{i}"), 0o644, b"");
+    }
+    let outer = tempfile::tempdir().unwrap();
+    let dest = outer.path().join("fs");
+    std::fs::create_dir(&dest).unwrap();
+    let e = apply(
+        &layer_digest(),
+        &l.bytes()[..],
+        &dest,
+        &[],
+        Limits { max_entries: 100 },
+    )
+    .expect_err("bomb");
+    assert!(e.to_string().contains("more than 100 entries"), "{e}");
+}
+
+#[test]
+fn gzip_members_zstd_and_plain_decompress_and_the_diff_id_is_the_tar_digest() {
+    let tar = Layer::new()
+        .file("a", 0o644, b"aaaa")
+        .file("b", 0o644, b"bbbb")
+        .bytes();
+    let want = Digest::of(&tar);
+    // Two gzip members, as some image builders write them.
+    let half = tar.len() / 2;
+    let mut gz = Vec::new();
+    for part in [&tar[..half], &tar[half..]] {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(part).unwrap();
+        gz.extend(e.finish().unwrap());
+    }
+    let zst = zstd::encode_all(&tar[..], 3).unwrap();
+    for (c, bytes) in [
+        (Compression::Gzip, gz.clone()),
+        (Compression::Zstd, zst),
+        (Compression::None, tar.clone()),
+    ] {
+        let mut h = Hashing::new(c.reader(&bytes[..]).unwrap());
+        let (outer, r) = {
+            let outer = tempfile::tempdir().unwrap();
+            let dest = outer.path().join("fs");
+            std::fs::create_dir(&dest).unwrap();
+            let r = apply(&layer_digest(), &mut h, &dest, &[], Limits::default());
+            (outer, r)
+        };
+        r.unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        assert_eq!(h.finish().unwrap(), want, "{c:?}");
+        assert_eq!(
+            std::fs::read(outer.path().join("fs/b")).unwrap(),
+            b"bbbb",
+            "{c:?}: the second member too"
+        );
+    }
+    // A cut gzip stream is an error, not a short layer.
+    let mut h = Hashing::new(Compression::Gzip.reader(&gz[..gz.len() - 20]).unwrap());
+    let outer = tempfile::tempdir().unwrap();
+    let r = apply(
+        &layer_digest(),
+        &mut h,
+        outer.path(),
+        &[],
+        Limits::default(),
+    )
+    .and_then(|_| {
+        h.finish().map_err(|e| UnpackError::Corrupt {
+            layer: layer_digest(),
+            reason: e.to_string(),
+        })
+    });
+    assert!(r.is_err(), "a truncated gzip stream fails");
+    assert_eq!(
+        Compression::of("application/vnd.oci.image.layer.v1.tar+zstd"),
+        Some(Compression::Zstd)
+    );
+    assert_eq!(
+        Compression::of("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        Some(Compression::Gzip)
+    );
+    assert_eq!(Compression::of("application/json"), None);
+}
