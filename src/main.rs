@@ -47,7 +47,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening store {}", config.root.display()))?;
     let registry = RegistryClient::new(config.insecure.clone(), Platform::current());
     log_registry_files(&config.registry_paths, &config.service.node);
-    let image = ImageService::new(store, registry, config.service.clone());
+    let image = {
+        let snapshots = if config.unpack {
+            let s = cri_imaged::snapshot::Snapshots::open(&config.root, Default::default())
+                .with_context(|| format!("opening the snapshots of {}", config.root.display()))?;
+            Some(s)
+        } else {
+            None
+        };
+        ImageService::with_snapshots(store, registry, config.service.clone(), snapshots)
+    };
     let hangups = daemon::hangups().context("installing the SIGHUP handler")?;
     let _file_size = daemon::survive_file_size_limit().context("installing the SIGXFSZ handler")?;
     tokio::spawn(reload_on_hangup(

@@ -75,6 +75,9 @@ pub struct Keys {
     /// How long the verified blobs of a pull a crash interrupted are kept for the next pull of the image: 30s, 1h, 24h, or seconds [config: interrupted_pull_grace] [default: 24h]
     #[arg(long, value_name = "DURATION")]
     pub interrupted_pull_grace: Option<super::duration::DurationValue>,
+    /// Unpack every pulled layer into an overlay-ready snapshot under ROOT/snapshots (being built: no mount API yet) [config: unpack] [default: false]
+    #[arg(long, value_name = "BOOL")]
+    pub unpack: Option<bool>,
 }
 
 /// The file's keys overridden by the flags given: one rule for every key (a list flag,

@@ -43,6 +43,8 @@ pub struct Config {
     pub registry_paths: registries::Paths,
     /// How the store is opened.
     pub store: crate::store::Options,
+    /// Unpack pulled layers into snapshots.
+    pub unpack: bool,
     /// The core service's settings, as it takes them (registries.conf and friends as
     /// they were at start in `service.node`).
     pub service: Settings,
@@ -158,6 +160,7 @@ fn validate(file: &Path, keys: Keys) -> Result<Config, ConfigError> {
         registry_paths,
         service,
         store,
+        unpack: keys.unpack.unwrap_or(false),
     })
 }
 

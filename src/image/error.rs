@@ -39,6 +39,12 @@ pub enum Error {
     },
     #[error("image {image}: {source}")]
     Store { image: String, source: StoreError },
+    /// A layer that cannot be unpacked (unsafe, corrupt, not matching its diff_id).
+    #[error("pulling image {image}: unpacking {source}")]
+    Unpack {
+        image: String,
+        source: crate::snapshot::UnpackError,
+    },
     #[error("importing {image:?}: {source}")]
     Import {
         image: String,
@@ -111,6 +117,7 @@ impl Error {
             Error::Registry { source, .. } => source.kind(),
             Error::Served { .. } => Kind::DigestMismatch,
             Error::Store { source, .. } => source.kind(),
+            Error::Unpack { source, .. } => source.kind(),
             Error::Import { source, .. } => source.kind(),
             Error::Blocked { source, .. } => source.kind(),
             // The most telling failure wins: anything but "not found" beats "not found".

@@ -21,6 +21,7 @@ mod remove;
 mod sources;
 mod stall;
 pub mod status;
+mod unpack;
 
 use std::sync::{Arc, RwLock};
 
@@ -87,10 +88,29 @@ struct Inner {
     shutdown: CancellationToken,
     progress: progress::Progress,
     metrics: Metrics,
+    /// Where layers are unpacked; `None` when `unpack` is off.
+    snapshots: Option<Arc<crate::snapshot::Snapshots>>,
 }
 
 impl ImageService {
     pub fn new(store: Store, registry: RegistryClient, settings: Settings) -> ImageService {
+        ImageService::with_snapshots(store, registry, settings, None)
+    }
+
+    /// [`ImageService::new`] unpacking every pulled layer into `snapshots`; the snapshots
+    /// no recorded image needs are collected now.
+    pub fn with_snapshots(
+        store: Store,
+        registry: RegistryClient,
+        settings: Settings,
+        snapshots: Option<crate::snapshot::Snapshots>,
+    ) -> ImageService {
+        if let Some(s) = &snapshots {
+            let removed = unpack::collect(&store, s);
+            if removed > 0 {
+                tracing::info!(snapshots = removed, "removed snapshots no image needs");
+            }
+        }
         let downloads = Arc::new(Semaphore::new(settings.max_concurrent_downloads.max(1)));
         ImageService {
             inner: Arc::new(Inner {
@@ -106,6 +126,7 @@ impl ImageService {
                 shutdown: CancellationToken::new(),
                 progress: progress::Progress::default(),
                 metrics: Metrics::new(),
+                snapshots: snapshots.map(Arc::new),
             }),
         }
     }

@@ -22,6 +22,7 @@ impl ImageService {
                 source,
             })?;
         self.inner.cache.retain(|id| id != &record.id);
+        self.collect_snapshots().await;
         tracing::info!(image = %name, id = %record.id, "removed image");
         Ok(())
     }
@@ -56,6 +57,18 @@ impl ImageService {
             image: name.to_owned(),
             source,
         })?;
+        self.collect_snapshots().await;
         Ok(())
+    }
+
+    /// Removes the snapshots no image needs any more (when unpacking is on).
+    async fn collect_snapshots(&self) {
+        let Some(snapshots) = self.inner.snapshots.clone() else {
+            return;
+        };
+        let inner = self.inner.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || super::unpack::collect(&inner.store, &snapshots))
+                .await;
     }
 }

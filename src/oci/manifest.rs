@@ -219,6 +219,8 @@ pub struct ImageConfig {
     pub user: String,
     pub os: String,
     pub architecture: String,
+    /// `rootfs.diff_ids` as written (validated where they are used: unpacking).
+    pub diff_ids: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -229,6 +231,14 @@ struct RawConfig {
     os: String,
     #[serde(default)]
     config: Option<RawRunConfig>,
+    #[serde(default)]
+    rootfs: Option<RawRootfs>,
+}
+
+#[derive(Deserialize)]
+struct RawRootfs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -247,6 +257,7 @@ pub fn parse_config(bytes: &[u8]) -> Result<ImageConfig, FormatError> {
         user: raw.config.and_then(|c| c.user).unwrap_or_default(),
         os: raw.os,
         architecture: raw.architecture,
+        diff_ids: raw.rootfs.map(|r| r.diff_ids).unwrap_or_default(),
     })
 }
 

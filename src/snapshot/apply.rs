@@ -157,12 +157,19 @@ impl Applier<'_> {
                 format!("entry {:?}: {what}: {e}", String::from_utf8_lossy(&name)),
             )
         };
+        // An empty numeric field reads as 0, as Go's archive/tar and GNU tar read it.
+        let old = h.as_old();
+        let num = |what: &str, v: std::io::Result<u64>, raw: &[u8]| match v {
+            Ok(v) => Ok(v),
+            Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+            Err(e) => Err(bad(what, e)),
+        };
         let mut meta = Meta {
-            mode: h.mode().map_err(|e| bad("mode", e))? & 0o7777,
-            uid: h.uid().map_err(|e| bad("uid", e))? as u32,
-            gid: h.gid().map_err(|e| bad("gid", e))? as u32,
+            mode: num("mode", h.mode().map(u64::from), &old.mode)? as u32 & 0o7777,
+            uid: num("uid", h.uid(), &old.uid)? as u32,
+            gid: num("gid", h.gid(), &old.gid)? as u32,
             mtime: Timespec {
-                tv_sec: h.mtime().map_err(|e| bad("mtime", e))? as i64,
+                tv_sec: num("mtime", h.mtime(), &old.mtime)? as i64,
                 tv_nsec: 0,
             },
             xattrs: Vec::new(),

@@ -54,3 +54,4 @@ mod stalls;
 mod status;
 mod store;
 mod tls;
+mod unpack;

@@ -216,6 +216,19 @@ pub(super) async fn bring_in<S: BlobSource>(
             fetch_layer(l).await?;
         }
     }
+    // Unpacked before the image is recorded: a listed image is runnable.
+    let _held = match &inner.snapshots {
+        Some(snapshots) => {
+            let ids = super::unpack::chains_of(&parsed.diff_ids, &layers).map_err(|reason| {
+                source.invalid(image, format!("config {}: {reason}", config.digest))
+            })?;
+            let chains: Vec<_> = ids.iter().map(|(_, c)| c.clone()).collect();
+            let held = snapshots.hold(&chains);
+            super::unpack::unpack_layers(inner, snapshots, image, &layers, &ids).await?;
+            Some(held)
+        }
+        None => None,
+    };
     inner
         .store
         .put_blob(&stored, &stored_bytes)

@@ -1,0 +1,212 @@
+//! The snapshot directory: `snapshots/<chain-hex>/fs`, one per layer on its parents, made
+//! in `snapshots/tmp-<chain-hex>-<pid>-<n>/` and renamed into place only after the
+//! layer's `diff_id` verified and one `syncfs` made it durable (no fsync per file: a real
+//! image has tens of thousands). A crash leaves at most a `tmp-` directory, removed at
+//! the next start; a name without `tmp-` is always a whole, verified snapshot.
+//!
+//! Its lock (`in_use`, the chains pulls in flight unpack or stack on) is a leaf: taken
+//! alone, never while a store lock is held.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Compression, Hashing, Limits, UnpackError, apply};
+use crate::names::Digest;
+use crate::oci::Descriptor;
+
+pub const SNAPSHOTS_DIR: &str = "snapshots";
+const TMP_PREFIX: &str = "tmp-";
+
+/// The snapshots of one store root.
+pub struct Snapshots {
+    dir: PathBuf,
+    limits: Limits,
+    /// Chains that pulls in flight hold (with how many pulls each): never collected.
+    in_use: Mutex<HashMap<Digest, usize>>,
+}
+
+/// Keeps chains from being collected while it lives.
+pub struct Hold<'a> {
+    snapshots: &'a Snapshots,
+    chains: Vec<Digest>,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        let mut map = self.snapshots.lock();
+        for c in &self.chains {
+            if let Some(n) = map.get_mut(c) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(c);
+                }
+            }
+        }
+    }
+}
+
+impl Snapshots {
+    /// Opens (creating) `root/snapshots`, removing what a crash left half made.
+    pub fn open(root: &Path, limits: Limits) -> std::io::Result<Snapshots> {
+        let dir = root.join(SNAPSHOTS_DIR);
+        std::fs::create_dir_all(&dir)?;
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with(TMP_PREFIX) {
+                tracing::info!(path = %e.path().display(), "removing a snapshot a crash left unfinished");
+                std::fs::remove_dir_all(e.path())?;
+            }
+        }
+        Ok(Snapshots {
+            dir,
+            limits,
+            in_use: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, usize>> {
+        self.in_use.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The directory overlayfs stacks for `chain`.
+    pub fn fs(&self, chain: &Digest) -> PathBuf {
+        self.dir.join(chain.hex()).join("fs")
+    }
+
+    pub fn has(&self, chain: &Digest) -> bool {
+        self.dir.join(chain.hex()).is_dir()
+    }
+
+    /// Holds `chains` (a pull's) against collection until the hold drops.
+    pub fn hold(&self, chains: &[Digest]) -> Hold<'_> {
+        let mut map = self.lock();
+        for c in chains {
+            *map.entry(c.clone()).or_default() += 1;
+        }
+        Hold {
+            snapshots: self,
+            chains: chains.to_vec(),
+        }
+    }
+
+    /// Unpacks `layer` (its verified blob at `blob`) as snapshot `chain` on `lowers`
+    /// (the parents' `fs` directories, nearest first), checking its `diff_id`. Blocking.
+    /// Returns whether it was made (false: it existed).
+    pub fn unpack(
+        &self,
+        layer: &Descriptor,
+        blob: &Path,
+        diff_id: &Digest,
+        chain: &Digest,
+        lowers: &[PathBuf],
+    ) -> Result<bool, UnpackError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        if self.has(chain) {
+            return Ok(false);
+        }
+        let io = |op, e| UnpackError::Io {
+            layer: layer.digest.clone(),
+            entry: String::new(),
+            op,
+            source: e,
+        };
+        let compression =
+            Compression::of(&layer.media_type).ok_or_else(|| UnpackError::Unsupported {
+                layer: layer.digest.clone(),
+                entry: String::new(),
+                reason: format!("media type {} is no layer", layer.media_type),
+            })?;
+        let tmp = self.dir.join(format!(
+            "{TMP_PREFIX}{}-{}-{}",
+            chain.hex(),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let made = (|| {
+            std::fs::create_dir_all(tmp.join("fs")).map_err(|e| io("create", e))?;
+            let file = std::fs::File::open(blob).map_err(|e| io("open", e))?;
+            let mut stream = Hashing::new(
+                compression
+                    .reader(std::io::BufReader::with_capacity(1 << 20, file))
+                    .map_err(|e| io("decompress", e))?,
+            );
+            apply(
+                &layer.digest,
+                &mut stream,
+                &tmp.join("fs"),
+                lowers,
+                self.limits,
+            )?;
+            let actual = stream.finish().map_err(|e| UnpackError::Corrupt {
+                layer: layer.digest.clone(),
+                reason: format!("decompressing: {e}"),
+            })?;
+            if &actual != diff_id {
+                return Err(UnpackError::DiffIdMismatch {
+                    layer: layer.digest.clone(),
+                    expected: diff_id.clone(),
+                    actual,
+                });
+            }
+            // One syncfs for the whole tree, then the name.
+            let d = std::fs::File::open(&tmp).map_err(|e| io("open", e))?;
+            rustix::fs::syncfs(&d).map_err(|e| io("syncfs", e.into()))?;
+            match std::fs::rename(&tmp, self.dir.join(chain.hex())) {
+                Ok(()) => {}
+                // Another pull made the same snapshot meanwhile: theirs stands.
+                Err(e) if self.has(chain) => {
+                    tracing::debug!(chain = %chain, error = %e, "snapshot made twice; keeping the first");
+                    return Ok(false);
+                }
+                Err(e) => return Err(io("rename", e)),
+            }
+            crate::store::layout::sync_dir(&self.dir, &self.dir)
+                .map_err(|e| io("fsync", std::io::Error::other(e.to_string())))?;
+            Ok(true)
+        })();
+        if tmp.exists() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        made
+    }
+
+    /// Every snapshot's chain ID.
+    pub fn list(&self) -> Vec<Digest> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                Digest::parse(&format!("sha256:{name}")).ok()
+            })
+            .collect()
+    }
+
+    /// Removes the snapshots neither `keep` nor a pull in flight needs; returns how many.
+    pub fn retain(&self, keep: &HashSet<Digest>) -> usize {
+        let held: HashSet<Digest> = self.lock().keys().cloned().collect();
+        let mut removed = 0;
+        for chain in self.list() {
+            if keep.contains(&chain) || held.contains(&chain) {
+                continue;
+            }
+            // Renamed out of its name first, so no half-removed snapshot keeps it.
+            let doomed = self.dir.join(format!("{TMP_PREFIX}gone-{}", chain.hex()));
+            match std::fs::rename(self.dir.join(chain.hex()), &doomed) {
+                Ok(()) => {
+                    if let Err(e) = std::fs::remove_dir_all(&doomed) {
+                        tracing::warn!(chain = %chain, error = %e, "could not remove a snapshot; it goes at next start");
+                    }
+                    removed += 1;
+                }
+                Err(e) => tracing::warn!(chain = %chain, error = %e, "could not remove a snapshot"),
+            }
+        }
+        removed
+    }
+}

@@ -1,0 +1,209 @@
+//! Unpacking (`--unpack true`): a pulled image's layers become overlay-ready snapshots
+//! under ROOT/snapshots/<chain-id>/fs — whiteouts as 0/0 character devices, opaque
+//! directories marked, a hard link into the lower layer copied up, modes and setuid bits
+//! kept — the image is listed only once they are made, a layer whose content does not
+//! match its diff_id leaves no snapshot and no image, and removing the image removes its
+//! snapshots. Needs root (whiteouts are device nodes), as the daemon on a node.
+
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use tonic::Code;
+
+use crate::support::images::{Layer, sha256_digest};
+use crate::support::{
+    DaemonBuilder, ImageBuilder, Registry, assert_check_passes, list, pull, remove, tempdir,
+    try_pull,
+};
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(1_700_000_000);
+    h
+}
+
+/// A gzip layer from `(kind, name, link target or content, mode)` entries, written raw
+/// (whiteout names included).
+fn layer(entries: &[(tar::EntryType, &str, &[u8], u32)]) -> Layer {
+    let mut b = tar::Builder::new(Vec::new());
+    for (kind, name, data, mode) in entries {
+        match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let mut h = header(*kind, *mode, 0);
+                b.append_link(&mut h, name, std::str::from_utf8(data).unwrap())
+                    .unwrap();
+            }
+            _ => {
+                let mut h = header(*kind, *mode, data.len() as u64);
+                b.append_data(&mut h, name, *data).unwrap();
+            }
+        }
+    }
+    let tar = b.into_inner().unwrap();
+    let diff_id = sha256_digest(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    Layer {
+        blob: crate::support::images::Blob::new(gz.finish().unwrap()),
+        diff_id,
+    }
+}
+
+fn chain(parent: Option<&str>, diff: &str) -> String {
+    match parent {
+        None => diff.to_owned(),
+        Some(p) => sha256_digest(format!("{p} {diff}").as_bytes()),
+    }
+}
+
+fn snapshot(root: &Path, chain: &str) -> std::path::PathBuf {
+    root.join("snapshots")
+        .join(chain.trim_start_matches("sha256:"))
+        .join("fs")
+}
+
+fn snapshots(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("snapshots"))
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_become_overlay_snapshots_and_go_with_their_image() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "unpack tests make whiteout device nodes: run them as root (CI does)"
+    );
+    use tar::EntryType::{Directory as D, Link as H, Regular as F, Symlink as S};
+    let base = layer(&[
+        (D, "etc", b"", 0o755),
+        (F, "etc/passwd", b"root:x:0:0::/root:/bin/sh\n", 0o644),
+        (F, "bin/tool", b"#!/bin/sh\necho tool\n", 0o4755),
+        (S, "bin/abs", b"/etc/passwd", 0o777),
+        (F, "gone.txt", b"deleted above", 0o644),
+        (D, "opaque", b"", 0o755),
+        (F, "opaque/old", b"hidden above", 0o644),
+    ]);
+    let top = layer(&[
+        (F, ".wh.gone.txt", b"", 0o644),
+        (F, "opaque/.wh..wh..opq", b"", 0o644),
+        (F, "opaque/new", b"new", 0o644),
+        (H, "bin/tool2", b"bin/tool", 0o755),
+    ]);
+    let (c1, c2) = {
+        let c1 = chain(None, &base.diff_id);
+        let c2 = chain(Some(&c1), &top.diff_id);
+        (c1, c2)
+    };
+    let registry = Registry::start().await;
+    let img = ImageBuilder::new().layers(vec![base, top]).build();
+    img.push(&registry, "test/run", "1").await;
+    let dir = tempdir();
+    let builder = DaemonBuilder::new(dir.path())
+        .registry(&registry.host())
+        .arg("--unpack")
+        .arg("true");
+    let root = builder.root_path().to_owned();
+    let mut daemon = builder.start().await;
+    let mut c = daemon.client();
+    let name = format!("{}/test/run:1", registry.host());
+    assert_eq!(pull(&mut c, &name).await, img.id());
+
+    let (lower, upper) = (snapshot(&root, &c1), snapshot(&root, &c2));
+    assert_eq!(
+        std::fs::read(lower.join("etc/passwd")).unwrap(),
+        b"root:x:0:0::/root:/bin/sh\n"
+    );
+    let tool = std::fs::metadata(lower.join("bin/tool")).unwrap();
+    assert_eq!(tool.permissions().mode() & 0o7777, 0o4755, "setuid kept");
+    assert_eq!(
+        std::fs::read_link(lower.join("bin/abs")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    let wh = std::fs::symlink_metadata(upper.join("gone.txt")).unwrap();
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout"
+    );
+    let mut buf = [0u8; 2];
+    let n = rustix::fs::getxattr(
+        upper.join("opaque").as_path(),
+        "trusted.overlay.opaque",
+        &mut buf[..],
+    )
+    .expect("opaque marker");
+    assert_eq!(&buf[..n], b"y");
+    let (t2, t1) = (
+        std::fs::metadata(upper.join("bin/tool2")).unwrap(),
+        std::fs::metadata(upper.join("bin/tool")).unwrap(),
+    );
+    assert_eq!(
+        t2.ino(),
+        t1.ino(),
+        "the link's lower target was copied up and linked"
+    );
+    assert_eq!(
+        std::fs::read(upper.join("bin/tool2")).unwrap(),
+        b"#!/bin/sh\necho tool\n"
+    );
+    assert_eq!(snapshots(&root).len(), 2, "{:?}", snapshots(&root));
+
+    // Restarted, the snapshots of a recorded image stay; check is clean.
+    daemon.stop().await;
+    assert_check_passes(dir.path(), &root, "with snapshots");
+    let daemon = builder.start().await;
+    let mut c = daemon.client();
+    assert_eq!(snapshots(&root).len(), 2);
+    remove(&mut c, &name).await;
+    assert!(
+        snapshots(&root).is_empty(),
+        "removed with the image: {:?}",
+        snapshots(&root)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_that_does_not_match_its_diff_id_leaves_no_snapshot_and_no_image() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "unpack tests make device nodes: run them as root (CI does)"
+    );
+    let mut bad = layer(&[(tar::EntryType::Regular, "f", b"content", 0o644)]);
+    bad.diff_id = sha256_digest(b"something else");
+    let registry = Registry::start().await;
+    let img = ImageBuilder::new().layers(vec![bad]).build();
+    img.push(&registry, "test/lie", "1").await;
+    let dir = tempdir();
+    let builder = DaemonBuilder::new(dir.path())
+        .registry(&registry.host())
+        .arg("--unpack")
+        .arg("true");
+    let root = builder.root_path().to_owned();
+    let daemon = builder.start().await;
+    let mut c = daemon.client();
+    let e = try_pull(&mut c, &format!("{}/test/lie:1", registry.host()))
+        .await
+        .expect_err("a lying diff_id");
+    assert_eq!(e.code(), Code::DataLoss, "{e:?}");
+    assert!(
+        e.message().contains("diff_ids") || e.message().contains("the image config says"),
+        "{}",
+        e.message()
+    );
+    assert!(list(&mut c, None).await.is_empty());
+    assert!(
+        snapshots(&root).is_empty(),
+        "nothing of that layer is kept: {:?}",
+        snapshots(&root)
+    );
+}
