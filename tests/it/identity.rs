@@ -25,7 +25,12 @@ async fn an_identity_token_is_exchanged_for_a_bearer_token_and_never_logged() {
     let img = ImageBuilder::new().layer_sizes(&[3000, 2000]).build();
     img.push(&registry, "team/app", "1").await;
     let dir = tempdir();
-    let d = DaemonBuilder::new(dir.path()).start().await;
+    // At trace level, every crate's: where a token would leak if one did.
+    let mut d = DaemonBuilder::new(dir.path())
+        .arg("--log-level")
+        .arg("trace")
+        .start()
+        .await;
     let mut c = d.client();
     let name = format!("{}/team/app:1", registry.host());
 
@@ -63,18 +68,20 @@ async fn an_identity_token_is_exchanged_for_a_bearer_token_and_never_logged() {
         "the wrong token never reached the token server"
     );
 
+    // The whole run's log, once the daemon has stopped.
+    d.stop().await;
     let log = d.output();
-    for secret in tokens
-        .issued()
+    assert!(
+        log.contains("TRACE") || log.contains("trace"),
+        "trace lines were written"
+    );
+    let issued = tokens.issued();
+    let secrets: Vec<&str> = issued
         .iter()
         .map(String::as_str)
         .chain([REFRESH_TOKEN, wrong])
-    {
-        assert!(
-            !log.contains(secret),
-            "the daemon logged a token ({secret}):\n{log}"
-        );
-    }
+        .collect();
+    crate::support::leaks::assert_no_leaks("the daemon log", &log, "<token>", &secrets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +103,7 @@ async fn an_auth_file_identitytoken_pulls() {
         ),
     )
     .unwrap();
-    let d = b.start().await;
+    let mut d = b.arg("--log-level").arg("debug").start().await;
     let mut c = d.client();
     let name = format!("{}/team/app:1", registry.host());
     let id = try_pull(&mut c, &name)
@@ -104,5 +111,17 @@ async fn an_auth_file_identitytoken_pulls() {
         .expect("the auth file's identity token pulls");
     assert_eq!(id, img.id());
     assert!(tokens.grants().iter().any(|g| g.granted));
-    assert!(!d.output().contains(REFRESH_TOKEN));
+    d.stop().await;
+    let issued = tokens.issued();
+    let secrets: Vec<&str> = issued
+        .iter()
+        .map(String::as_str)
+        .chain([REFRESH_TOKEN])
+        .collect();
+    crate::support::leaks::assert_no_leaks(
+        "the daemon log at debug",
+        &d.output(),
+        "00000000-0000-0000-0000-000000000000",
+        &secrets,
+    );
 }

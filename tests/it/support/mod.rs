@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod fake;
 pub mod images;
 pub mod layout;
+pub mod leaks;
 pub mod proxy;
 pub mod registry;
 pub mod tls;
