@@ -202,3 +202,143 @@ async fn every_command_line_flag_is_accepted() {
         vec![format!("{}/test/app:1", reg.host())]
     );
 }
+
+/// Every key with a value the daemon must refuse, as TOML. Each row is tried in the file
+/// and as its flag; both must stop the start naming the key (a typed file value that does
+/// not parse names it too). `skopeo` takes any path: its effect (a missing binary is a
+/// FailedPrecondition naming it) is `import::…nonexistent skopeo…`'s; `unpack` and the
+/// numbers are checked for their type.
+const BAD_VALUES: &[(&str, &str)] = &[
+    ("root", "\"relative/root\""),
+    ("listen", "\"relative.sock\""),
+    ("registries", "[\"Bad Host\"]"),
+    ("insecure_registries", "[\"10.0.0.0/99\"]"),
+    ("default_transport", "\"oci\""),
+    ("max_concurrent_downloads", "0"),
+    ("transports", "[\"ftp\"]"),
+    ("import_dirs", "[\"relative\"]"),
+    ("log_level", "\"[[not a filter\""),
+    ("metrics_address", "\"0.0.0.0:9464\""),
+    ("admin_socket", "\"relative-admin.sock\""),
+    ("log_format", "\"xml\""),
+    ("registries_conf", "\"relative.conf\""),
+    ("auth_file", "\"relative.json\""),
+    ("certs_dir", "\"relative.d\""),
+    ("pinned_images", "[\"busybox\"]"),
+    ("pause_image", "\"Not A Name!\""),
+    ("pull_progress_timeout", "\"soon\""),
+    ("pull_min_rate", "\"fast\""),
+    ("interrupted_pull_grace", "\"a while\""),
+    ("unpack", "\"maybe\""),
+];
+
+/// Keys with no refusable value, covered by an effect elsewhere.
+const EFFECT_ELSEWHERE: &[&str] = &["skopeo"];
+
+/// The flag of a key, as `--help` names it.
+fn flag_of(help: &str, key: &str) -> String {
+    let marker = format!("[config: {key}]");
+    let mut last_flag = None;
+    for line in help.lines() {
+        let t = line.trim_start();
+        if t.starts_with("--") {
+            last_flag = t.split_whitespace().next().map(str::to_owned);
+        }
+        if line.contains(&marker) {
+            return last_flag.unwrap_or_else(|| panic!("no flag before {marker}"));
+        }
+    }
+    panic!("--help documents no flag for key {key}:\n{help}");
+}
+
+fn help() -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cri-imaged"))
+        .arg("--help")
+        .output()
+        .expect("run cri-imaged --help");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn every_key_and_flag_is_in_the_table() {
+    let help = help();
+    let documented: std::collections::BTreeSet<String> = help
+        .match_indices("[config: ")
+        .map(|(i, m)| {
+            let rest = &help[i + m.len()..];
+            rest[..rest.find(']').unwrap()].to_owned()
+        })
+        .collect();
+    let covered: std::collections::BTreeSet<String> = BAD_VALUES
+        .iter()
+        .map(|(k, _)| k.to_string())
+        .chain(EFFECT_ELSEWHERE.iter().map(|k| k.to_string()))
+        .collect();
+    assert_eq!(
+        documented, covered,
+        "a key or flag the table does not cover"
+    );
+    // And the file takes exactly these keys (one field each, a flag each).
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/config/file.rs"))
+        .unwrap();
+    let fields: std::collections::BTreeSet<String> = src
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub "))
+        .filter_map(|l| l.split_once(": Option<").map(|(n, _)| n.to_owned()))
+        .collect();
+    assert_eq!(fields, covered, "src/config/file.rs keys vs the table");
+}
+
+/// Runs the daemon binary (nothing else on its command line: the file's values must not
+/// be overridden) with `config` and `args`, expecting it to refuse to start naming
+/// `needle`; returns its output.
+fn refused(dir: &Path, config: &str, args: &[String], needle: &str) -> String {
+    let file = dir.join("c.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut all = vec!["--config".to_owned(), file.display().to_string()];
+    all.extend(args.iter().cloned());
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let out = crate::support::run_tool(
+        dir,
+        env!("CARGO_BIN_EXE_cri-imaged"),
+        &all,
+        Duration::from_secs(30),
+    );
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        matches!(out.status.code(), Some(64) | Some(2)),
+        "{needle} {args:?}: exit {}; output:\n{text}",
+        out.status
+    );
+    assert!(text.contains(needle), "the refusal names {needle}:\n{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_refuses_a_bad_value_in_the_file_and_as_its_flag() {
+    let help = help();
+    for (key, bad) in BAD_VALUES {
+        let dir = tempdir();
+        refused(dir.path(), &format!("{key} = {bad}\n"), &[], key);
+        let flag = flag_of(&help, key);
+        // A TOML list becomes the flag repeated; a string its text.
+        let values: Vec<String> = match bad.strip_prefix('[') {
+            Some(list) => list
+                .trim_end_matches(']')
+                .split(',')
+                .map(|v| v.trim().trim_matches('"').to_owned())
+                .collect(),
+            None => vec![bad.trim_matches('"').to_owned()],
+        };
+        let args: Vec<String> = values
+            .iter()
+            .flat_map(|v| [flag.clone(), v.clone()])
+            .collect();
+        let dir = tempdir();
+        let out = refused(dir.path(), "", &args, "");
+        assert!(
+            out.contains(key) || out.contains(&flag),
+            "{flag} {values:?}: the refusal names {key} or {flag}:\n{out}"
+        );
+    }
+}
