@@ -86,11 +86,12 @@ async fn sigkill_at_many_points_of_a_pull_leaves_a_sound_store_and_the_next_pull
         );
         // Let what was received reach the file (all but the write buffer).
         let want = (point.after as u64).saturating_sub(WRITE_BUFFER + 64 * 1024);
-        eventually(STATE_LIMIT, || {
+        let written = eventually(STATE_LIMIT, || {
             let r = ingest_len(&root, hex) >= want;
             async move { r }
         })
         .await;
+        assert!(written, "{point:?}: {want} bytes reached the partial file");
         daemon.signal(Signal::KILL);
         daemon
             .wait_exit(STATE_LIMIT)
@@ -102,6 +103,7 @@ async fn sigkill_at_many_points_of_a_pull_leaves_a_sound_store_and_the_next_pull
             .expect("pull task");
         assert!(r.is_err(), "{point:?}: a killed pull cannot succeed");
         let partial = ingest_len(&root, hex);
+        assert_on_disk_after_kill(&root, &blobs, point, partial, want);
 
         fake.set_blob(digest, BlobBehavior::Normal);
         fake.reset_served();
@@ -144,4 +146,79 @@ async fn sigkill_at_many_points_of_a_pull_leaves_a_sound_store_and_the_next_pull
         assert_check_passes(dir.path(), &root, &format!("{point:?}: after the removal"));
     }
     eprintln!("crash points:\n  {}", report.join("\n  "));
+}
+
+/// What must be on disk right after a SIGKILL at `point` (before any restart): no image
+/// recorded, the pull's note naming its blobs, every blob before the killed one whole and
+/// verified under its name, the killed one only as a partial file in `ingest/` holding at
+/// least `want` and at most the bytes sent, nothing half-written under `blobs/`.
+fn assert_on_disk_after_kill(
+    root: &std::path::Path,
+    blobs: &[String],
+    point: Point,
+    partial: u64,
+    want: u64,
+) {
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("index.json")).expect("index.json is there"),
+    )
+    .expect("index.json is whole JSON");
+    assert_eq!(
+        index["manifests"].as_array().map(Vec::len),
+        Some(0),
+        "{point:?}: no image is recorded: {index}"
+    );
+    let notes: Vec<String> = std::fs::read_dir(root.join("intents"))
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        notes.len(),
+        1,
+        "{point:?}: the pull's note is on disk: {notes:?}"
+    );
+    let note = std::fs::read_to_string(root.join("intents").join(&notes[0])).unwrap();
+    for d in blobs {
+        assert!(
+            note.contains(d.as_str()),
+            "{point:?}: the note names {d}: {note}"
+        );
+    }
+    let blob_dir = root.join("blobs").join("sha256");
+    for (i, d) in blobs.iter().enumerate() {
+        let path = blob_dir.join(d.trim_start_matches("sha256:"));
+        if i < point.blob && i == 0 {
+            // The config comes before every layer: whole and verified by now.
+            let bytes = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{point:?}: config {d} is whole: {e}"));
+            assert_eq!(
+                crate::support::images::sha256_digest(&bytes),
+                *d,
+                "{point:?}: {d} verifies"
+            );
+        }
+        if i == point.blob {
+            assert!(
+                !path.exists(),
+                "{point:?}: the killed blob {d} is not named as done"
+            );
+        }
+    }
+    for e in std::fs::read_dir(&blob_dir).unwrap().flatten() {
+        let name = e.file_name().into_string().unwrap();
+        let bytes = std::fs::read(e.path()).unwrap();
+        assert_eq!(
+            crate::support::images::sha256_digest(&bytes),
+            format!("sha256:{name}"),
+            "{point:?}: every file under blobs/ is a whole, verified blob"
+        );
+    }
+    assert!(
+        partial >= want && partial <= point.after as u64,
+        "{point:?}: the partial file holds {partial} bytes: at least {want}, at most the {} sent",
+        point.after
+    );
 }
