@@ -16,6 +16,13 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${need[@]}"
 fi
 
+# Python grpcio, one of the real clients tests/it/authority.rs calls the socket with.
+GRPCIO=1.85.3
+if ! python3 -c "import grpc, sys; sys.exit(grpc.__version__ != '$GRPCIO')" 2>/dev/null; then
+  echo "installing: grpcio==$GRPCIO (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "grpcio==$GRPCIO"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

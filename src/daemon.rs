@@ -5,10 +5,13 @@ use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::{Connected, UdsConnectInfo};
 
 use crate::grpc::{CriImageService, VersionService};
+use crate::http2::AnyAuthority;
 use crate::proto::image_service_server::ImageServiceServer;
 use crate::proto::runtime_service_server::RuntimeServiceServer;
 
@@ -47,6 +50,8 @@ pub fn bind_with_mode(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
 }
 
 /// Serves CRI on `listener` until `shutdown` completes, then lets in-flight calls finish.
+/// Every connection goes through [`AnyAuthority`], so clients that send the socket path
+/// as `:authority` are answered like any other.
 pub async fn serve(
     listener: UnixListener,
     image: CriImageService,
@@ -59,8 +64,19 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_MESSAGE),
         )
         .add_service(RuntimeServiceServer::new(VersionService))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|conn| conn.map(AnyAuthority::new)),
+            shutdown,
+        )
         .await
+}
+
+impl Connected for AnyAuthority<UnixStream> {
+    type ConnectInfo = UdsConnectInfo;
+
+    fn connect_info(&self) -> UdsConnectInfo {
+        self.get_ref().connect_info()
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -11,7 +11,8 @@
 //! - [`transport`]: images from files (`oci:`, `oci-archive:`, …) through skopeo's proxy.
 //! - [`store`]: the OCI-layout content store, crash-safe and verified.
 //! - [`config`]: the TOML file and flags, validated into typed settings.
-//! - [`daemon`]: the socket's life, serving, shutdown.
+//! - [`daemon`]: the socket's life, serving, shutdown; [`http2`]: its connections made
+//!   acceptable to h2 whatever `:authority` a client sends.
 //! - [`metrics`]: the Prometheus registry; [`admin`]: `/metrics` and `/pulls` over HTTP;
 //!   [`pulls`]: the `cri-imaged pulls` command, a client of `/pulls`.
 //!
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod grpc;
+pub mod http2;
 pub mod image;
 pub mod kind;
 pub mod metrics;

@@ -20,7 +20,8 @@
 //!   at a token server for a docker-registry with token auth), `tls` (certs.d CAs with a
 //!   registry serving HTTPS from a test-made CA; a registry requiring a client certificate
 //!   is refused; pinned images), `retries` (cut bodies resume with `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`
-//!   (`cri-imaged check --repair`), `crash` (SIGKILL at many points of a pull: what is on disk at each, then resume),
+//!   (`cri-imaged check --repair`), `authority` (any `:authority` or none on the socket: real
+//!   crictl captures replayed, raw HTTP/2 with CONTINUATION and the HPACK dynamic table), `crash` (SIGKILL at many points of a pull: what is on disk at each, then resume),
 //!   `interrupted` (SIGKILL mid-pull behind a slow proxy: the verified blobs are kept for the
 //!   next pull), `unpack` (layers as overlay snapshots, diff_id checks),
 //!   `load` (50 clients, 2,000 calls), `bad_input` (oversized documents, invalid and
@@ -33,6 +34,7 @@
 mod support;
 
 mod auth;
+mod authority;
 mod bad_input;
 mod check;
 mod config;
