@@ -8,6 +8,9 @@ need=()
 command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 [ -x /usr/bin/openssl ] || need+=(openssl)
+# tests/it/bundle.rs: runc runs a bundle of a test image whose shell is a static busybox.
+[ -x /usr/sbin/runc ] || need+=(runc)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""

@@ -15,6 +15,7 @@ pub enum Code {
     Unknown = 2,
     InvalidArgument = 3,
     NotFound = 5,
+    AlreadyExists = 6,
     PermissionDenied = 7,
     ResourceExhausted = 8,
     FailedPrecondition = 9,
@@ -64,8 +65,10 @@ kinds! {
     Denied => PermissionDenied, "denied";
     /// The node's configuration cannot serve the request (a remap that does not apply).
     Misconfigured => FailedPrecondition, "config";
-    /// No such image, manifest, blob or platform.
+    /// No such image, manifest, blob, platform or container snapshot.
     NotFound => NotFound, "not_found";
+    /// A container snapshot of that key exists already.
+    Exists => AlreadyExists, "exists";
     /// The registry could not be reached or broke off (reset, 5xx, 408).
     Network => Unavailable, "network";
     /// The registry asked clients to slow down (429).

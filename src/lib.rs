@@ -14,11 +14,13 @@
 //! - [`daemon`]: the socket's life, serving, shutdown; [`http2`]: its connections made
 //!   acceptable to h2 whatever `:authority` a client sends.
 //! - [`metrics`]: the Prometheus registry; [`admin`]: `/metrics` and `/pulls` over HTTP;
-//!   [`pulls`]: the `cri-imaged pulls` command, a client of `/pulls`.
+//!   [`pulls`]: the `cri-imaged pulls` command, a client of `/pulls`; [`bundle`]: the
+//!   `cri-imaged bundle` command, an OCI runtime bundle through the mount API.
 //!
 //! `ARCHITECTURE.md` says which module may depend on which.
 
 pub mod admin;
+pub mod bundle;
 pub mod config;
 pub mod daemon;
 pub mod grpc;

@@ -22,6 +22,7 @@ async fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Pulls(args)) => return pulls_command(args).await,
         Some(Command::Check(args)) => return check_command(args),
+        Some(Command::Bundle(args)) => return bundle_command(args).await,
         None => {}
     }
     let config = match Config::load(&cli) {
@@ -167,22 +168,55 @@ async fn serve_http(
     Ok(tasks)
 }
 
+/// The admin socket a client command talks to: the one given, else the configuration's.
+fn admin_socket(
+    given: Option<&std::path::Path>,
+    config_file: &std::path::Path,
+) -> Result<std::path::PathBuf, ExitCode> {
+    match given {
+        Some(s) => Ok(s.to_owned()),
+        None => config::admin_socket_of(config_file).map_err(|e| {
+            eprintln!("cri-imaged: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }),
+    }
+}
+
 /// `cri-imaged pulls`: a client of the running daemon's admin socket.
 async fn pulls_command(args: &cri_imaged::config::PullsArgs) -> ExitCode {
-    let socket = match &args.admin_socket {
-        Some(s) => s.clone(),
-        None => match config::admin_socket_of(&args.config) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("cri-imaged: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
+    let socket = match admin_socket(args.admin_socket.as_deref(), &args.config) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     match pulls::run(args, &socket).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cri-imaged pulls: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cri-imaged bundle IMAGE DIR` / `--remove DIR`: a client of the admin socket.
+async fn bundle_command(args: &cri_imaged::config::BundleArgs) -> ExitCode {
+    let socket = match admin_socket(args.admin_socket.as_deref(), &args.config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let done = match (args.remove, args.targets.as_slice()) {
+        (false, [image, dir]) => cri_imaged::bundle::create(&socket, image, dir.as_ref())
+            .await
+            .map(|dir| println!("{}", dir.display())),
+        (true, [dir]) => cri_imaged::bundle::remove(&socket, dir.as_ref()).await,
+        _ => {
+            eprintln!("usage: cri-imaged bundle IMAGE DIR | cri-imaged bundle --remove DIR");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cri-imaged bundle: {e}");
             ExitCode::FAILURE
         }
     }

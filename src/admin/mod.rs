@@ -1,9 +1,11 @@
 //! The daemon's HTTP endpoints (axum over HTTP/1): `/metrics` (OpenMetrics text) on the
 //! metrics address, and `/pulls` (the pulls in flight, JSON) plus `/metrics` on the
-//! root-only admin socket. Read-only: nothing here changes the daemon's state.
-//! [`client`] is the other end, used by `cri-imaged pulls`.
+//! root-only admin socket — all read-only. The one exception, on the admin socket only:
+//! [`containers`], the mount API, which prepares and removes container snapshots.
+//! [`client`] is the other end, used by `cri-imaged pulls` and `cri-imaged bundle`.
 
 pub mod client;
+pub mod containers;
 
 use std::future::Future;
 use std::path::Path;
@@ -11,7 +13,7 @@ use std::path::Path;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{delete, get};
 use serde::{Deserialize, Serialize};
 
 use crate::config::MetricsAddress;
@@ -54,11 +56,16 @@ pub fn metrics_router(image: ImageService) -> axum::Router {
         .with_state(image)
 }
 
-/// `/metrics` and `/pulls`: for the admin socket.
+/// `/metrics`, `/pulls` and the mount API (`/containers`): for the admin socket.
 pub fn admin_router(image: ImageService) -> axum::Router {
     axum::Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/pulls", get(serve_pulls))
+        .route(
+            "/containers",
+            get(containers::list).post(containers::prepare),
+        )
+        .route("/containers/{key}", delete(containers::remove))
         .with_state(image)
 }
 

@@ -28,6 +28,27 @@ pub enum Command {
     /// Verify a store offline: every blob's digest and size, every index.json reference;
     /// prints each problem and exits 1 on any (--repair removes what cannot be trusted)
     Check(CheckArgs),
+    /// Make an OCI runtime bundle of a pulled image: DIR/config.json and DIR/rootfs (an
+    /// overlay of the image's snapshots), so `cd DIR && runc run ID` runs it; `--remove DIR`
+    /// unmounts and frees it (through the daemon's admin socket; needs `unpack = true`)
+    Bundle(BundleArgs),
+}
+
+/// `cri-imaged bundle IMAGE DIR` / `cri-imaged bundle --remove DIR`.
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// Unmount and free the bundle in DIR
+    #[arg(long)]
+    pub remove: bool,
+    /// IMAGE DIR (IMAGE: a name or ID of a pulled image), or DIR with --remove
+    #[arg(value_name = "IMAGE DIR", required = true, num_args = 1..=2)]
+    pub targets: Vec<String>,
+    /// The daemon's configuration file, read to find its admin socket
+    #[arg(long, value_name = "FILE", default_value = super::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The daemon's admin socket; overrides the configuration
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
 }
 
 /// `cri-imaged check`.

@@ -11,7 +11,7 @@ pub mod file;
 use std::path::{Path, PathBuf};
 
 pub use address::MetricsAddress;
-pub use cli::{CheckArgs, Cli, Command, OutputFormat, PullsArgs};
+pub use cli::{BundleArgs, CheckArgs, Cli, Command, OutputFormat, PullsArgs};
 use file::Keys;
 
 use crate::image::{Pinned, Settings};

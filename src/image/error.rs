@@ -45,6 +45,16 @@ pub enum Error {
         image: String,
         source: crate::snapshot::UnpackError,
     },
+    /// A container snapshot was asked for, but layers are not unpacked.
+    #[error("container snapshots need unpacked layers: set `unpack = true` (or --unpack true)")]
+    UnpackOff,
+    /// The image a container snapshot was asked for is not in the store.
+    #[error("image {image:?} is not in the store (pull it first)")]
+    NoSuchImage { image: String },
+    #[error("{source}")]
+    Container {
+        source: crate::snapshot::ContainerError,
+    },
     #[error("importing {image:?}: {source}")]
     Import {
         image: String,
@@ -119,6 +129,9 @@ impl Error {
             Error::Store { source, .. } => source.kind(),
             Error::Unpack { source, .. } => source.kind(),
             Error::Import { source, .. } => source.kind(),
+            Error::UnpackOff => Kind::Misconfigured,
+            Error::NoSuchImage { .. } => Kind::NotFound,
+            Error::Container { source } => source.kind(),
             Error::Blocked { source, .. } => source.kind(),
             // The most telling failure wins: anything but "not found" beats "not found".
             Error::AllCandidatesFailed { failures, .. } => failures

@@ -7,6 +7,7 @@
 
 mod bring;
 mod cache;
+pub mod containers;
 mod error;
 mod flight;
 mod fs_info;

@@ -62,7 +62,7 @@ impl ImageService {
     }
 
     /// Removes the snapshots no image needs any more (when unpacking is on).
-    async fn collect_snapshots(&self) {
+    pub(super) async fn collect_snapshots(&self) {
         let Some(snapshots) = self.inner.snapshots.clone() else {
             return;
         };

@@ -3,16 +3,20 @@
 //! This module owns the unpacking itself: `apply` (a tar stream into a directory, safe
 //! by construction), `decompress` (gzip, zstd or none, and the `diff_id` hash),
 //! `chain` (chain IDs), `store` (`snapshots/<chain>/fs`, made in a temp directory and
-//! renamed into place once verified and synced). It knows nothing of registries or gRPC.
+//! renamed into place once verified and synced), `containers` (the writable layer a
+//! runtime stacks on an image's snapshots, which holds them). It knows nothing of
+//! registries or gRPC.
 
 pub mod apply;
 pub mod chain;
+pub mod containers;
 pub mod decompress;
 pub mod error;
 pub mod store;
 
 pub use apply::{Applied, Limits, apply};
 pub use chain::chain_ids;
+pub use containers::{ContainerError, ContainerRecord, Containers};
 pub use decompress::{Compression, Hashing};
 pub use error::UnpackError;
 pub use store::Snapshots;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::containers::Containers;
 use super::{Compression, Hashing, Limits, UnpackError, apply};
 use crate::names::Digest;
 use crate::oci::Descriptor;
@@ -22,6 +23,8 @@ const TMP_PREFIX: &str = "tmp-";
 /// The snapshots of one store root.
 pub struct Snapshots {
     dir: PathBuf,
+    /// The writable snapshots on top (their chains are never collected).
+    containers: Containers,
     limits: Limits,
     /// Chains that pulls in flight hold (with how many pulls each): never collected.
     in_use: Mutex<HashMap<Digest, usize>>,
@@ -61,6 +64,7 @@ impl Snapshots {
             }
         }
         Ok(Snapshots {
+            containers: Containers::open(root)?,
             dir,
             limits,
             in_use: Mutex::default(),
@@ -69,6 +73,11 @@ impl Snapshots {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, usize>> {
         self.in_use.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The container snapshots on top of these.
+    pub fn containers(&self) -> &Containers {
+        &self.containers
     }
 
     /// The directory overlayfs stacks for `chain`.
@@ -187,9 +196,11 @@ impl Snapshots {
             .collect()
     }
 
-    /// Removes the snapshots neither `keep` nor a pull in flight needs; returns how many.
+    /// Removes the snapshots neither `keep`, a pull in flight nor a container needs;
+    /// returns how many.
     pub fn retain(&self, keep: &HashSet<Digest>) -> usize {
-        let held: HashSet<Digest> = self.lock().keys().cloned().collect();
+        let mut held: HashSet<Digest> = self.lock().keys().cloned().collect();
+        held.extend(self.containers.chains_in_use());
         let mut removed = 0;
         for chain in self.list() {
             if keep.contains(&chain) || held.contains(&chain) {

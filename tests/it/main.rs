@@ -23,7 +23,8 @@
 //!   (`cri-imaged check --repair`), `authority` (any `:authority` or none on the socket: real
 //!   crictl captures replayed, raw HTTP/2 with CONTINUATION and the HPACK dynamic table), `crash` (SIGKILL at many points of a pull: what is on disk at each, then resume),
 //!   `interrupted` (SIGKILL mid-pull behind a slow proxy: the verified blobs are kept for the
-//!   next pull), `unpack` (layers as overlay snapshots, diff_id checks),
+//!   next pull), `unpack` (layers as overlay snapshots, diff_id checks), `bundle`
+//!   (`cri-imaged bundle` + `runc run` of a pulled image; rmi while a bundle exists),
 //!   `load` (50 clients, 2,000 calls), `bad_input` (oversized documents, invalid and
 //!   path-like digests, unknown media types, size mismatches), `disk_full` (ENOSPC on a tmpfs
 //!   root, EFBIG under `prlimit --fsize`; needs root for `mount`), `proxy_faults` (resets,
@@ -36,6 +37,7 @@ mod support;
 mod auth;
 mod authority;
 mod bad_input;
+mod bundle;
 mod check;
 mod config;
 mod crash;

@@ -28,7 +28,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 
 /// A gzip layer from `(kind, name, link target or content, mode)` entries, written raw
 /// (whiteout names included).
-fn layer(entries: &[(tar::EntryType, &str, &[u8], u32)]) -> Layer {
+pub(crate) fn layer(entries: &[(tar::EntryType, &str, &[u8], u32)]) -> Layer {
     let mut b = tar::Builder::new(Vec::new());
     for (kind, name, data, mode) in entries {
         match kind {

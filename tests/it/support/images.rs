@@ -142,6 +142,8 @@ pub struct ImageBuilder {
     layers: Vec<Layer>,
     arch: String,
     variant: Option<String>,
+    /// Fields set in the config's `config` object over the defaults.
+    process: Vec<(String, Value)>,
 }
 
 impl Default for ImageBuilder {
@@ -159,7 +161,13 @@ impl ImageBuilder {
             layers: vec![random_layer(4096), random_layer(4096)],
             arch: node_arch().to_owned(),
             variant: node_variant().map(str::to_owned),
+            process: Vec::new(),
         }
+    }
+    /// Sets `config.<field>` of the image config (`Entrypoint`, `Cmd`, `Env`, `WorkingDir`).
+    pub fn config_field(mut self, field: &str, value: Value) -> Self {
+        self.process.push((field.to_owned(), value));
+        self
     }
     pub fn format(mut self, format: Format) -> Self {
         self.format = format;
@@ -207,6 +215,9 @@ impl ImageBuilder {
         });
         if let Some(v) = &self.variant {
             config["variant"] = json!(v);
+        }
+        for (field, value) in &self.process {
+            config["config"][field] = value.clone();
         }
         let config = Blob::new(serde_json::to_vec(&config).expect("serialize config"));
         let manifest = json!({
