@@ -4,6 +4,7 @@
 //! ```text
 //! bench-images REGISTRY image REPO:TAG LAYERS LAYER_BYTES [BLOB_LIST]
 //! bench-images REGISTRY fill REPO FROM COUNT
+//! bench-images REGISTRY files REPO:TAG LAYERS FILES FILE_BYTES
 //! ```
 //!
 //! - `image`: LAYERS layers, each an uncompressed tar (`…layer.v1.tar`) holding one file of
@@ -11,6 +12,11 @@
 //!   config and layer digests are written there, one a line (for the curl baseline).
 //! - `fill`: COUNT small images `REPO:nFROM`…, sharing one 4 KiB layer; each config carries
 //!   its index as a label, so every image ID differs. Pushed 16 at a time.
+//!
+//! - `files`: LAYERS gzip layers (`…layer.v1.tar+gzip`), each of FILES files of FILE_BYTES
+//!   in a few directories, their text compressible about 3:1 like real binaries and
+//!   libraries; the layers after the first also delete (whiteout) and hard-link files of
+//!   the one below, as real images do. Prints the image ID.
 //!
 //! The images are OCI manifests for linux on the node's architecture.
 
@@ -25,6 +31,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 fn digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
@@ -36,6 +43,74 @@ fn arch() -> &'static str {
         "aarch64" => "arm64",
         other => other,
     }
+}
+
+/// Layer `n` of a `files` image: a gzip tar of `files` files of `bytes` each; its digest
+/// pair is (compressed, uncompressed).
+fn files_layer(n: usize, files: usize, bytes: usize) -> Res<(Vec<u8>, String)> {
+    use std::io::Write;
+    const WORDS: &[&str] = &[
+        "lib", "usr", "share", "static", "const", "return", "memcpy", "0x7f45", "ELF", "\0\0",
+        "_start", "printf", "malloc", "free", "locale", "UTF-8", "debian", "x86_64", "glibc",
+    ];
+    let mut rng = rand::rng();
+    let mut b = tar::Builder::new(Vec::new());
+    let add = |b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, name, data)
+    };
+    for d in 0..16 {
+        add(
+            &mut b,
+            tar::EntryType::Directory,
+            &format!("l{n}/d{d}"),
+            &[],
+        )?;
+    }
+    for f in 0..files {
+        let mut data = Vec::with_capacity(bytes + 16);
+        while data.len() < bytes {
+            let w = WORDS[(rng.next_u32() as usize) % WORDS.len()];
+            data.extend_from_slice(w.as_bytes());
+            let r = rng.next_u32();
+            data.extend_from_slice(&r.to_le_bytes()[..(r % 3) as usize]);
+        }
+        data.truncate(bytes);
+        add(
+            &mut b,
+            tar::EntryType::Regular,
+            &format!("l{n}/d{}/f{f}", f % 16),
+            &data,
+        )?;
+    }
+    if n > 0 {
+        let below = n - 1;
+        add(
+            &mut b,
+            tar::EntryType::Regular,
+            &format!("l{below}/d0/.wh.f0"),
+            &[],
+        )?;
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        b.append_link(&mut h, format!("l{n}/link"), format!("l{below}/d1/f1"))?;
+    }
+    let tar = b.into_inner()?;
+    let diff_id = digest(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar)?;
+    Ok((gz.finish()?, diff_id))
 }
 
 /// A tar archive with one regular file `data` of `len` random bytes.
@@ -124,6 +199,17 @@ impl Registry {
         layers: &[(String, String, u64)],
         label: &str,
     ) -> Res<String> {
+        self.push_image_typed(repo, tag, layers, label, LAYER).await
+    }
+
+    async fn push_image_typed(
+        &self,
+        repo: &str,
+        tag: &str,
+        layers: &[(String, String, u64)],
+        label: &str,
+        layer_type: &str,
+    ) -> Res<String> {
         let config = json!({
             "created": "2024-01-01T00:00:00Z",
             "architecture": arch(),
@@ -138,7 +224,7 @@ impl Registry {
             "schemaVersion": 2,
             "mediaType": MANIFEST,
             "config": {"mediaType": CONFIG, "digest": id, "size": config_size},
-            "layers": layers.iter().map(|(d, _, size)| json!({"mediaType": LAYER, "digest": d, "size": size})).collect::<Vec<_>>(),
+            "layers": layers.iter().map(|(d, _, size)| json!({"mediaType": layer_type, "digest": d, "size": size})).collect::<Vec<_>>(),
         });
         self.put_manifest(repo, tag, serde_json::to_vec(&manifest)?)
             .await?;
@@ -149,7 +235,7 @@ impl Registry {
 #[tokio::main]
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: bench-images REGISTRY image REPO:TAG LAYERS LAYER_BYTES [BLOB_LIST] | REGISTRY fill REPO FROM COUNT";
+    let usage = "usage: bench-images REGISTRY image REPO:TAG LAYERS LAYER_BYTES [BLOB_LIST] | REGISTRY fill REPO FROM COUNT | REGISTRY files REPO:TAG LAYERS FILES FILE_BYTES";
     let arg = |i: usize| args.get(i).cloned().ok_or(usage);
     let reg = Arc::new(Registry {
         base: format!("http://{}", arg(0)?),
@@ -174,6 +260,23 @@ async fn main() -> Res<()> {
                 lines.extend(layers.iter().map(|l| l.0.clone()));
                 std::fs::write(list, lines.join("\n") + "\n")?;
             }
+            println!("{id}");
+        }
+        "files" => {
+            let name = arg(2)?;
+            let (repo, tag) = name.rsplit_once(':').ok_or("REPO:TAG")?;
+            let (count, files, bytes): (usize, usize, usize) =
+                (arg(3)?.parse()?, arg(4)?.parse()?, arg(5)?.parse()?);
+            let mut layers = Vec::new();
+            for n in 0..count {
+                let (gz, diff_id) = files_layer(n, files, bytes)?;
+                let size = gz.len() as u64;
+                let d = reg.put_blob(repo, gz).await?;
+                layers.push((d, diff_id, size));
+            }
+            let id = reg
+                .push_image_typed(repo, tag, &layers, &name, LAYER_GZIP)
+                .await?;
             println!("{id}");
         }
         "fill" => {

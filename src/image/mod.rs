@@ -86,6 +86,8 @@ struct Inner {
     pulls: flight::Flights<flight::PullKey, Result<ImageId, Arc<Error>>>,
     blobs: flight::Flights<crate::names::Digest, Result<(), Arc<Error>>>,
     downloads: Arc<Semaphore>,
+    /// Layers unpacking at once, across all pulls (one per core, at least 2).
+    unpacks: Arc<Semaphore>,
     shutdown: CancellationToken,
     progress: progress::Progress,
     metrics: Metrics,
@@ -124,6 +126,9 @@ impl ImageService {
                 pulls: flight::Flights::default(),
                 blobs: flight::Flights::default(),
                 downloads,
+                unpacks: Arc::new(Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+                )),
                 shutdown: CancellationToken::new(),
                 progress: progress::Progress::default(),
                 metrics: Metrics::new(),

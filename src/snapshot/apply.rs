@@ -11,7 +11,9 @@
 //!
 //! A hard link whose target is not in this layer is resolved in the lower snapshots,
 //! nearest first (`lowers`), and the target copied up so the link can be made (containerd
-//! and containers/storage fail on such images; the image spec lets them).
+//! and containers/storage fail on such images; the image spec lets them). The lowers are
+//! asked for only then ([`Lowers`]): layers unpack in parallel, and the one that needs its
+//! lowers waits there until they are done.
 //!
 //! Ownership, then modes (after chown, so setuid bits stay), xattrs, and times (PAX
 //! nanoseconds; directories last, deepest first) are applied as the archive says: owners
@@ -63,7 +65,7 @@ pub fn apply(
     layer: &Digest,
     tar: impl Read,
     dest: &Path,
-    lowers: &[PathBuf],
+    lowers: Lowers<'_>,
     limits: Limits,
 ) -> Result<Applied, UnpackError> {
     let root = rustix::fs::open(
@@ -76,6 +78,7 @@ pub fn apply(
         layer,
         root,
         lowers,
+        lower_dirs: std::cell::OnceCell::new(),
         as_root: rustix::process::geteuid().is_root(),
         dirs: Vec::new(),
         done: Applied::default(),
@@ -99,6 +102,10 @@ pub fn apply(
     a.finish_dirs()
 }
 
+/// The lower snapshots' `fs` directories, nearest first; called at most once, when a hard
+/// link needs a target from below (it may block until those snapshots are made).
+pub type Lowers<'a> = &'a (dyn Fn() -> Vec<PathBuf> + Sync);
+
 /// An entry's metadata, as the archive says (PAX over the header).
 struct Meta {
     mode: u32,
@@ -111,7 +118,9 @@ struct Meta {
 struct Applier<'a> {
     layer: &'a Digest,
     root: OwnedFd,
-    lowers: &'a [PathBuf],
+    lowers: Lowers<'a>,
+    /// What `lowers` answered, once asked.
+    lower_dirs: std::cell::OnceCell<Vec<PathBuf>>,
     as_root: bool,
     /// Directories whose times are set last (deepest first): their content changes them.
     dirs: Vec<(Vec<u8>, Timespec)>,
@@ -558,7 +567,7 @@ impl Applier<'_> {
         tn: &OsStr,
         rel: &[u8],
     ) -> Result<(), UnpackError> {
-        for lower in self.lowers {
+        for lower in self.lower_dirs.get_or_init(|| (self.lowers)()) {
             let Ok(root) = rustix::fs::open(
                 lower,
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,

@@ -14,7 +14,7 @@ pub mod decompress;
 pub mod error;
 pub mod store;
 
-pub use apply::{Applied, Limits, apply};
+pub use apply::{Applied, Limits, Lowers, apply};
 pub use chain::chain_ids;
 pub use containers::{ContainerError, ContainerRecord, Containers};
 pub use decompress::{Compression, Hashing};

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::containers::Containers;
-use super::{Compression, Hashing, Limits, UnpackError, apply};
+use super::{Compression, Hashing, Limits, Lowers, UnpackError, apply};
 use crate::names::Digest;
 use crate::oci::Descriptor;
 
@@ -102,7 +102,8 @@ impl Snapshots {
     }
 
     /// Unpacks `layer` (its verified blob at `blob`) as snapshot `chain` on `lowers`
-    /// (the parents' `fs` directories, nearest first), checking its `diff_id`. Blocking.
+    /// (the parents' `fs` directories, nearest first, asked for only if a hard link needs
+    /// them), checking its `diff_id`. Blocking.
     /// Returns whether it was made (false: it existed).
     pub fn unpack(
         &self,
@@ -110,7 +111,7 @@ impl Snapshots {
         blob: &Path,
         diff_id: &Digest,
         chain: &Digest,
-        lowers: &[PathBuf],
+        lowers: Lowers<'_>,
     ) -> Result<bool, UnpackError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         if self.has(chain) {

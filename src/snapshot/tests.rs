@@ -112,7 +112,8 @@ fn unpack(
     let outer = tempfile::tempdir().unwrap();
     let dest = outer.path().join("fs");
     std::fs::create_dir(&dest).unwrap();
-    let r = apply(&layer_digest(), tar, &dest, lowers, Limits::default());
+    let lowers = || lowers.to_vec();
+    let r = apply(&layer_digest(), tar, &dest, &lowers, Limits::default());
     (outer, r)
 }
 
@@ -375,7 +376,7 @@ fn a_tar_bomb_is_refused_past_the_entry_limit() {
         &layer_digest(),
         &l.bytes()[..],
         &dest,
-        &[],
+        &Vec::new,
         Limits { max_entries: 100 },
     )
     .expect_err("bomb");
@@ -408,7 +409,7 @@ fn gzip_members_zstd_and_plain_decompress_and_the_diff_id_is_the_tar_digest() {
             let outer = tempfile::tempdir().unwrap();
             let dest = outer.path().join("fs");
             std::fs::create_dir(&dest).unwrap();
-            let r = apply(&layer_digest(), &mut h, &dest, &[], Limits::default());
+            let r = apply(&layer_digest(), &mut h, &dest, &Vec::new, Limits::default());
             (outer, r)
         };
         r.unwrap_or_else(|e| panic!("{c:?}: {e}"));
@@ -426,7 +427,7 @@ fn gzip_members_zstd_and_plain_decompress_and_the_diff_id_is_the_tar_digest() {
         &layer_digest(),
         &mut h,
         outer.path(),
-        &[],
+        &Vec::new,
         Limits::default(),
     )
     .and_then(|_| {

@@ -66,6 +66,24 @@ fn snapshot(root: &Path, chain: &str) -> std::path::PathBuf {
         .join("fs")
 }
 
+/// `path` is an overlay whiteout: a 0/0 character device.
+fn assert_whiteout(path: &Path) {
+    let wh = std::fs::symlink_metadata(path).unwrap();
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout {}",
+        path.display()
+    );
+}
+
+/// `path` is an opaque directory for overlayfs.
+fn assert_opaque(path: &Path) {
+    let mut buf = [0u8; 2];
+    let n = rustix::fs::getxattr(path, "trusted.overlay.opaque", &mut buf[..])
+        .unwrap_or_else(|e| panic!("opaque marker on {}: {e}", path.display()));
+    assert_eq!(&buf[..n], b"y");
+}
+
 fn snapshots(root: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(root.join("snapshots"))
         .map(|e| {
@@ -130,19 +148,8 @@ async fn layers_become_overlay_snapshots_and_go_with_their_image() {
         std::fs::read_link(lower.join("bin/abs")).unwrap(),
         Path::new("/etc/passwd")
     );
-    let wh = std::fs::symlink_metadata(upper.join("gone.txt")).unwrap();
-    assert!(
-        wh.file_type().is_char_device() && wh.rdev() == 0,
-        "whiteout"
-    );
-    let mut buf = [0u8; 2];
-    let n = rustix::fs::getxattr(
-        upper.join("opaque").as_path(),
-        "trusted.overlay.opaque",
-        &mut buf[..],
-    )
-    .expect("opaque marker");
-    assert_eq!(&buf[..n], b"y");
+    assert_whiteout(&upper.join("gone.txt"));
+    assert_opaque(&upper.join("opaque"));
     let (t2, t1) = (
         std::fs::metadata(upper.join("bin/tool2")).unwrap(),
         std::fs::metadata(upper.join("bin/tool")).unwrap(),
@@ -206,4 +213,103 @@ async fn a_layer_that_does_not_match_its_diff_id_leaves_no_snapshot_and_no_image
         "nothing of that layer is kept: {:?}",
         snapshots(&root)
     );
+}
+
+/// Layers unpack as their blobs arrive, in parallel: behind a slow link the big bottom
+/// layer arrives last, the top layer (a whiteout of a bottom file) is unpacked before it,
+/// and the middle layer (a hard link to a bottom file, a whiteout, an opaque directory)
+/// waits for it. The result is what sequential unpacking makes: no whiteout lost (the bug
+/// of containerd's first parallel unpack, #13030), the link's target copied up whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_unpack_in_parallel_and_a_hard_link_waits_for_the_layer_below() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "unpack tests make whiteout device nodes: run them as root (CI does)"
+    );
+    use tar::EntryType::{Directory as D, Link as H, Regular as F};
+    let files: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| {
+            let data: Vec<u8> = (0..5000).map(|_| rand::random::<u8>()).collect();
+            (format!("big/f{i}"), data)
+        })
+        .collect();
+    let mut entries: Vec<(tar::EntryType, &str, &[u8], u32)> = vec![
+        (D, "big", b"", 0o755),
+        (D, "keep", b"", 0o755),
+        (F, "keep/target", b"payload", 0o644),
+        (F, "gone", b"deleted in the middle", 0o644),
+        (D, "opq", b"", 0o755),
+        (F, "opq/old", b"hidden by the middle", 0o644),
+    ];
+    entries.extend(
+        files
+            .iter()
+            .map(|(n, d)| (F, n.as_str(), d.as_slice(), 0o644)),
+    );
+    let bottom = layer(&entries);
+    let middle = layer(&[
+        (D, "mid", b"", 0o755),
+        (H, "mid/link", b"keep/target", 0o644),
+        (F, ".wh.gone", b"", 0o644),
+        (D, "opq", b"", 0o755),
+        (F, "opq/.wh..wh..opq", b"", 0o644),
+        (F, "opq/new", b"new", 0o644),
+    ]);
+    let top = layer(&[
+        (D, "big", b"", 0o755),
+        (F, "big/.wh.f0", b"", 0o644),
+        (F, "top", b"top", 0o644),
+    ]);
+    let (c0, c1, c2) = {
+        let c0 = chain(None, &bottom.diff_id);
+        let c1 = chain(Some(&c0), &middle.diff_id);
+        let c2 = chain(Some(&c1), &top.diff_id);
+        (c0, c1, c2)
+    };
+    let registry = Registry::start().await;
+    let img = ImageBuilder::new()
+        .layers(vec![bottom, middle, top])
+        .build();
+    img.push(&registry, "test/parallel", "1").await;
+    // 1.5 MB of bottom layer at 1 MiB/s: it arrives well after the small ones.
+    let proxy = crate::support::proxy::Proxy::start(&registry).await;
+    proxy.limit_rate(1 << 20);
+    let dir = tempdir();
+    let builder = DaemonBuilder::new(dir.path())
+        .registry(&proxy.host())
+        .arg("--unpack")
+        .arg("true")
+        .arg("--log-level")
+        .arg("cri_imaged=debug");
+    let root = builder.root_path().to_owned();
+    let mut daemon = builder.start().await;
+    let name = format!("{}/test/parallel:1", proxy.host());
+    assert_eq!(pull(&mut daemon.client(), &name).await, img.id());
+
+    let (s0, s1, s2) = (
+        snapshot(&root, &c0),
+        snapshot(&root, &c1),
+        snapshot(&root, &c2),
+    );
+    assert_eq!(std::fs::read_dir(s0.join("big")).unwrap().count(), 300);
+    let link = std::fs::metadata(s1.join("mid/link")).unwrap();
+    assert_eq!(std::fs::read(s1.join("mid/link")).unwrap(), b"payload");
+    assert_eq!(link.nlink(), 2, "linked to its copied-up target");
+    assert_whiteout(&s1.join("gone"));
+    assert_whiteout(&s2.join("big/f0"));
+    assert_opaque(&s1.join("opq"));
+    daemon.stop().await;
+    // The order the layers were made in: the top one before the bottom one.
+    let log = daemon.output();
+    let made_at = |layer: usize| {
+        log.lines()
+            .position(|l| l.contains("unpacked layer") && l.contains(&format!("layer={layer} ")))
+            .unwrap_or_else(|| panic!("no 'unpacked layer' line for layer {layer}:\n{log}"))
+    };
+    assert!(made_at(2) < made_at(0), "top before bottom:\n{log}");
+    assert!(
+        made_at(0) < made_at(1),
+        "the middle waited for the bottom:\n{log}"
+    );
+    assert_check_passes(dir.path(), &root, "after a parallel unpack");
 }

@@ -201,34 +201,41 @@ pub(super) async fn bring_in<S: BlobSource>(
     let parsed = oci::manifest::parse_config(&config_bytes)
         .map_err(|e| source.invalid(image, format!("config {}: {e}", config.digest)))?;
 
-    let fetch_layer = |l: &Descriptor| {
-        let l = l.clone();
-        async move {
-            download::fetch_blob(inner, source, &l).await?;
-            progress.blob_done(&l.digest);
-            Ok::<_, Error>(())
-        }
-    };
-    if source.concurrent() {
-        futures_util::future::try_join_all(layers.iter().map(fetch_layer)).await?;
-    } else {
-        for l in &layers {
-            fetch_layer(l).await?;
-        }
-    }
-    // Unpacked before the image is recorded: a listed image is runnable.
-    let _held = match &inner.snapshots {
+    // With unpack on, each layer is unpacked as soon as its blob is in, beside the other
+    // downloads, and all of them before the image is recorded: a listed image is runnable.
+    let (unpacks, _held) = match &inner.snapshots {
         Some(snapshots) => {
             let ids = super::unpack::chains_of(&parsed.diff_ids, &layers).map_err(|reason| {
                 source.invalid(image, format!("config {}: {reason}", config.digest))
             })?;
             let chains: Vec<_> = ids.iter().map(|(_, c)| c.clone()).collect();
             let held = snapshots.hold(&chains);
-            super::unpack::unpack_layers(inner, snapshots, image, &layers, &ids).await?;
-            Some(held)
+            let unpacks = super::unpack::Unpacks::new(inner, snapshots, image, &layers, &ids);
+            (Some(unpacks), Some(held))
         }
-        None => None,
+        None => (None, None),
     };
+    let fetch_layer = |(i, l): (usize, &Descriptor)| {
+        let (l, unpacks) = (l.clone(), &unpacks);
+        async move {
+            download::fetch_blob(inner, source, &l).await?;
+            progress.blob_done(&l.digest);
+            if let Some(u) = unpacks {
+                u.start(i);
+            }
+            Ok::<_, Error>(())
+        }
+    };
+    if source.concurrent() {
+        futures_util::future::try_join_all(layers.iter().enumerate().map(fetch_layer)).await?;
+    } else {
+        for l in layers.iter().enumerate() {
+            fetch_layer(l).await?;
+        }
+    }
+    if let Some(u) = unpacks {
+        u.finish().await?;
+    }
     inner
         .store
         .put_blob(&stored, &stored_bytes)

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# The cost of src/http2/ (any :authority accepted): the same release build with and
-# without it, side by side on one registry, interleaved run by run. Prints ListImages
-# p50/p99 with N images recorded and the cold pull of a 10 x 40 MiB image.
+# A/B of two cri-imaged builds: BEFORE (a binary, e.g. main's release build) and this
+# tree's release build, side by side on one registry, interleaved run by run. Prints
+# ListImages p50/p99 with IMAGES images recorded and the cold pull of one image.
 #
-#   BEFORE=/path/to/cri-imaged-without-the-adapter bench/authority.sh
+#   BEFORE=/tmp/cri-imaged-main bench/ab.sh
+#   BEFORE=/tmp/cri-imaged-main DAEMON_ARGS="--unpack true" IMAGES=0 \
+#     PULL="files bench/files:1 8 2000 8192" bench/ab.sh    # pull to snapshots, 8 gzip layers
 #
-# Overrides: RUNS (5), IMAGES (5000), LIST_CALLS (500), BENCH_TMPDIR (/var/tmp).
-# Needs docker-registry and curl (apt-get install docker-registry curl).
+# Overrides: RUNS (5), IMAGES (5000; 0: no listing rows), LIST_CALLS (500), PULL (the
+# bench-images arguments of the pulled image; default "image bench/big:1 10 41943040",
+# 10 x 40 MiB), DAEMON_ARGS (given to both daemons), BENCH_TMPDIR (/var/tmp).
+# Needs docker-registry and curl (apt-get install docker-registry curl). Used for: the
+# cost of src/http2/ (BENCHMARKS.md), pipelined parallel unpack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 IMAGES=${IMAGES:-5000}
 LIST_CALLS=${LIST_CALLS:-500}
+PULL=${PULL:-"image bench/big:1 10 41943040"}
+DAEMON_ARGS=${DAEMON_ARGS:-}
+read -r -a PULL_ARGS <<<"$PULL"
+PULL_NAME=${PULL_ARGS[1]}
 BEFORE=${BEFORE:?set BEFORE to a cri-imaged binary built without src/http2/}
 
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -23,7 +32,7 @@ AFTER=$TARGET/cri-imaged
 CRI_BENCH=$TARGET/examples/cri-bench
 BENCH_IMAGES=$TARGET/examples/bench-images
 
-TMP=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/cri-authority.XXXXXX")
+TMP=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/cri-ab.XXXXXX")
 PIDS=()
 cleanup() {
   set +e
@@ -58,38 +67,42 @@ PIDS+=($!)
 for _ in $(seq 100); do curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
 curl -sf "http://$REG/v2/" >/dev/null || die "registry did not start"
 
-log "pushing bench/big:1 (10 x 40 MiB) and $IMAGES small images"
-"$BENCH_IMAGES" "$REG" image bench/big:1 10 $((40 << 20)) "$TMP/big.list" >/dev/null
-"$BENCH_IMAGES" "$REG" fill bench/fill 0 "$IMAGES" >/dev/null
+log "pushing $PULL_NAME ($PULL) and $IMAGES small images"
+"$BENCH_IMAGES" "$REG" "${PULL_ARGS[@]}" >/dev/null
+((IMAGES == 0)) || "$BENCH_IMAGES" "$REG" fill bench/fill 0 "$IMAGES" >/dev/null
 
 start() { # name binary
   mkdir -p "$TMP/$1"
   "$2" --config "$TMP/$1/none.toml" --registries-conf "$TMP/$1/none.conf" \
     --auth-file "$TMP/$1/none.json" --certs-dir "$TMP/$1/certs.d" \
-    --root "$TMP/$1/root" --listen "$TMP/$1/sock" --log-level warn >>"$TMP/$1/log" 2>&1 &
+    --root "$TMP/$1/root" --listen "$TMP/$1/sock" --log-level warn $DAEMON_ARGS >>"$TMP/$1/log" 2>&1 &
   PIDS+=($!)
   "$CRI_BENCH" --endpoint "$TMP/$1/sock" ready 60 || die "$1 did not start"
 }
 start before "$BEFORE"
 start after "$AFTER"
-for e in before after; do
-  log "$e: recording $IMAGES images"
-  "$CRI_BENCH" --endpoint "$TMP/$e/sock" fill "$REG/bench/fill" 0 "$IMAGES" 4 >/dev/null
-done
+if ((IMAGES > 0)); then
+  for e in before after; do
+    log "$e: recording $IMAGES images"
+    "$CRI_BENCH" --endpoint "$TMP/$e/sock" fill "$REG/bench/fill" 0 "$IMAGES" 4 >/dev/null
+  done
+fi
 
 now() { date +%s.%N; }
 for r in $(seq "$RUNS"); do
   for e in before after; do
-    "$CRI_BENCH" --endpoint "$TMP/$e/sock" list "$LIST_CALLS" | awk -v e="$e" '$1=="ListImages"{print e, "list", $2, $3}' >>"$TMP/results"
-    "$CRI_BENCH" --endpoint "$TMP/$e/sock" rmi "$REG/bench/big:1" 2>/dev/null || true
-    t=$("$CRI_BENCH" --endpoint "$TMP/$e/sock" pull "$REG/bench/big:1" 2>/dev/null)
+    if ((IMAGES > 0)); then
+      "$CRI_BENCH" --endpoint "$TMP/$e/sock" list "$LIST_CALLS" | awk -v e="$e" '$1=="ListImages"{print e, "list", $2, $3}' >>"$TMP/results"
+    fi
+    "$CRI_BENCH" --endpoint "$TMP/$e/sock" rmi "$REG/$PULL_NAME" 2>/dev/null || true
+    t=$("$CRI_BENCH" --endpoint "$TMP/$e/sock" pull "$REG/$PULL_NAME" 2>>"$TMP/$e/log") || die "$e: pull failed: $(tail -3 "$TMP/$e/log")"
     echo "$e pull $t" >>"$TMP/results"
   done
   log "run $r of $RUNS done"
 done
 
 median() { sort -n | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-echo "| build | ListImages p50 (ms), $IMAGES images | ListImages p99 (ms) | cold pull 10 x 40 MiB (s) |"
+echo "| build | ListImages p50 (ms), $IMAGES images | ListImages p99 (ms) | cold pull of $PULL_NAME (s) |"
 echo "|---|---|---|---|"
 for e in before after; do
   p50=$(awk -v e="$e" '$1==e && $2=="list"{print $3}' "$TMP/results" | median)
@@ -97,4 +110,4 @@ for e in before after; do
   pull=$(awk -v e="$e" '$1==e && $2=="pull"{print $3}' "$TMP/results" | median)
   echo "| $e | $p50 | $p99 | $pull |"
 done
-echo "(medians of $RUNS interleaved runs; each ListImages figure is the p50/p99 of $LIST_CALLS calls)"
+echo "(medians of $RUNS interleaved runs; each ListImages figure is the p50/p99 of $LIST_CALLS calls; daemon args: ${DAEMON_ARGS:-none}; image: $PULL)"
