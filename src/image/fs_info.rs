@@ -1,5 +1,6 @@
-//! ImageFsInfo: the store's real disk usage, kept up to date by the store itself so the
-//! call never walks the disk.
+//! ImageFsInfo: the store's real disk usage — blobs, and with `unpack` on the layer
+//! snapshots too — kept up to date by the store and the snapshots themselves so the call
+//! never walks the disk.
 
 use std::path::PathBuf;
 
@@ -18,14 +19,20 @@ pub struct FsUsage {
 impl ImageService {
     pub fn fs_info(&self) -> FsUsage {
         let usage = self.inner.store.usage();
+        let snaps = self
+            .inner
+            .snapshots
+            .as_ref()
+            .map(|s| s.usage())
+            .unwrap_or_default();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
             .unwrap_or(1);
         FsUsage {
             mountpoint: self.inner.store.root().to_owned(),
-            used_bytes: usage.bytes,
-            inodes_used: usage.inodes,
+            used_bytes: usage.bytes + snaps.bytes,
+            inodes_used: usage.inodes + snaps.inodes,
             timestamp_nanos: now.max(1),
         }
     }

@@ -19,7 +19,7 @@ pub use chain::chain_ids;
 pub use containers::{ContainerError, ContainerRecord, Containers};
 pub use decompress::{Compression, Hashing};
 pub use error::UnpackError;
-pub use store::Snapshots;
+pub use store::{Snapshots, Usage};
 
 #[cfg(test)]
 mod tests;

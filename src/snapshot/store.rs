@@ -18,6 +18,8 @@ use crate::names::Digest;
 use crate::oci::Descriptor;
 
 pub const SNAPSHOTS_DIR: &str = "snapshots";
+/// Beside each snapshot's `fs/`: what it takes on disk, written before its rename.
+const USAGE: &str = "usage.json";
 const TMP_PREFIX: &str = "tmp-";
 
 /// The snapshots of one store root.
@@ -28,6 +30,42 @@ pub struct Snapshots {
     limits: Limits,
     /// Chains that pulls in flight hold (with how many pulls each): never collected.
     in_use: Mutex<HashMap<Digest, usize>>,
+    /// What each snapshot takes (a leaf lock, like `in_use`).
+    usage: Mutex<HashMap<Digest, Usage>>,
+}
+
+/// Bytes of file content and inodes of a snapshot (or of all of them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// What the tree at `dir` takes, walked (for a snapshot made before `usage.json` existed).
+fn walk_usage(dir: &Path) -> Usage {
+    // The directory itself counts, as a made snapshot counts its root.
+    let mut u = Usage {
+        bytes: 0,
+        inodes: 1,
+    };
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            u.inodes += 1;
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if meta.is_file() {
+                u.bytes += meta.len();
+            }
+        }
+    }
+    u
 }
 
 /// Keeps chains from being collected while it lives.
@@ -63,12 +101,48 @@ impl Snapshots {
                 std::fs::remove_dir_all(e.path())?;
             }
         }
-        Ok(Snapshots {
+        let snapshots = Snapshots {
             containers: Containers::open(root)?,
             dir,
             limits,
             in_use: Mutex::default(),
+            usage: Mutex::default(),
+        };
+        let mut usage = HashMap::new();
+        for chain in snapshots.list() {
+            let file = snapshots.dir.join(chain.hex()).join(USAGE);
+            let u = match std::fs::read(&file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                Some(u) => u,
+                None => {
+                    let u = walk_usage(&snapshots.fs(&chain));
+                    let _ = std::fs::write(&file, serde_json::to_vec(&u).unwrap_or_default());
+                    u
+                }
+            };
+            usage.insert(chain, u);
+        }
+        *snapshots.usage.lock().unwrap_or_else(|p| p.into_inner()) = usage;
+        Ok(snapshots)
+    }
+
+    /// What all snapshots take together.
+    pub fn usage(&self) -> Usage {
+        let map = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().fold(Usage::default(), |a, u| Usage {
+            bytes: a.bytes + u.bytes,
+            inodes: a.inodes + u.inodes,
         })
+    }
+
+    fn account(&self, chain: &Digest, usage: Option<Usage>) {
+        let mut map = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        match usage {
+            Some(u) => map.insert(chain.clone(), u),
+            None => map.remove(chain),
+        };
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, usize>> {
@@ -143,7 +217,7 @@ impl Snapshots {
                     .reader(std::io::BufReader::with_capacity(1 << 20, file))
                     .map_err(|e| io("decompress", e))?,
             );
-            apply(
+            let applied = apply(
                 &layer.digest,
                 &mut stream,
                 &tmp.join("fs"),
@@ -161,6 +235,15 @@ impl Snapshots {
                     actual,
                 });
             }
+            let usage = Usage {
+                bytes: applied.bytes,
+                inodes: applied.entries + 1,
+            };
+            std::fs::write(
+                tmp.join(USAGE),
+                serde_json::to_vec(&usage).unwrap_or_default(),
+            )
+            .map_err(|e| io("write", e))?;
             // One syncfs for the whole tree, then the name.
             let d = std::fs::File::open(&tmp).map_err(|e| io("open", e))?;
             rustix::fs::syncfs(&d).map_err(|e| io("syncfs", e.into()))?;
@@ -175,6 +258,7 @@ impl Snapshots {
             }
             crate::store::layout::sync_dir(&self.dir, &self.dir)
                 .map_err(|e| io("fsync", std::io::Error::other(e.to_string())))?;
+            self.account(chain, Some(usage));
             Ok(true)
         })();
         if tmp.exists() {
@@ -211,6 +295,7 @@ impl Snapshots {
             let doomed = self.dir.join(format!("{TMP_PREFIX}gone-{}", chain.hex()));
             match std::fs::rename(self.dir.join(chain.hex()), &doomed) {
                 Ok(()) => {
+                    self.account(&chain, None);
                     if let Err(e) = std::fs::remove_dir_all(&doomed) {
                         tracing::warn!(chain = %chain, error = %e, "could not remove a snapshot; it goes at next start");
                     }

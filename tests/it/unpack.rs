@@ -313,3 +313,76 @@ async fn layers_unpack_in_parallel_and_a_hard_link_waits_for_the_layer_below() {
     );
     assert_check_passes(dir.path(), &root, "after a parallel unpack");
 }
+
+fn used(r: &cri_imaged::proto::ImageFsInfoResponse) -> (u64, u64) {
+    let fs = &r.image_filesystems[0];
+    (
+        fs.used_bytes.as_ref().map_or(0, |v| v.value),
+        fs.inodes_used.as_ref().map_or(0, |v| v.value),
+    )
+}
+
+/// ImageFsInfo counts the snapshots beside the blobs: their file bytes and inodes, the
+/// same after a restart (read from each snapshot's usage.json, or walked when that is
+/// missing), and gone with the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_fs_info_counts_the_snapshots_too() {
+    use crate::support::fs_info;
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "unpack tests make whiteout device nodes: run them as root (CI does)"
+    );
+    use tar::EntryType::{Directory as D, Regular as F};
+    let content: Vec<u8> = (0..300_000).map(|_| rand::random::<u8>()).collect();
+    let files = layer(&[
+        (D, "data", b"", 0o755),
+        (F, "data/a", &content, 0o644),
+        (F, "data/b", &content[..100_000], 0o644),
+    ]);
+    let registry = Registry::start().await;
+    let img = ImageBuilder::new().layers(vec![files]).build();
+    img.push(&registry, "test/usage", "1").await;
+    let dir = tempdir();
+    let builder = DaemonBuilder::new(dir.path())
+        .registry(&registry.host())
+        .arg("--unpack")
+        .arg("true");
+    let root = builder.root_path().to_owned();
+    let mut daemon = builder.start().await;
+    let mut c = daemon.client();
+    let (empty_bytes, empty_inodes) = used(&fs_info(&mut c).await);
+    let name = format!("{}/test/usage:1", registry.host());
+    pull(&mut c, &name).await;
+    let (bytes, inodes) = used(&fs_info(&mut c).await);
+    assert!(
+        bytes >= empty_bytes + img.size() + 400_000,
+        "blobs ({}) and the snapshot's 400,000 bytes of files: {empty_bytes} -> {bytes}",
+        img.size()
+    );
+    assert!(
+        inodes >= empty_inodes + 3 + 4,
+        "the blobs' and the snapshot's inodes: {empty_inodes} -> {inodes}"
+    );
+    for (what, forget) in [("usage.json read", false), ("usage.json missing", true)] {
+        daemon.stop().await;
+        if forget {
+            for s in snapshots(&root) {
+                std::fs::remove_file(root.join("snapshots").join(s).join("usage.json")).unwrap();
+            }
+        }
+        daemon = builder.start().await;
+        c = daemon.client();
+        assert_eq!(
+            used(&fs_info(&mut c).await),
+            (bytes, inodes),
+            "after a restart, {what}"
+        );
+    }
+    remove(&mut c, &name).await;
+    assert!(snapshots(&root).is_empty());
+    let (after, _) = used(&fs_info(&mut c).await);
+    assert!(
+        after + 400_000 <= bytes,
+        "the snapshot's bytes went: {bytes} -> {after}"
+    );
+}
