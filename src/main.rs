@@ -250,23 +250,26 @@ fn check_command(args: &cri_imaged::config::CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let snaps = cri_imaged::snapshot::check::check(&root);
     for line in &report.repaired {
         println!("repaired: {line}");
     }
-    for line in &report.notes {
+    for line in report.notes.iter().chain(&snaps.notes) {
         println!("note: {line}");
     }
-    for line in &report.problems {
+    for line in report.problems.iter().chain(&snaps.problems) {
         println!("problem: {line}");
     }
+    let problems = report.problems.len() + snaps.problems.len();
     println!(
-        "{}: {} image name(s), {} blob(s) checked, {} problem(s)",
+        "{}: {} image name(s), {} blob(s), {} snapshot(s), {} container snapshot(s) checked, {problems} problem(s)",
         root.display(),
         report.names,
         report.blobs,
-        report.problems.len()
+        snaps.snapshots,
+        snaps.containers,
     );
-    if report.problems.is_empty() {
+    if problems == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -2,13 +2,14 @@
 //! overlayfs stacks (containerd's overlay snapshotter is the model), keyed by chain ID.
 //! This module owns the unpacking itself: `apply` (a tar stream into a directory, safe
 //! by construction), `decompress` (gzip, zstd or none, and the `diff_id` hash),
-//! `chain` (chain IDs), `store` (`snapshots/<chain>/fs`, made in a temp directory and
+//! `chain` (chain IDs), `check` (what `cri-imaged check` says of them), `store` (`snapshots/<chain>/fs`, made in a temp directory and
 //! renamed into place once verified and synced), `containers` (the writable layer a
 //! runtime stacks on an image's snapshots, which holds them). It knows nothing of
 //! registries or gRPC.
 
 pub mod apply;
 pub mod chain;
+pub mod check;
 pub mod containers;
 pub mod decompress;
 pub mod error;

@@ -99,6 +99,10 @@ impl Snapshots {
             if name.to_string_lossy().starts_with(TMP_PREFIX) {
                 tracing::info!(path = %e.path().display(), "removing a snapshot a crash left unfinished");
                 std::fs::remove_dir_all(e.path())?;
+            } else if e.path().is_dir() && !e.path().join("fs").is_dir() {
+                // No daemon makes one: a snapshot is renamed into place with its fs/.
+                tracing::warn!(path = %e.path().display(), "removing a snapshot without its fs/ directory");
+                std::fs::remove_dir_all(e.path())?;
             }
         }
         let snapshots = Snapshots {

@@ -386,3 +386,131 @@ async fn image_fs_info_counts_the_snapshots_too() {
         "the snapshot's bytes went: {bytes} -> {after}"
     );
 }
+
+/// SIGKILL while a layer is being unpacked (its `tmp-` directory exists): `check` on the
+/// crashed store passes, the restart removes the half-made snapshot, and the next pull
+/// unpacks it again, whole — nothing half made is ever named done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_during_unpack_leaves_no_half_snapshot_and_the_next_pull_finishes() {
+    use std::time::Duration;
+    use tar::EntryType::{Directory as D, Regular as F};
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "unpack tests make whiteout device nodes: run them as root (CI does)"
+    );
+    let names: Vec<String> = (0..12_000)
+        .map(|i| format!("many/d{}/f{i}", i % 50))
+        .collect();
+    let dirs: Vec<String> = (0..50).map(|d| format!("many/d{d}")).collect();
+    let mut entries: Vec<(tar::EntryType, &str, &[u8], u32)> = vec![(D, "many", b"", 0o755)];
+    entries.extend(dirs.iter().map(|d| (D, d.as_str(), &b""[..], 0o755)));
+    entries.extend(names.iter().map(|n| (F, n.as_str(), &b"x"[..], 0o644)));
+    let big = layer(&entries);
+    let registry = Registry::start().await;
+    let img = ImageBuilder::new().layers(vec![big]).build();
+    img.push(&registry, "test/crash-unpack", "1").await;
+    let dir = tempdir();
+    let builder = DaemonBuilder::new(dir.path())
+        .registry(&registry.host())
+        .arg("--unpack")
+        .arg("true");
+    let root = builder.root_path().to_owned();
+    let name = format!("{}/test/crash-unpack:1", registry.host());
+    let mut daemon = builder.start().await;
+    let mut c = daemon.client();
+    let pulling = tokio::spawn({
+        let name = name.clone();
+        async move { try_pull(&mut c, &name).await }
+    });
+    let unpacking = crate::support::eventually(Duration::from_secs(60), || {
+        let r = snapshots(&root).iter().any(|s| s.starts_with("tmp-"));
+        async move { r }
+    })
+    .await;
+    assert!(unpacking, "the unpack started: {:?}", snapshots(&root));
+    daemon.signal(rustix::process::Signal::KILL);
+    daemon
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("the daemon dies on SIGKILL");
+    let r = tokio::time::timeout(Duration::from_secs(60), pulling)
+        .await
+        .expect("the killed daemon's pull returns")
+        .expect("pull task");
+    assert!(r.is_err(), "a killed pull cannot succeed");
+    assert!(
+        snapshots(&root).iter().all(|s| s.starts_with("tmp-")),
+        "no snapshot named done: {:?}",
+        snapshots(&root)
+    );
+    let checked = crate::support::run_check(dir.path(), &root, false);
+    assert!(
+        checked.status.success(),
+        "check after a SIGKILL during unpack:\n{}",
+        checked.stdout
+    );
+    assert!(
+        checked.stdout.contains("note: snapshots/tmp-")
+            && checked.stdout.contains("removed at its next start"),
+        "the half-made snapshot is a note: {}",
+        checked.stdout
+    );
+
+    let daemon = builder.start().await;
+    assert!(snapshots(&root).is_empty(), "{:?}", snapshots(&root));
+    let mut c = daemon.client();
+    assert_eq!(pull(&mut c, &name).await, img.id());
+    let made = snapshots(&root);
+    assert_eq!(made.len(), 1, "{made:?}");
+    let fs = root.join("snapshots").join(&made[0]).join("fs");
+    let count: usize = (0..50)
+        .map(|d| {
+            std::fs::read_dir(fs.join(format!("many/d{d}")))
+                .unwrap()
+                .count()
+        })
+        .sum();
+    assert_eq!(count, 12_000, "every file of the layer");
+    assert_eq!(list(&mut c, None).await.len(), 1);
+}
+
+/// `check` on snapshots no daemon could have made: each a problem naming it (exit 1); a
+/// snapshot without its fs/ is removed at the next start rather than stacked on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_snapshots_no_daemon_makes() {
+    let dir = tempdir();
+    let builder = DaemonBuilder::new(dir.path()).arg("--unpack").arg("true");
+    let root = builder.root_path().to_owned();
+    builder.start().await.stop().await;
+    let chain = "ab".repeat(32);
+    std::fs::create_dir_all(root.join("snapshots").join(&chain)).unwrap();
+    std::fs::create_dir_all(root.join("snapshots/not-a-chain/fs")).unwrap();
+    std::fs::create_dir_all(root.join("containers/norecord/upper")).unwrap();
+    std::fs::create_dir_all(root.join("containers/dangling")).unwrap();
+    let missing = format!("sha256:{}", "cd".repeat(32));
+    std::fs::write(
+        root.join("containers/dangling/container.json"),
+        format!(
+            r#"{{"key":"dangling","image":"sha256:{}","chains":["{missing}"]}}"#,
+            "ef".repeat(32)
+        ),
+    )
+    .unwrap();
+    let out = crate::support::run_check(dir.path(), &root, false);
+    assert!(!out.status.success(), "{}", out.stdout);
+    for want in [
+        format!("problem: snapshots/{chain}: a snapshot without its fs/ directory"),
+        "problem: snapshots/not-a-chain: not a snapshot".to_owned(),
+        "problem: containers/norecord: no readable container.json".to_owned(),
+        format!("problem: containers/dangling: stacked on snapshot {missing}, which is missing"),
+    ] {
+        assert!(out.stdout.contains(&want), "{want:?} in:\n{}", out.stdout);
+    }
+    assert!(out.stdout.contains("4 problem(s)"), "{}", out.stdout);
+    let mut daemon = builder.start().await;
+    assert!(
+        !root.join("snapshots").join(&chain).exists(),
+        "removed at start"
+    );
+    daemon.stop().await;
+}
