@@ -11,6 +11,8 @@ command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 # tests/it/bundle.rs: runc runs a bundle of a test image whose shell is a static busybox.
 [ -x /usr/sbin/runc ] || need+=(runc)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+# tests/it/differential.rs: umoci unpacks the same image independently.
+[ -x /usr/bin/umoci ] || need+=(umoci)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""

@@ -25,6 +25,8 @@
 //!   `interrupted` (SIGKILL mid-pull behind a slow proxy: the verified blobs are kept for the
 //!   next pull), `unpack` (layers as overlay snapshots, diff_id checks), `bundle`
 //!   (`cri-imaged bundle` + `runc run` of a pulled image; rmi while a bundle exists),
+//!   `differential` (an image with every layer feature: our snapshots under overlayfs vs
+//!   `umoci unpack`, entry by entry),
 //!   `load` (50 clients, 2,000 calls), `bad_input` (oversized documents, invalid and
 //!   path-like digests, unknown media types, size mismatches), `disk_full` (ENOSPC on a tmpfs
 //!   root, EFBIG under `prlimit --fsize`; needs root for `mount`), `proxy_faults` (resets,
@@ -42,6 +44,7 @@ mod check;
 mod config;
 mod crash;
 mod daemon_life;
+mod differential;
 mod disk_full;
 mod faults;
 mod fs_info;
