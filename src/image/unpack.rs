@@ -5,9 +5,13 @@
 //! layer); and the collection of snapshots no image needs, after a removal and at start.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use tokio::sync::Semaphore;
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::bring::{Fed, Feed};
 
 use super::{Error, Inner};
 use crate::names::Digest;
@@ -39,6 +43,9 @@ pub(super) fn chains_of(
 /// One layer's unpack, running.
 type LayerTask = tokio::task::JoinHandle<Result<(), Error>>;
 
+/// How many chunks a feed holds before the download waits for the unpack.
+const FEED_CHUNKS: usize = 32;
+
 /// Whether each layer's snapshot is made; `abandoned` once the pull gave up (a layer
 /// that waits for its lowers stops waiting then).
 #[derive(Default)]
@@ -47,10 +54,15 @@ struct Made {
     abandoned: bool,
 }
 
-/// The layers of one image unpacked as their blobs arrive, in parallel (at most
-/// `Inner::unpacks` at once across the daemon): a layer waits for the layers below it
-/// only when a hard link needs a target from them, and gives its permit back while it
-/// waits, so no wait can hold up the layers it waits for.
+type Shared = Arc<(Mutex<Made>, Condvar)>;
+
+/// The layers of one image unpacked in parallel, each as soon as it can be: from its
+/// download's own bytes as they arrive ([`Unpacks::stream`]; paced by the network, no
+/// permit, never waiting for a lower layer), or from its blob in the store (with one of
+/// `Inner::unpacks`' permits; a hard link into a lower layer waits for that layer and
+/// gives the permit back meanwhile, so no wait holds up what it waits for). A streamed
+/// layer that cannot go on — its download could not feed every byte, or a hard link
+/// needs a lower layer not made yet — starts again from the blob once it is in.
 pub(super) struct Unpacks {
     snapshots: Arc<Snapshots>,
     permits: Arc<Semaphore>,
@@ -58,8 +70,160 @@ pub(super) struct Unpacks {
     root: std::path::PathBuf,
     layers: Vec<Descriptor>,
     ids: Vec<(Digest, Digest)>,
-    made: Arc<(Mutex<Made>, Condvar)>,
+    made: Shared,
     tasks: Mutex<Vec<(usize, LayerTask)>>,
+}
+
+/// What one layer's unpack needs, owned by its task.
+#[derive(Clone)]
+struct Job {
+    i: usize,
+    snaps: Arc<Snapshots>,
+    permits: Arc<Semaphore>,
+    made: Shared,
+    layer: Descriptor,
+    diff_id: Digest,
+    chain: Digest,
+    /// The chains below, nearest first.
+    below: Vec<Digest>,
+    blob: std::path::PathBuf,
+    image: String,
+}
+
+impl Job {
+    fn mark(&self, ok: bool) {
+        let (state, cv) = &*self.made;
+        lock(state).layers[self.i] = Some(ok);
+        cv.notify_all();
+    }
+
+    fn lower_dirs(&self) -> Vec<std::path::PathBuf> {
+        self.below.iter().map(|c| self.snaps.fs(c)).collect()
+    }
+
+    fn logged(&self, made: bool, streamed: bool, started: std::time::Instant) {
+        if made {
+            tracing::debug!(image = %self.image, layer = %self.i, streamed, chain = %self.chain, ms = started.elapsed().as_millis() as u64, "unpacked layer");
+        }
+    }
+
+    /// From the blob in the store.
+    async fn unpack_blob(self) -> Result<(), Error> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Internal(format!("unpack permits: {e}")))?;
+        let started = std::time::Instant::now();
+        let job = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let permit = Mutex::new(Some(permit));
+            let lowers = || {
+                // Waiting needs no CPU: the permit goes to a layer that can run.
+                drop(lock(&permit).take());
+                let (state, cv) = &*job.made;
+                let mut m = lock(state);
+                while !m.abandoned && m.layers[..job.i].iter().any(Option::is_none) {
+                    m = cv.wait(m).unwrap_or_else(|p| p.into_inner());
+                }
+                drop(m);
+                job.lower_dirs()
+            };
+            job.snaps
+                .unpack(&job.layer, &job.blob, &job.diff_id, &job.chain, &lowers)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("unpack task failed: {e}")))
+        .and_then(|r| {
+            r.map_err(|source| Error::Unpack {
+                image: self.image.clone(),
+                source,
+            })
+        });
+        self.mark(result.is_ok());
+        self.logged(matches!(result, Ok(true)), false, started);
+        result.map(|_| ())
+    }
+
+    /// From the download's bytes; `Ok(false)`: it could not go on (start again from the
+    /// blob), with nothing of it kept.
+    async fn unpack_feed(&self, feed: mpsc::Receiver<Fed>) -> Result<bool, Error> {
+        let started = std::time::Instant::now();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (job, stop) = (self.clone(), stopped.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let lowers = || {
+                let (state, _) = &*job.made;
+                if lock(state).layers[..job.i].iter().all(|m| *m == Some(true)) {
+                    job.lower_dirs()
+                } else {
+                    // Waiting here would hold back this layer's download.
+                    stop.store(true, Ordering::Relaxed);
+                    Vec::new()
+                }
+            };
+            let input = FeedReader {
+                feed,
+                chunk: Bytes::new(),
+                verified: false,
+                stopped: stop.clone(),
+            };
+            job.snaps
+                .unpack_from(&job.layer, input, &job.diff_id, &job.chain, &lowers)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("unpack task failed: {e}")))?;
+        match result {
+            Ok(made) => {
+                self.mark(true);
+                self.logged(made, true, started);
+                Ok(true)
+            }
+            Err(_) if stopped.load(Ordering::Relaxed) => Ok(false),
+            Err(source) => {
+                self.mark(false);
+                Err(Error::Unpack {
+                    image: self.image.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// A layer's compressed bytes from its download's feed, ending once it says the blob
+/// verified; a feed that closes before that is an error (and `stopped` says why).
+struct FeedReader {
+    feed: mpsc::Receiver<Fed>,
+    chunk: Bytes,
+    verified: bool,
+    stopped: Arc<AtomicBool>,
+}
+
+impl std::io::Read for FeedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = buf.len().min(self.chunk.len());
+                buf[..n].copy_from_slice(&self.chunk.split_to(n));
+                return Ok(n);
+            }
+            if self.verified {
+                return Ok(0);
+            }
+            match self.feed.blocking_recv() {
+                Some(Fed::Bytes(b)) => self.chunk = b,
+                Some(Fed::Verified) => self.verified = true,
+                None => {
+                    self.stopped.store(true, Ordering::Relaxed);
+                    return Err(std::io::Error::other(
+                        "the download stopped feeding this layer",
+                    ));
+                }
+            }
+        }
+    }
 }
 
 impl Unpacks {
@@ -88,55 +252,47 @@ impl Unpacks {
         }
     }
 
+    fn job(&self, i: usize) -> Job {
+        let (diff_id, chain) = self.ids[i].clone();
+        Job {
+            i,
+            snaps: self.snapshots.clone(),
+            permits: self.permits.clone(),
+            made: self.made.clone(),
+            layer: self.layers[i].clone(),
+            diff_id,
+            chain,
+            below: self.ids[..i].iter().rev().map(|(_, c)| c.clone()).collect(),
+            blob: layout::blob_path(&self.root, &self.layers[i].digest),
+            image: self.image.clone(),
+        }
+    }
+
     /// Starts unpacking layer `i`, whose blob is in the store now.
     pub(super) fn start(&self, i: usize) {
-        let (snaps, permits, made) = (
-            self.snapshots.clone(),
-            self.permits.clone(),
-            self.made.clone(),
-        );
-        let (layer, (diff_id, chain)) = (self.layers[i].clone(), self.ids[i].clone());
-        let below: Vec<Digest> = self.ids[..i].iter().rev().map(|(_, c)| c.clone()).collect();
-        let blob = layout::blob_path(&self.root, &layer.digest);
-        let image = self.image.clone();
+        let task = tokio::spawn(self.job(i).unpack_blob());
+        lock(&self.tasks).push((i, task));
+    }
+
+    /// Starts unpacking layer `i` from its download: the feed to give the download, and
+    /// the sender to fire once the blob is in the store (dropped unfired: it never will).
+    pub(super) fn stream(&self, i: usize) -> (Feed, oneshot::Sender<()>) {
+        let (feed, fed) = mpsc::channel(FEED_CHUNKS);
+        let (blob_in, blob_there) = oneshot::channel();
+        let job = self.job(i);
         let task = tokio::spawn(async move {
-            let permit = permits
-                .acquire_owned()
-                .await
-                .map_err(|e| Error::Internal(format!("unpack permits: {e}")))?;
-            let started = std::time::Instant::now();
-            let waited = made.clone();
-            let chain2 = chain.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let permit = Mutex::new(Some(permit));
-                let lowers = || {
-                    // Waiting needs no CPU: the permit goes to a layer that can run.
-                    drop(lock(&permit).take());
-                    let (state, cv) = &*waited;
-                    let mut m = lock(state);
-                    while !m.abandoned && m.layers[..i].iter().any(Option::is_none) {
-                        m = cv.wait(m).unwrap_or_else(|p| p.into_inner());
-                    }
-                    below.iter().map(|c| snaps.fs(c)).collect()
-                };
-                snaps.unpack(&layer, &blob, &diff_id, &chain2, &lowers)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("unpack task failed: {e}")));
-            let ok = matches!(result, Ok(Ok(_)));
-            {
-                let (state, cv) = &*made;
-                lock(state).layers[i] = Some(ok);
-                cv.notify_all();
+            if job.unpack_feed(fed).await? {
+                return Ok(());
             }
-            if let Ok(Ok(true)) = result {
-                tracing::debug!(image, layer = %i, chain = %chain, ms = started.elapsed().as_millis() as u64, "unpacked layer");
+            if blob_there.await.is_err() {
+                // The download failed: the pull does, for that reason.
+                job.mark(false);
+                return Ok(());
             }
-            result?
-                .map(|_| ())
-                .map_err(|source| Error::Unpack { image, source })
+            job.unpack_blob().await
         });
         lock(&self.tasks).push((i, task));
+        (feed, blob_in)
     }
 
     /// Waits for every started layer; the first failure, bottom layer first.

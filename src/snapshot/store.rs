@@ -191,6 +191,29 @@ impl Snapshots {
         chain: &Digest,
         lowers: Lowers<'_>,
     ) -> Result<bool, UnpackError> {
+        if self.has(chain) {
+            return Ok(false);
+        }
+        let file = std::fs::File::open(blob).map_err(|e| UnpackError::Io {
+            layer: layer.digest.clone(),
+            entry: String::new(),
+            op: "open",
+            source: e,
+        })?;
+        let input = std::io::BufReader::with_capacity(1 << 20, file);
+        self.unpack_from(layer, input, diff_id, chain, lowers)
+    }
+
+    /// [`Snapshots::unpack`] of the compressed layer read from `input` (the download's
+    /// own bytes as they arrive, when it streams). Blocking.
+    pub fn unpack_from(
+        &self,
+        layer: &Descriptor,
+        input: impl std::io::Read,
+        diff_id: &Digest,
+        chain: &Digest,
+        lowers: Lowers<'_>,
+    ) -> Result<bool, UnpackError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         if self.has(chain) {
             return Ok(false);
@@ -215,12 +238,8 @@ impl Snapshots {
         ));
         let made = (|| {
             std::fs::create_dir_all(tmp.join("fs")).map_err(|e| io("create", e))?;
-            let file = std::fs::File::open(blob).map_err(|e| io("open", e))?;
-            let mut stream = Hashing::new(
-                compression
-                    .reader(std::io::BufReader::with_capacity(1 << 20, file))
-                    .map_err(|e| io("decompress", e))?,
-            );
+            let mut stream =
+                Hashing::new(compression.reader(input).map_err(|e| io("decompress", e))?);
             let applied = apply(
                 &layer.digest,
                 &mut stream,

@@ -215,10 +215,11 @@ async fn a_layer_that_does_not_match_its_diff_id_leaves_no_snapshot_and_no_image
     );
 }
 
-/// Layers unpack as their blobs arrive, in parallel: behind a slow link the big bottom
-/// layer arrives last, the top layer (a whiteout of a bottom file) is unpacked before it,
-/// and the middle layer (a hard link to a bottom file, a whiteout, an opaque directory)
-/// waits for it. The result is what sequential unpacking makes: no whiteout lost (the bug
+/// Layers unpack while they download, in parallel: behind a slow link the big bottom
+/// layer arrives last, unpacked from its download's bytes as they come; the top layer (a
+/// whiteout of a bottom file) is made before it, from its own download too; the middle
+/// layer (a hard link to a bottom file, a whiteout, an opaque directory) cannot wait for
+/// the bottom mid-download, so it is made from its blob once the bottom is done. The result is what sequential unpacking makes: no whiteout lost (the bug
 /// of containerd's first parallel unpack, #13030), the link's target copied up whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layers_unpack_in_parallel_and_a_hard_link_waits_for_the_layer_below() {
@@ -306,6 +307,16 @@ async fn layers_unpack_in_parallel_and_a_hard_link_waits_for_the_layer_below() {
             .position(|l| l.contains("unpacked layer") && l.contains(&format!("layer={layer} ")))
             .unwrap_or_else(|| panic!("no 'unpacked layer' line for layer {layer}:\n{log}"))
     };
+    // The top and bottom layers were unpacked from their downloads' own bytes; the middle
+    // one could not wait for the bottom mid-download, so it was unpacked from its blob.
+    let line = |layer: usize| log.lines().nth(made_at(layer)).unwrap_or_default();
+    for (layer, streamed) in [(0, true), (1, false), (2, true)] {
+        assert!(
+            line(layer).contains(&format!("streamed={streamed}")),
+            "layer {layer}: {}",
+            line(layer)
+        );
+    }
     assert!(made_at(2) < made_at(0), "top before bottom:\n{log}");
     assert!(
         made_at(0) < made_at(1),
@@ -513,4 +524,120 @@ async fn check_names_the_snapshots_no_daemon_makes() {
         "removed at start"
     );
     daemon.stop().await;
+}
+
+/// The unpacking of a layer while it downloads follows the download: a body broken
+/// mid-layer and resumed with `Range` keeps feeding the same unpack (streamed, one
+/// snapshot, every byte right); a registry that ignores `Range` makes the download start
+/// over, so the unpack starts over from the blob once it is in (not streamed). Both end
+/// in the layer as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_unpacked_while_it_downloads_follows_resumes_and_restarts() {
+    use crate::support::fake::{FakeRegistry, Fault as FakeFault};
+    use crate::support::proxy::{Fault, Proxy};
+    use tar::EntryType::{Directory as D, Regular as F};
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "unpack tests make whiteout device nodes: run them as root (CI does)"
+    );
+    let files: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            let data: Vec<u8> = (0..30_000).map(|_| rand::random::<u8>()).collect();
+            (format!("data/f{i}"), data)
+        })
+        .collect();
+    let mut entries: Vec<(tar::EntryType, &str, &[u8], u32)> = vec![(D, "data", b"", 0o755)];
+    entries.extend(
+        files
+            .iter()
+            .map(|(n, d)| (F, n.as_str(), d.as_slice(), 0o644)),
+    );
+    let img = ImageBuilder::new().layers(vec![layer(&entries)]).build();
+    let digest = img.layers[0].blob.digest.clone();
+    let chain0 = chain(None, &img.layers[0].diff_id);
+    let check_tree = |root: &Path| {
+        let fs = snapshot(root, &chain0);
+        for (name, data) in &files {
+            assert_eq!(&std::fs::read(fs.join(name)).unwrap(), data, "{name}");
+        }
+    };
+    let unpacked_line = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("unpacked layer"))
+            .unwrap_or_else(|| panic!("no 'unpacked layer' line:\n{log}"))
+            .to_owned()
+    };
+
+    // A real registry behind a proxy that breaks the layer's body after 300,000 bytes.
+    let registry = Registry::start().await;
+    img.push(&registry, "test/resume", "1").await;
+    let proxy = Proxy::start(&registry).await;
+    proxy.fault(&digest, Fault::Reset { after: 300_000 }, 1);
+    let dir = tempdir();
+    let builder = DaemonBuilder::new(dir.path())
+        .registry(&proxy.host())
+        .arg("--unpack")
+        .arg("true")
+        .arg("--log-level")
+        .arg("cri_imaged=debug");
+    let root = builder.root_path().to_owned();
+    let mut daemon = builder.start().await;
+    let name = format!("{}/test/resume:1", proxy.host());
+    assert_eq!(pull(&mut daemon.client(), &name).await, img.id());
+    assert_eq!(proxy.ranges(&digest).len(), 2, "broken once, resumed once");
+    daemon.stop().await;
+    let line = unpacked_line(&daemon.output());
+    assert!(
+        line.contains("streamed=true"),
+        "fed across the resume: {line}"
+    );
+    check_tree(&root);
+
+    // A registry that cuts the body, then ignores `Range`: the download starts over.
+    let fake = FakeRegistry::start().await;
+    fake.add_image("test/restart", "1", &img);
+    fake.ignore_range();
+    fake.push_faults(&digest, [FakeFault::Cut { after: 300_000 }]);
+    let dir = tempdir();
+    let builder = DaemonBuilder::new(dir.path())
+        .registry(&fake.host())
+        .arg("--unpack")
+        .arg("true")
+        .arg("--log-level")
+        .arg("cri_imaged=debug");
+    let root = builder.root_path().to_owned();
+    let mut daemon = builder.start().await;
+    let name = format!("{}/test/restart:1", fake.host());
+    assert_eq!(pull(&mut daemon.client(), &name).await, img.id());
+    daemon.stop().await;
+    let line = unpacked_line(&daemon.output());
+    assert!(
+        line.contains("streamed=false"),
+        "started over from the blob: {line}"
+    );
+    check_tree(&root);
+    assert_eq!(snapshots(&root).len(), 1, "{:?}", snapshots(&root));
+
+    // Wrong bytes for the layer: the pull fails as DataLoss and no snapshot is left, not
+    // even the one its unpack began while the bytes came.
+    proxy.fault(&digest, Fault::WrongBytes, 1);
+    let dir = tempdir();
+    let builder = DaemonBuilder::new(dir.path())
+        .registry(&proxy.host())
+        .arg("--unpack")
+        .arg("true");
+    let root = builder.root_path().to_owned();
+    let daemon = builder.start().await;
+    let name = format!("{}/test/resume:1", proxy.host());
+    let e = try_pull(&mut daemon.client(), &name)
+        .await
+        .expect_err("wrong bytes");
+    assert_eq!(e.code(), Code::DataLoss, "{e:?}");
+    let clean = crate::support::eventually(std::time::Duration::from_secs(10), || {
+        let r = snapshots(&root).is_empty();
+        async move { r }
+    })
+    .await;
+    assert!(clean, "no snapshot left: {:?}", snapshots(&root));
+    assert!(list(&mut daemon.client(), None).await.is_empty());
 }

@@ -1,9 +1,12 @@
 //! One blob into the store, from any [`BlobSource`]: one download per blob at a time
 //! (callers of the same blob join it), a bounded number of concurrent downloads, and a
 //! transfer loop that resumes from the bytes already hashed, retries what the source says
-//! may pass, and verifies before the blob is placed.
+//! may pass, and verifies before the blob is placed. A [`Feed`] gets the same bytes as
+//! they arrive (the unpack stage), then word that the blob verified and was placed.
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::{BlobBody, BlobSource, Break, Next};
 use crate::image::{Error, Inner, stall};
@@ -13,23 +16,43 @@ use crate::store::{Ingest, StoreError};
 /// Requests for one blob download, whatever progress each made.
 const MAX_TRIES: u32 = 50;
 
+/// What a [`Feed`] carries.
+pub enum Fed {
+    Bytes(Bytes),
+    /// The blob verified and is in the store: the bytes fed were all of it.
+    Verified,
+}
+
+/// The receiving end of a blob's bytes as the download gets them, from byte 0 on, then
+/// [`Fed::Verified`]. A download that cannot feed every byte in order (another pull's
+/// download of the same blob, a partial file resumed, a source that ignores `Range`, a
+/// restart from 0) drops it: the receiver sees the channel close without `Verified`. A
+/// full channel holds the download back (the unpack sets the pace).
+pub type Feed = tokio::sync::mpsc::Sender<Fed>;
+
 /// Brings one blob into the store unless it is there; one download per blob at a time.
 pub(super) async fn fetch_blob<S: BlobSource>(
     inner: &Arc<Inner>,
     source: &Arc<S>,
     blob: &Descriptor,
+    feed: Option<Feed>,
 ) -> Result<(), Error> {
     if inner.store.has_blob(blob).await {
         return Ok(());
     }
+    let mut feed = feed;
     // A download another pull started runs with that pull's source and credentials: if
     // it fails, try once more with ours before giving up.
     for joined_attempt in [true, false] {
         let (inner2, source2, blob2) = (inner.clone(), source.clone(), blob.clone());
+        // Fed only by a download this call leads, and only its first.
+        let feed2 = feed.take();
         let (result, led) = inner
             .blobs
             .run(blob.digest.clone(), move || async move {
-                download(&inner2, &*source2, &blob2).await.map_err(Arc::new)
+                download(&inner2, &*source2, &blob2, feed2)
+                    .await
+                    .map_err(Arc::new)
             })
             .await;
         match result {
@@ -62,6 +85,7 @@ async fn download<S: BlobSource>(
     inner: &Inner,
     source: &S,
     blob: &Descriptor,
+    mut feed: Option<Feed>,
 ) -> Result<(), Error> {
     if inner.store.has_blob(blob).await {
         return Ok(());
@@ -77,13 +101,15 @@ async fn download<S: BlobSource>(
     let progress = inner.progress.download(&blob.digest);
     let mut from_old_bytes = ingest.written() > 0;
     if from_old_bytes {
+        // The bytes of the partial file were never fed.
+        feed = None;
         tracing::info!(image = %name, blob = %blob.digest, bytes = ingest.written(), "resuming a partial download");
         progress.add(ingest.written());
     }
     let (mut attempt, mut tries, mut reauthed) = (0u32, 0u32, false);
     loop {
         let before = ingest.written();
-        let failure = match transfer(inner, source, blob, &mut ingest, &progress).await {
+        let failure = match transfer(inner, source, blob, &mut ingest, &progress, &mut feed).await {
             Ok(body) => match ingest.verify().await {
                 // Our own check first (digest and size), then the source's verdict.
                 Ok(()) => match body {
@@ -132,7 +158,11 @@ async fn download<S: BlobSource>(
             }
         }
     }
-    inner.store.commit(ingest).await.map_err(corrupt)
+    inner.store.commit(ingest).await.map_err(corrupt)?;
+    if let Some(f) = feed {
+        let _ = f.send(Fed::Verified).await;
+    }
+    Ok(())
 }
 
 /// One request for the rest of a blob: from `ingest.written()` on (from 0 if the source
@@ -145,6 +175,7 @@ async fn transfer<'s, S: BlobSource>(
     blob: &Descriptor,
     ingest: &mut Ingest,
     progress: &crate::image::progress::DownloadGuard,
+    feed: &mut Option<Feed>,
 ) -> Result<Option<S::Body<'s>>, Broken<S::Failure>> {
     let offset = ingest.written();
     if offset == blob.size {
@@ -165,6 +196,8 @@ async fn transfer<'s, S: BlobSource>(
         tracing::info!(image = %source.name(), blob = %blob.digest, offset, "registry ignored Range; fetching the whole blob again");
         progress.sub(offset);
         ingest.reset().await.map_err(Broken::Store)?;
+        // What was fed is fed again: the feed cannot follow.
+        *feed = None;
     }
     let fetched = source.registry().map(|r| inner.metrics.fetched(r));
     loop {
@@ -178,6 +211,12 @@ async fn transfer<'s, S: BlobSource>(
         progress.add(chunk.len() as u64);
         if let Some(f) = &fetched {
             f.add(chunk.len() as u64);
+        }
+        if let Some(f) = feed.as_ref() {
+            // Waits while the unpack is behind; one that gave up ends the feed.
+            if f.send(Fed::Bytes(chunk.clone())).await.is_err() {
+                *feed = None;
+            }
         }
         ingest.write(chunk).await.map_err(Broken::Store)?;
     }

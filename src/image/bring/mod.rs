@@ -16,6 +16,8 @@
 //!    under the lease, in one `index.json` write; then the note goes.
 
 mod download;
+
+pub(super) use download::{Fed, Feed};
 pub mod registry;
 pub mod transport;
 
@@ -191,7 +193,7 @@ pub(super) async fn bring_in<S: BlobSource>(
         Some(inner.store.intend(image, &blobs).await.map_err(store_err)?)
     };
 
-    download::fetch_blob(inner, source, &config).await?;
+    download::fetch_blob(inner, source, &config, None).await?;
     progress.blob_done(&config.digest);
     let config_bytes = inner
         .store
@@ -218,10 +220,18 @@ pub(super) async fn bring_in<S: BlobSource>(
     let fetch_layer = |(i, l): (usize, &Descriptor)| {
         let (l, unpacks) = (l.clone(), &unpacks);
         async move {
-            download::fetch_blob(inner, source, &l).await?;
+            // Unpacked from the download's own bytes as they arrive, when it can be.
+            let (feed, blob_in) = match unpacks {
+                Some(u) => {
+                    let (feed, blob_in) = u.stream(i);
+                    (Some(feed), Some(blob_in))
+                }
+                None => (None, None),
+            };
+            download::fetch_blob(inner, source, &l, feed).await?;
             progress.blob_done(&l.digest);
-            if let Some(u) = unpacks {
-                u.start(i);
+            if let Some(b) = blob_in {
+                let _ = b.send(());
             }
             Ok::<_, Error>(())
         }
