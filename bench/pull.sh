@@ -143,19 +143,33 @@ CRI_SOCK=$TMP/cri/cri-imaged.sock
 CRI_ROOT=$TMP/cri/root
 CRI_PID=
 STARTUP= # seconds from spawn to the first ListImages answered, set by start_*
-start_cri() {
-  mkdir -p "$TMP/cri"
-  local t0 t1
+# A second cri-imaged with `unpack` on (own root and socket): pulls to runnable snapshots,
+# the work containerd's CRI pull includes.
+CRIU_SOCK=$TMP/criu/cri-imaged.sock
+CRIU_ROOT=$TMP/criu/root
+CRIU_PID=
+start_one_cri() { # dir root socket extra-args...; sets STARTED_PID
+  local dir=$1 root=$2 sock=$3 t0 t1
+  shift 3
+  mkdir -p "$dir"
   t0=$(now)
   # Files that do not exist: defaults, and nothing from the host's configuration.
-  "$CRI_IMAGED" --config "$TMP/cri/none.toml" --registries-conf "$TMP/cri/none.conf" \
-    --auth-file "$TMP/cri/none.json" --certs-dir "$TMP/cri/certs.d" \
-    --root "$CRI_ROOT" --listen "$CRI_SOCK" --log-level warn >>"$TMP/cri/log" 2>&1 &
-  CRI_PID=$!
-  PIDS+=("$CRI_PID")
-  "$CRI_BENCH" --endpoint "$CRI_SOCK" ready 120 || die "cri-imaged did not start: $(tail -5 "$TMP/cri/log")"
+  "$CRI_IMAGED" --config "$dir/none.toml" --registries-conf "$dir/none.conf" \
+    --auth-file "$dir/none.json" --certs-dir "$dir/certs.d" \
+    --root "$root" --listen "$sock" --log-level warn "$@" >>"$dir/log" 2>&1 &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+  "$CRI_BENCH" --endpoint "$sock" ready 120 || die "cri-imaged did not start: $(tail -5 "$dir/log")"
   t1=$(now)
   STARTUP=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
+}
+start_cri() {
+  start_one_cri "$TMP/cri" "$CRI_ROOT" "$CRI_SOCK"
+  CRI_PID=$STARTED_PID
+}
+start_criu() {
+  start_one_cri "$TMP/criu" "$CRIU_ROOT" "$CRIU_SOCK" --unpack true
+  CRIU_PID=$STARTED_PID
 }
 
 # --- containerd ---------------------------------------------------------------------
@@ -211,6 +225,7 @@ ctr_() { ctr --address "$CTRD_SOCK" "$@"; }
 
 write_ctrd_config
 start_cri
+start_criu
 start_ctrd
 if ! ctr_ plugins ls 2>/dev/null | awk -v s="$SNAPSHOTTER" '$2==s && $4=="ok"' | grep -q .; then
   log "snapshotter $SNAPSHOTTER unavailable here; containerd uses native"
@@ -219,7 +234,7 @@ if ! ctr_ plugins ls 2>/dev/null | awk -v s="$SNAPSHOTTER" '$2==s && $4=="ok"' |
   write_ctrd_config
   start_ctrd
 fi
-log "cri-imaged pid $CRI_PID, containerd pid $CTRD_PID (snapshotter $SNAPSHOTTER)"
+log "cri-imaged pid $CRI_PID, cri-imaged --unpack true pid $CRIU_PID, containerd pid $CTRD_PID (snapshotter $SNAPSHOTTER)"
 
 # --- report header --------------------------------------------------------------------
 {
@@ -235,7 +250,7 @@ log "cri-imaged pid $CRI_PID, containerd pid $CTRD_PID (snapshotter $SNAPSHOTTER
 } >>"$REPORT"
 
 # --- 1. cold pulls ------------------------------------------------------------------
-cri_clean() { "$CRI_BENCH" --endpoint "$CRI_SOCK" rmi "$1" >/dev/null; }
+cri_clean() { "$CRI_BENCH" --endpoint "${2:-$CRI_SOCK}" rmi "$1" >/dev/null; }
 ctrd_clean() { # every image of namespace $1, content and snapshots collected at once
   local refs
   refs=$(ctr_ -n "$1" images ls -q)
@@ -254,11 +269,13 @@ if [ -z "${SKIP_PULL:-}" ]; then
   "$BENCH_IMAGES" "$REG" image bench/big:1 "$BIG_LAYERS" $((BIG_LAYER_MIB << 20)) "$TMP/lists/big" >/dev/null
   "$BENCH_IMAGES" "$REG" image bench/small50:1 50 16384 "$TMP/lists/small50" >/dev/null
   "$BENCH_IMAGES" "$REG" image bench/one1m:1 1 1048576 "$TMP/lists/one1m" >/dev/null
-  IMAGES=(big small50 one1m)
-  ENGINES=(cri ctrd-cri ctr-pull ctr-fetch skopeo curl)
+  # Real-looking layers: gzip, 8 of 2,000 files of 8 KiB (a whiteout and a hard link each).
+  "$BENCH_IMAGES" "$REG" files bench/files:1 8 2000 8192 "$TMP/lists/files" >/dev/null
+  IMAGES=(big small50 one1m files)
+  ENGINES=(cri cri-unpack ctrd-cri ctr-pull ctr-fetch skopeo curl)
   cri_idle_kb=$(kb "$CRI_PID" VmRSS)
   ctrd_idle_kb=$(kb "$CTRD_PID" VmRSS)
-  PEAK_CRI=""; PEAK_CTRD=""
+  PEAK_CRI=""; PEAK_CTRD=""; PEAK_CRIU=""; PEAK_CTRDU=""
   for run in $(seq "$RUNS"); do
     for img in "${IMAGES[@]}"; do
       ref=$REG/bench/$img:1
@@ -273,10 +290,17 @@ if [ -z "${SKIP_PULL:-}" ]; then
             cri_clean "$ref"
             [ "$(blobs_left)" -eq 0 ] || log "warning: cri-imaged kept $(blobs_left) blobs after rmi"
             ;;
+          cri-unpack)
+            reset_peak "$CRIU_PID"
+            t=$(timed "$CRI_BENCH" --endpoint "$CRIU_SOCK" pull "$ref")
+            [ "$img" = files ] && PEAK_CRIU+=" $(kb "$CRIU_PID" VmHWM)"
+            cri_clean "$ref" "$CRIU_SOCK"
+            ;;
           ctrd-cri)
             reset_peak "$CTRD_PID"
             t=$(timed "$CRI_BENCH" --endpoint "$CTRD_SOCK" pull "$ref")
             [ "$img" = big ] && PEAK_CTRD+=" $(kb "$CTRD_PID" VmHWM)"
+            [ "$img" = files ] && PEAK_CTRDU+=" $(kb "$CTRD_PID" VmHWM)"
             ctrd_clean k8s.io
             ;;
           ctr-pull)
@@ -312,8 +336,8 @@ if [ -z "${SKIP_PULL:-}" ]; then
     echo
     echo "### Cold pull (seconds: median (min–max) of $RUNS; ratio = engine median / cri-imaged median)"
     echo
-    echo "| engine | big: ${BIG_LAYERS} × ${BIG_LAYER_MIB} MiB | ratio | 50 small layers | ratio | one 1 MiB layer | ratio |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| engine | big: ${BIG_LAYERS} × ${BIG_LAYER_MIB} MiB | ratio | 50 small layers | ratio | one 1 MiB layer | ratio | 8 gzip layers × 2,000 files | ratio |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     declare -A MED
     for e in "${ENGINES[@]}" sha limit; do
       row=""
@@ -332,7 +356,8 @@ if [ -z "${SKIP_PULL:-}" ]; then
         row+=" $med ($lo–$hi) | ${ratio}× |"
       done
       case $e in
-        cri) name="cri-imaged PullImage (socket)";;
+        cri) name="cri-imaged PullImage (socket, blobs only)";;
+        cri-unpack) name="cri-imaged PullImage, \`unpack = true\` (unpacks to snapshots while downloading)";;
         ctrd-cri) name="containerd 1.6 CRI PullImage (socket, unpacks, $SNAPSHOTTER)";;
         ctr-pull) name="containerd 1.6 \`ctr images pull --plain-http\` (unpacks, $SNAPSHOTTER)";;
         ctr-fetch) name="containerd 1.6 \`ctr content fetch --plain-http\` (no unpack)";;
@@ -354,6 +379,15 @@ if [ -z "${SKIP_PULL:-}" ]; then
     echo "|---|---|---|"
     echo "| cri-imaged | $(mib "$cri_idle_kb") | $(mib "$pc") ($(mib "$pcmax")) |"
     echo "| containerd (its CRI pull) | $(mib "$ctrd_idle_kb") | $(mib "$pk") ($(mib "$pkmax")) |"
+    # shellcheck disable=SC2086
+    read -r pu _ pumax <<<"$(stats $PEAK_CRIU)"
+    # shellcheck disable=SC2086
+    read -r pq _ pqmax <<<"$(stats $PEAK_CTRDU)"
+    echo
+    echo "| daemon | peak RSS during the pull of 8 gzip layers × 2,000 files (unpacking): median (max) |"
+    echo "|---|---|"
+    echo "| cri-imaged, \`unpack = true\` | $(mib "$pu") ($(mib "$pumax")) |"
+    echo "| containerd (its CRI pull) | $(mib "$pq") ($(mib "$pqmax")) |"
   } >>"$REPORT"
   ctrd_clean bench
   ctrd_clean k8s.io

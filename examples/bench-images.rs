@@ -4,7 +4,7 @@
 //! ```text
 //! bench-images REGISTRY image REPO:TAG LAYERS LAYER_BYTES [BLOB_LIST]
 //! bench-images REGISTRY fill REPO FROM COUNT
-//! bench-images REGISTRY files REPO:TAG LAYERS FILES FILE_BYTES
+//! bench-images REGISTRY files REPO:TAG LAYERS FILES FILE_BYTES [BLOB_LIST]
 //! ```
 //!
 //! - `image`: LAYERS layers, each an uncompressed tar (`…layer.v1.tar`) holding one file of
@@ -15,8 +15,8 @@
 //!
 //! - `files`: LAYERS gzip layers (`…layer.v1.tar+gzip`), each of FILES files of FILE_BYTES
 //!   in a few directories, their text compressible about 3:1 like real binaries and
-//!   libraries; the layers after the first also delete (whiteout) and hard-link files of
-//!   the one below, as real images do. Prints the image ID.
+//!   libraries; the layers after the first also delete (whiteout) a file of the one below
+//!   and hold a hard link, as real images do. Prints the image ID.
 //!
 //! The images are OCI manifests for linux on the node's architecture.
 
@@ -104,7 +104,9 @@ fn files_layer(n: usize, files: usize, bytes: usize) -> Res<(Vec<u8>, String)> {
         h.set_size(0);
         h.set_mode(0o644);
         h.set_mtime(1_700_000_000);
-        b.append_link(&mut h, format!("l{n}/link"), format!("l{below}/d1/f1"))?;
+        // A hard link inside the layer: one into the layer below would be truer to life,
+        // but containerd 1.6 fails on those ("link …: no such file or directory").
+        b.append_link(&mut h, format!("l{n}/link"), format!("l{n}/d1/f1"))?;
     }
     let tar = b.into_inner()?;
     let diff_id = digest(&tar);
@@ -235,7 +237,7 @@ impl Registry {
 #[tokio::main]
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: bench-images REGISTRY image REPO:TAG LAYERS LAYER_BYTES [BLOB_LIST] | REGISTRY fill REPO FROM COUNT | REGISTRY files REPO:TAG LAYERS FILES FILE_BYTES";
+    let usage = "usage: bench-images REGISTRY image REPO:TAG LAYERS LAYER_BYTES [BLOB_LIST] | REGISTRY fill REPO FROM COUNT | REGISTRY files REPO:TAG LAYERS FILES FILE_BYTES [BLOB_LIST]";
     let arg = |i: usize| args.get(i).cloned().ok_or(usage);
     let reg = Arc::new(Registry {
         base: format!("http://{}", arg(0)?),
@@ -277,6 +279,11 @@ async fn main() -> Res<()> {
             let id = reg
                 .push_image_typed(repo, tag, &layers, &name, LAYER_GZIP)
                 .await?;
+            if let Some(list) = args.get(6) {
+                let mut lines = vec![id.clone()];
+                lines.extend(layers.iter().map(|l| l.0.clone()));
+                std::fs::write(list, lines.join("\n") + "\n")?;
+            }
             println!("{id}");
         }
         "fill" => {
