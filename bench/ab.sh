@@ -71,12 +71,14 @@ log "pushing $PULL_NAME ($PULL) and $IMAGES small images"
 "$BENCH_IMAGES" "$REG" "${PULL_ARGS[@]}" >/dev/null
 ((IMAGES == 0)) || "$BENCH_IMAGES" "$REG" fill bench/fill 0 "$IMAGES" >/dev/null
 
+declare -A PID
 start() { # name binary
   mkdir -p "$TMP/$1"
   "$2" --config "$TMP/$1/none.toml" --registries-conf "$TMP/$1/none.conf" \
     --auth-file "$TMP/$1/none.json" --certs-dir "$TMP/$1/certs.d" \
     --root "$TMP/$1/root" --listen "$TMP/$1/sock" --log-level warn $DAEMON_ARGS >>"$TMP/$1/log" 2>&1 &
   PIDS+=($!)
+  PID[$1]=$!
   "$CRI_BENCH" --endpoint "$TMP/$1/sock" ready 60 || die "$1 did not start"
 }
 start before "$BEFORE"
@@ -95,19 +97,22 @@ for r in $(seq "$RUNS"); do
       "$CRI_BENCH" --endpoint "$TMP/$e/sock" list "$LIST_CALLS" | awk -v e="$e" '$1=="ListImages"{print e, "list", $2, $3}' >>"$TMP/results"
     fi
     "$CRI_BENCH" --endpoint "$TMP/$e/sock" rmi "$REG/$PULL_NAME" 2>/dev/null || true
+    echo 5 >"/proc/${PID[$e]}/clear_refs" # VmHWM := VmRSS
     t=$("$CRI_BENCH" --endpoint "$TMP/$e/sock" pull "$REG/$PULL_NAME" 2>>"$TMP/$e/log") || die "$e: pull failed: $(tail -3 "$TMP/$e/log")"
     echo "$e pull $t" >>"$TMP/results"
+    echo "$e peak $(awk '$1=="VmHWM:"{printf "%.1f", $2/1024}' "/proc/${PID[$e]}/status")" >>"$TMP/results"
   done
   log "run $r of $RUNS done"
 done
 
 median() { sort -n | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-echo "| build | ListImages p50 (ms), $IMAGES images | ListImages p99 (ms) | cold pull of $PULL_NAME (s) |"
-echo "|---|---|---|---|"
+echo "| build | ListImages p50 (ms), $IMAGES images | ListImages p99 (ms) | cold pull of $PULL_NAME (s) | peak RSS during the pull (MiB) |"
+echo "|---|---|---|---|---|"
 for e in before after; do
   p50=$(awk -v e="$e" '$1==e && $2=="list"{print $3}' "$TMP/results" | median)
   p99=$(awk -v e="$e" '$1==e && $2=="list"{print $4}' "$TMP/results" | median)
   pull=$(awk -v e="$e" '$1==e && $2=="pull"{print $3}' "$TMP/results" | median)
-  echo "| $e | $p50 | $p99 | $pull |"
+  peak=$(awk -v e="$e" '$1==e && $2=="peak"{print $3}' "$TMP/results" | median)
+  echo "| $e | $p50 | $p99 | $pull | $peak |"
 done
 echo "(medians of $RUNS interleaved runs; each ListImages figure is the p50/p99 of $LIST_CALLS calls; daemon args: ${DAEMON_ARGS:-none}; image: $PULL)"
