@@ -163,8 +163,8 @@ start_one_cri() { # dir root socket extra-args...; sets STARTED_PID
   t1=$(now)
   STARTUP=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
 }
-start_cri() {
-  start_one_cri "$TMP/cri" "$CRI_ROOT" "$CRI_SOCK"
+start_cri() { # blobs only (as root, unpack is on by default)
+  start_one_cri "$TMP/cri" "$CRI_ROOT" "$CRI_SOCK" --unpack false
   CRI_PID=$STARTED_PID
 }
 start_criu() {

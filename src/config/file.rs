@@ -75,7 +75,7 @@ pub struct Keys {
     /// How long the verified blobs of a pull a crash interrupted are kept for the next pull of the image: 30s, 1h, 24h, or seconds [config: interrupted_pull_grace] [default: 24h]
     #[arg(long, value_name = "DURATION")]
     pub interrupted_pull_grace: Option<super::duration::DurationValue>,
-    /// Unpack every pulled layer into an overlay-ready snapshot under ROOT/snapshots (being built: no mount API yet) [config: unpack] [default: false]
+    /// Unpack every pulled layer into an overlay-ready snapshot under ROOT/snapshots while it downloads, so a runtime can run the image (`cri-imaged bundle`, the mount API); false keeps a blob-only store [config: unpack] [default: true when running as root, as on a node; false otherwise: whiteouts and owners need root]
     #[arg(long, value_name = "BOOL")]
     pub unpack: Option<bool>,
 }

@@ -160,7 +160,10 @@ fn validate(file: &Path, keys: Keys) -> Result<Config, ConfigError> {
         registry_paths,
         service,
         store,
-        unpack: keys.unpack.unwrap_or(false),
+        // Whiteouts (device nodes) and owners need root: unprivileged, blobs only.
+        unpack: keys
+            .unpack
+            .unwrap_or_else(|| rustix::process::geteuid().is_root()),
     })
 }
 

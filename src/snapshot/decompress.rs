@@ -1,6 +1,8 @@
-//! From a layer blob's bytes to its tar stream: the decompressor its media type names
-//! (gzip with every member read — real images have multi-member streams; zstd; none), and
-//! a reader that hashes the uncompressed bytes, for the `diff_id` check.
+//! From a layer blob's bytes to its tar stream: the decompressor its first bytes call for
+//! (gzip with every member read — real images have multi-member streams; zstd; none: the
+//! media type is not trusted for it, as containerd does not, since docker-archive sources
+//! declare `tar.gzip` for plain tars), and a reader that hashes the uncompressed bytes,
+//! for the `diff_id` check.
 
 use std::io::Read;
 
@@ -29,6 +31,18 @@ impl Compression {
         } else {
             Compression::None
         })
+    }
+
+    /// The compression `head` (a blob's first bytes) starts with: gzip's or zstd's magic
+    /// number, else none.
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
     }
 
     /// `input` decompressed.

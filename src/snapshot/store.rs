@@ -224,12 +224,12 @@ impl Snapshots {
             op,
             source: e,
         };
-        let compression =
-            Compression::of(&layer.media_type).ok_or_else(|| UnpackError::Unsupported {
-                layer: layer.digest.clone(),
-                entry: String::new(),
-                reason: format!("media type {} is no layer", layer.media_type),
-            })?;
+        // The media type says it is a layer; its first bytes say how it is compressed.
+        Compression::of(&layer.media_type).ok_or_else(|| UnpackError::Unsupported {
+            layer: layer.digest.clone(),
+            entry: String::new(),
+            reason: format!("media type {} is no layer", layer.media_type),
+        })?;
         let tmp = self.dir.join(format!(
             "{TMP_PREFIX}{}-{}-{}",
             chain.hex(),
@@ -238,6 +238,10 @@ impl Snapshots {
         ));
         let made = (|| {
             std::fs::create_dir_all(tmp.join("fs")).map_err(|e| io("create", e))?;
+            let mut input = std::io::BufReader::with_capacity(64 * 1024, input);
+            let compression = Compression::sniff(
+                std::io::BufRead::fill_buf(&mut input).map_err(|e| io("read", e))?,
+            );
             let mut stream =
                 Hashing::new(compression.reader(input).map_err(|e| io("decompress", e))?);
             let applied = apply(

@@ -447,3 +447,19 @@ fn gzip_members_zstd_and_plain_decompress_and_the_diff_id_is_the_tar_digest() {
     );
     assert_eq!(Compression::of("application/json"), None);
 }
+
+#[test]
+fn compression_is_told_by_the_bytes_not_the_media_type() {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(b"x").unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::encode_all(&b"x"[..], 1).unwrap();
+    assert_eq!(Compression::sniff(&gz), Compression::Gzip);
+    assert_eq!(Compression::sniff(&zst), Compression::Zstd);
+    // A plain tar (what docker-archive sources serve under a tar.gzip media type).
+    let mut plain = vec![0u8; 512];
+    plain[257..262].copy_from_slice(b"ustar");
+    assert_eq!(Compression::sniff(&plain), Compression::None);
+    assert_eq!(Compression::sniff(&[]), Compression::None);
+}

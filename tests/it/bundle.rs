@@ -255,6 +255,8 @@ async fn the_mount_api_refuses_what_it_cannot_do_and_rebuilds_missing_snapshots(
     // Pulled with unpack off: blobs only, and the mount API says what to change.
     let mut daemon = DaemonBuilder::new(tmp.path())
         .registry(&registry.host())
+        .arg("--unpack")
+        .arg("false")
         .start()
         .await;
     let admin = cri_imaged::config::default_admin_socket(&daemon.socket);
