@@ -48,6 +48,8 @@ struct BlobSlot {
     digest: Digest,
     size: u64,
     state: SlotState,
+    /// With `unpack` on, for layers: whether its snapshot is made.
+    unpacked: Option<bool>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -96,6 +98,9 @@ pub struct BlobSnapshot {
     pub size: u64,
     pub done: u64,
     pub state: BlobState,
+    /// With `unpack` on, for a layer: whether its snapshot is made (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpacked: Option<bool>,
 }
 
 /// Where one blob of a pull stands; in JSON `present`, `waiting`, `downloading`, `done`.
@@ -276,6 +281,7 @@ fn snapshot(st: &State, id: u64, p: &PullEntry) -> PullSnapshot {
                 size: b.size,
                 done,
                 state,
+                unpacked: b.unpacked,
             }
         })
         .collect();
@@ -308,6 +314,25 @@ fn snapshot(st: &State, id: u64, p: &PullEntry) -> PullSnapshot {
         bytes_per_second: rate,
         eta_seconds,
         blobs,
+    }
+}
+
+/// Marks a pull's layers unpacked; does nothing once the pull is gone.
+#[derive(Clone)]
+pub struct UnpackProgress {
+    progress: Progress,
+    id: u64,
+}
+
+impl UnpackProgress {
+    /// Layer `digest`'s snapshot is made.
+    pub fn unpacked(&self, digest: &Digest) {
+        let mut st = self.progress.lock();
+        if let Some(p) = st.pulls.get_mut(&self.id) {
+            for b in p.blobs.iter_mut().filter(|b| &b.digest == digest) {
+                b.unpacked = Some(true);
+            }
+        }
     }
 }
 
@@ -351,6 +376,7 @@ impl PullGuard {
                     } else {
                         SlotState::Pending
                     },
+                    unpacked: None,
                 })
                 .collect();
         }
@@ -361,6 +387,24 @@ impl PullGuard {
     pub fn set_source(&self, source: &str) {
         if let Some(p) = self.progress.lock().pulls.get_mut(&self.id) {
             source.clone_into(&mut p.source);
+        }
+    }
+
+    /// These layers are to be unpacked by this pull.
+    pub fn set_unpacking(&self, layers: &[Digest]) {
+        let mut st = self.progress.lock();
+        if let Some(p) = st.pulls.get_mut(&self.id) {
+            for b in p.blobs.iter_mut().filter(|b| layers.contains(&b.digest)) {
+                b.unpacked = Some(false);
+            }
+        }
+    }
+
+    /// A handle the unpack stage keeps (the guard stays with the pull).
+    pub fn unpacks(&self) -> UnpackProgress {
+        UnpackProgress {
+            progress: self.progress.clone(),
+            id: self.id,
         }
     }
 

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::bring::{Fed, Feed};
+use super::progress::UnpackProgress;
 
 use super::{Error, Inner};
 use crate::names::Digest;
@@ -77,6 +78,8 @@ pub(super) struct Unpacks {
     ids: Vec<(Digest, Digest)>,
     made: Shared,
     tasks: Mutex<Vec<(usize, LayerTask)>>,
+    metrics: crate::metrics::Metrics,
+    progress: Option<UnpackProgress>,
 }
 
 /// What one layer's unpack needs, owned by its task.
@@ -93,6 +96,8 @@ struct Job {
     below: Vec<Digest>,
     blob: std::path::PathBuf,
     image: String,
+    metrics: crate::metrics::Metrics,
+    progress: Option<UnpackProgress>,
 }
 
 impl Job {
@@ -106,8 +111,14 @@ impl Job {
         self.below.iter().map(|c| self.snaps.fs(c)).collect()
     }
 
+    /// After a layer's snapshot is there (`made` by this unpack, or found made).
     fn logged(&self, made: bool, streamed: bool, started: std::time::Instant) {
+        if let Some(p) = &self.progress {
+            p.unpacked(&self.layer.digest);
+        }
         if made {
+            self.metrics
+                .layer_unpacked(streamed, started.elapsed().as_secs_f64());
             tracing::debug!(image = %self.image, layer = %self.i, streamed, chain = %self.chain, ms = started.elapsed().as_millis() as u64, "unpacked layer");
         }
     }
@@ -147,7 +158,9 @@ impl Job {
             })
         });
         self.mark(result.is_ok());
-        self.logged(matches!(result, Ok(true)), false, started);
+        if let Ok(made) = result {
+            self.logged(made, false, started);
+        }
         result.map(|_| ())
     }
 
@@ -254,7 +267,15 @@ impl Unpacks {
                 Condvar::new(),
             )),
             tasks: Mutex::default(),
+            metrics: inner.metrics.clone(),
+            progress: None,
         }
+    }
+
+    /// Marks each layer unpacked in the pull's progress as its snapshot is made.
+    pub(super) fn reporting(mut self, progress: UnpackProgress) -> Unpacks {
+        self.progress = Some(progress);
+        self
     }
 
     fn job(&self, i: usize) -> Job {
@@ -270,6 +291,8 @@ impl Unpacks {
             below: self.ids[..i].iter().rev().map(|(_, c)| c.clone()).collect(),
             blob: layout::blob_path(&self.root, &self.layers[i].digest),
             image: self.image.clone(),
+            metrics: self.metrics.clone(),
+            progress: self.progress.clone(),
         }
     }
 

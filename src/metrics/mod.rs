@@ -51,8 +51,20 @@ fn request_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 4.0, 11))
 }
 
+/// Layer unpack durations: 10 ms to about 3 min.
+fn unpack_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 15))
+}
+
+/// How a layer was unpacked: `streamed` (from its download's bytes) or `blob`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnpackLabel {
+    how: &'static str,
+}
+
 struct Families {
     registry: Registry,
+    unpacks: HistogramFamily<UnpackLabel>,
     pulls: Family<PullLabels, Counter>,
     pull_duration: HistogramFamily<ResultLabel>,
     fetched: Family<RegistryLabel, Counter>,
@@ -162,9 +174,17 @@ impl Metrics {
             Unit::Seconds,
             requests.clone(),
         );
+        let unpacks = HistogramFamily::<UnpackLabel>::new_with_constructor(unpack_buckets);
+        registry.register_with_unit(
+            "cri_imaged_layer_unpack_duration",
+            "Time to unpack one layer into its snapshot, by how (streamed from its download, or from its blob)",
+            Unit::Seconds,
+            unpacks.clone(),
+        );
         Metrics {
             f: Arc::new(Families {
                 registry,
+                unpacks,
                 pulls,
                 pull_duration,
                 fetched,
@@ -176,6 +196,15 @@ impl Metrics {
                 requests,
             }),
         }
+    }
+
+    /// A layer was unpacked in `seconds`, `streamed` from its download or from its blob.
+    pub fn layer_unpacked(&self, streamed: bool, seconds: f64) {
+        let how = if streamed { "streamed" } else { "blob" };
+        self.f
+            .unpacks
+            .get_or_create(&UnpackLabel { how })
+            .observe(seconds);
     }
 
     /// A PullImage request ended after `seconds`.

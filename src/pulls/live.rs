@@ -72,7 +72,7 @@ pub async fn run(socket: &Path, poll: Duration) -> Result<(), ClientError> {
                 bar.set_prefix(blob_label(i, b));
                 bar.set_length(b.size);
                 bar.set_position(b.done);
-                bar.set_message(b.state.as_str());
+                bar.set_message(super::blob_state(b));
             }
         }
         tokio::select! {

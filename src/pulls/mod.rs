@@ -92,12 +92,21 @@ pub fn blob_label(i: usize, b: &BlobSnapshot) -> String {
     format!("{what:<8} {}", &hex[..hex.len().min(12)])
 }
 
+/// What a blob line says of it: its download state, or once in, its unpack's.
+pub(crate) fn blob_state(b: &BlobSnapshot) -> &'static str {
+    match b.unpacked {
+        Some(true) => "unpacked",
+        Some(false) if b.state == "done" || b.state == "present" => "unpacking",
+        _ => b.state.as_str(),
+    }
+}
+
 fn blob_line(i: usize, b: &BlobSnapshot) -> String {
     let pct = (b.done * 100).checked_div(b.size).unwrap_or(100);
     format!(
         "{}  {:<11} {:>10} / {:<10} {:>3}%",
         blob_label(i, b),
-        b.state,
+        blob_state(b),
         HumanBytes(b.done).to_string(),
         HumanBytes(b.size).to_string(),
         pct
@@ -128,12 +137,14 @@ mod tests {
                         size: 512,
                         done: 512,
                         state: crate::image::BlobState::Present,
+                        unpacked: None,
                     },
                     BlobSnapshot {
                         digest: "sha256:fedcba9876543210".into(),
                         size: 3584,
                         done: 512,
                         state: crate::image::BlobState::Downloading,
+                        unpacked: Some(false),
                     },
                 ],
             }],

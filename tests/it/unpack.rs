@@ -285,7 +285,40 @@ async fn layers_unpack_in_parallel_and_a_hard_link_waits_for_the_layer_below() {
     let root = builder.root_path().to_owned();
     let mut daemon = builder.start().await;
     let name = format!("{}/test/parallel:1", proxy.host());
-    assert_eq!(pull(&mut daemon.client(), &name).await, img.id());
+    let admin = cri_imaged::config::default_admin_socket(&daemon.socket);
+    let pulling = tokio::spawn({
+        let (mut c, name) = (daemon.client(), name.clone());
+        async move { pull(&mut c, &name).await }
+    });
+    // `cri-imaged pulls` shows the layers' unpacking while the pull runs: the top one
+    // made while the bottom one is still to come.
+    let seen = crate::support::eventually(std::time::Duration::from_secs(30), || {
+        let admin = admin.clone();
+        async move {
+            let Ok(r) = cri_imaged::admin::client::pulls(&admin).await else {
+                return false;
+            };
+            r.pulls.iter().any(|p| {
+                let u: Vec<_> = p.blobs.iter().filter_map(|b| b.unpacked).collect();
+                u.len() == 3 && u.contains(&true) && u.contains(&false)
+            })
+        }
+    })
+    .await;
+    assert!(seen, "a pull with layers unpacked and to unpack in /pulls");
+    assert_eq!(pulling.await.unwrap(), img.id());
+    let metrics = cri_imaged::admin::client::get(&admin, "/metrics")
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    for how in ["streamed", "blob"] {
+        assert!(
+            metrics.contains(&format!(
+                "cri_imaged_layer_unpack_duration_seconds_count{{how=\"{how}\"}}"
+            )),
+            "{how} in:\n{metrics}"
+        );
+    }
 
     let (s0, s1, s2) = (
         snapshot(&root, &c0),

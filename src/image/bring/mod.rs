@@ -212,7 +212,10 @@ pub(super) async fn bring_in<S: BlobSource>(
             })?;
             let chains: Vec<_> = ids.iter().map(|(_, c)| c.clone()).collect();
             let held = snapshots.hold(&chains);
-            let unpacks = super::unpack::Unpacks::new(inner, snapshots, image, &layers, &ids);
+            let digests: Vec<_> = layers.iter().map(|l| l.digest.clone()).collect();
+            progress.set_unpacking(&digests);
+            let unpacks = super::unpack::Unpacks::new(inner, snapshots, image, &layers, &ids)
+                .reporting(progress.unpacks());
             (Some(unpacks), Some(held))
         }
         None => (None, None),
