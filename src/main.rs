@@ -50,8 +50,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     log_registry_files(&config.registry_paths, &config.service.node);
     let image = {
         let snapshots = if config.unpack {
-            let s = cri_imaged::snapshot::Snapshots::open(&config.root, Default::default())
-                .with_context(|| format!("opening the snapshots of {}", config.root.display()))?;
+            let s =
+                cri_imaged::snapshot::Snapshots::open(&config.snapshot_root, Default::default())
+                    .with_context(|| {
+                        format!(
+                            "opening the snapshots in {}",
+                            config.snapshot_root.display()
+                        )
+                    })?;
             Some(s)
         } else {
             None
@@ -250,7 +256,18 @@ fn check_command(args: &cri_imaged::config::CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let snaps = cri_imaged::snapshot::check::check(&root);
+    let snapshot_root = match &args.snapshot_root {
+        Some(dir) => dir.clone(),
+        None if args.root.is_some() => root.clone(),
+        None => match config::snapshot_root_of(&args.config) {
+            Ok(dir) => dir.unwrap_or_else(|| root.clone()),
+            Err(e) => {
+                eprintln!("cri-imaged: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let snaps = cri_imaged::snapshot::check::check(&snapshot_root);
     for line in &report.repaired {
         println!("repaired: {line}");
     }

@@ -64,6 +64,10 @@ pub struct CheckArgs {
     /// files; refused while a daemon holds the store's lock
     #[arg(long)]
     pub repair: bool,
+    /// Where the snapshots are; default: the configuration file's snapshot_root, or the
+    /// root given with --root
+    #[arg(long, value_name = "DIR")]
+    pub snapshot_root: Option<PathBuf>,
 }
 
 /// `cri-imaged pulls`.

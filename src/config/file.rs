@@ -78,6 +78,9 @@ pub struct Keys {
     /// Unpack every pulled layer into an overlay-ready snapshot under ROOT/snapshots while it downloads, so a runtime can run the image (`cri-imaged bundle`, the mount API); false keeps a blob-only store [config: unpack] [default: true when running as root, as on a node; false otherwise: whiteouts and owners need root]
     #[arg(long, value_name = "BOOL")]
     pub unpack: Option<bool>,
+    /// Where snapshots (snapshots/, containers/) live when unpacking: a directory on another filesystem than the blobs if wanted [config: snapshot_root] [default: the root]
+    #[arg(long, value_name = "DIR")]
+    pub snapshot_root: Option<PathBuf>,
 }
 
 /// The file's keys overridden by the flags given: one rule for every key (a list flag,

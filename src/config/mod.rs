@@ -45,6 +45,8 @@ pub struct Config {
     pub store: crate::store::Options,
     /// Unpack pulled layers into snapshots.
     pub unpack: bool,
+    /// Where the snapshots and container snapshots live (the root unless set).
+    pub snapshot_root: PathBuf,
     /// The core service's settings, as it takes them (registries.conf and friends as
     /// they were at start in `service.node`).
     pub service: Settings,
@@ -104,6 +106,11 @@ pub fn root_of(file: &Path) -> Result<PathBuf, ConfigError> {
     Ok(read_file(file)?.root.unwrap_or_else(|| DEFAULT_ROOT.into()))
 }
 
+/// The snapshot root a configuration file names (its root unless set), for `check`.
+pub fn snapshot_root_of(file: &Path) -> Result<Option<PathBuf>, ConfigError> {
+    Ok(read_file(file)?.snapshot_root)
+}
+
 /// What validation found wrong, in the order found.
 type Problems = Vec<String>;
 
@@ -138,6 +145,10 @@ fn validate(file: &Path, keys: Keys) -> Result<Config, ConfigError> {
     let store = crate::store::Options {
         interrupted_grace: interrupted_pull_grace(p, &keys),
     };
+    let snapshot_root = match keys.snapshot_root.clone() {
+        Some(dir) => absolute(&mut problems, "snapshot_root", dir),
+        None => root.clone(),
+    };
     let insecure = InsecureRegistries::new(&keys.insecure_registries.unwrap_or_default())
         .unwrap_or_else(|e| {
             problems.push(format!("insecure_registries: {e}"));
@@ -160,6 +171,7 @@ fn validate(file: &Path, keys: Keys) -> Result<Config, ConfigError> {
         registry_paths,
         service,
         store,
+        snapshot_root,
         // Whiteouts (device nodes) and owners need root: unprivileged, blobs only.
         unpack: keys
             .unpack

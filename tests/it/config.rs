@@ -230,6 +230,7 @@ const BAD_VALUES: &[(&str, &str)] = &[
     ("pull_min_rate", "\"fast\""),
     ("interrupted_pull_grace", "\"a while\""),
     ("unpack", "\"maybe\""),
+    ("snapshot_root", "\"relative/snapshots\""),
 ];
 
 /// Keys with no refusable value, covered by an effect elsewhere.

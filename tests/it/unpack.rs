@@ -674,3 +674,70 @@ async fn a_layer_unpacked_while_it_downloads_follows_resumes_and_restarts() {
     assert!(clean, "no snapshot left: {:?}", snapshots(&root));
     assert!(list(&mut daemon.client(), None).await.is_empty());
 }
+
+/// `snapshot_root` puts the snapshots (and container snapshots) elsewhere than the blobs
+/// — another filesystem if the operator wants: here a tmpfs mounted by the test. The
+/// image's snapshots land there and nowhere under the root; `check --snapshot-root` sees
+/// them; removing the image removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_can_live_on_another_filesystem() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "unpack tests make whiteout device nodes and mount a tmpfs: run them as root (CI does)"
+    );
+    let registry = Registry::start().await;
+    let img = ImageBuilder::new().build();
+    img.push(&registry, "test/elsewhere", "1").await;
+    let dir = tempdir();
+    let other = dir.path().join("other-fs");
+    std::fs::create_dir(&other).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        &other,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .expect("mount a tmpfs for the snapshots");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _unmount = Unmount(other.clone());
+    let builder = DaemonBuilder::new(dir.path())
+        .registry(&registry.host())
+        .arg("--unpack")
+        .arg("true")
+        .arg("--snapshot-root")
+        .arg(other.to_str().unwrap());
+    let root = builder.root_path().to_owned();
+    let mut daemon = builder.start().await;
+    let mut c = daemon.client();
+    let name = format!("{}/test/elsewhere:1", registry.host());
+    assert_eq!(pull(&mut c, &name).await, img.id());
+    assert_eq!(snapshots(&other).len(), 2, "{:?}", snapshots(&other));
+    assert!(!root.join("snapshots").exists(), "nothing under the root");
+    let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
+    assert_ne!(
+        dev(&other.join("snapshots")),
+        dev(&root),
+        "another filesystem"
+    );
+    daemon.stop().await;
+    let root_s = root.display().to_string();
+    let other_s = other.display().to_string();
+    let out = crate::support::run_tool(
+        dir.path(),
+        env!("CARGO_BIN_EXE_cri-imaged"),
+        &["check", "--root", &root_s, "--snapshot-root", &other_s],
+        std::time::Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", out.stdout);
+    assert!(out.stdout.contains("2 snapshot(s)"), "{}", out.stdout);
+    let daemon = builder.start().await;
+    let mut c = daemon.client();
+    remove(&mut c, &name).await;
+    assert!(snapshots(&other).is_empty(), "{:?}", snapshots(&other));
+}
