@@ -113,6 +113,14 @@ impl Kind {
     }
 }
 
+/// Whether an io error means the disk (or the file-size limit) is full: ENOSPC or EFBIG,
+/// which every error type of the store and the snapshots reports as [`Kind::NoSpace`].
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EFBIG: i32 = 27;
+    matches!(e.raw_os_error(), Some(ENOSPC | EFBIG))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -230,10 +230,11 @@ async fn bundle_command(args: &cri_imaged::config::BundleArgs) -> ExitCode {
 
 /// `cri-imaged check [--repair]`: verifies the store offline; exit 1 on any problem.
 fn check_command(args: &cri_imaged::config::CheckArgs) -> ExitCode {
-    let root = match &args.root {
-        Some(r) => r.clone(),
-        None => match config::root_of(&args.config) {
-            Ok(r) => r,
+    // The roots given, else the configuration file's (read only then).
+    let (root, snapshot_root) = match (&args.root, &args.snapshot_root) {
+        (Some(r), s) => (r.clone(), s.clone().unwrap_or_else(|| r.clone())),
+        (None, s) => match config::roots_of(&args.config) {
+            Ok((r, from_file)) => (r, s.clone().unwrap_or(from_file)),
             Err(e) => {
                 eprintln!("cri-imaged: {e}");
                 return ExitCode::from(EXIT_CONFIG);
@@ -255,17 +256,6 @@ fn check_command(args: &cri_imaged::config::CheckArgs) -> ExitCode {
             eprintln!("cri-imaged check: {e}");
             return ExitCode::FAILURE;
         }
-    };
-    let snapshot_root = match &args.snapshot_root {
-        Some(dir) => dir.clone(),
-        None if args.root.is_some() => root.clone(),
-        None => match config::snapshot_root_of(&args.config) {
-            Ok(dir) => dir.unwrap_or_else(|| root.clone()),
-            Err(e) => {
-                eprintln!("cri-imaged: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
     };
     let snaps = cri_imaged::snapshot::check::check(&snapshot_root);
     for line in &report.repaired {

@@ -101,14 +101,13 @@ pub fn admin_socket_of(file: &Path) -> Result<PathBuf, ConfigError> {
     }))
 }
 
-/// The store root a daemon configured by `file` uses (for `cri-imaged check`).
-pub fn root_of(file: &Path) -> Result<PathBuf, ConfigError> {
-    Ok(read_file(file)?.root.unwrap_or_else(|| DEFAULT_ROOT.into()))
-}
-
-/// The snapshot root a configuration file names (its root unless set), for `check`.
-pub fn snapshot_root_of(file: &Path) -> Result<Option<PathBuf>, ConfigError> {
-    Ok(read_file(file)?.snapshot_root)
+/// The store root and the snapshot root a configuration file names (defaults where it
+/// names none), for `cri-imaged check`.
+pub fn roots_of(file: &Path) -> Result<(PathBuf, PathBuf), ConfigError> {
+    let keys = read_file(file)?;
+    let root = keys.root.unwrap_or_else(|| DEFAULT_ROOT.into());
+    let snapshot_root = keys.snapshot_root.unwrap_or_else(|| root.clone());
+    Ok((root, snapshot_root))
 }
 
 /// What validation found wrong, in the order found.

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use super::{Error, ImageService, unpack};
 use crate::oci;
 use crate::snapshot::ContainerRecord;
-use crate::store::layout;
 
 /// One mount, as containerd's snapshotter API and the OCI runtime spec write it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -43,14 +42,15 @@ impl ImageService {
             .manifests
             .first()
             .ok_or_else(|| Error::Internal(format!("image {} has no manifest", record.id)))?;
-        let config_path = layout::blob_path(self.root(), &manifest.config.digest);
-        let config_bytes = tokio::fs::read(&config_path).await.map_err(|e| {
-            Error::Internal(format!(
-                "image {}: reading its config {}: {e}",
-                record.id,
-                config_path.display()
-            ))
-        })?;
+        let config_bytes = self
+            .inner
+            .store
+            .read_blob(&manifest.config.digest)
+            .await
+            .map_err(|source| Error::Store {
+                image: record.id.to_string(),
+                source,
+            })?;
         let parsed = oci::manifest::parse_config(&config_bytes)
             .map_err(|e| Error::Internal(format!("image {}: its stored config: {e}", record.id)))?;
         let ids = unpack::chains_of(&parsed.diff_ids, &manifest.layers)

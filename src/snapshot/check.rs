@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::containers::{CONTAINERS_DIR, ContainerRecord};
+use super::containers::{CONTAINERS_DIR, ContainerRecord, RECORD};
 use super::store::SNAPSHOTS_DIR;
 use crate::names::Digest;
 
@@ -63,7 +63,7 @@ pub fn check(root: &Path) -> Findings {
             ));
             continue;
         }
-        let record = std::fs::read(containers.join(&name).join("container.json"))
+        let record = std::fs::read(containers.join(&name).join(RECORD))
             .ok()
             .and_then(|b| serde_json::from_slice::<ContainerRecord>(&b).ok());
         let Some(record) = record else {

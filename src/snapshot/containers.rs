@@ -17,7 +17,7 @@ use crate::names::Digest;
 
 pub const CONTAINERS_DIR: &str = "containers";
 const TMP_PREFIX: &str = "tmp-";
-const RECORD: &str = "container.json";
+pub(super) const RECORD: &str = "container.json";
 /// The longest key.
 const MAX_KEY: usize = 128;
 
@@ -57,7 +57,7 @@ impl ContainerError {
             ContainerError::InvalidKey { .. } => Kind::InvalidArgument,
             ContainerError::Exists { .. } => Kind::Exists,
             ContainerError::NotFound { .. } => Kind::NotFound,
-            ContainerError::Io { source, .. } if source.raw_os_error() == Some(28) => Kind::NoSpace,
+            ContainerError::Io { source, .. } if crate::kind::is_no_space(source) => Kind::NoSpace,
             ContainerError::Io { .. } => Kind::StoreFailed,
         }
     }

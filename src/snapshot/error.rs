@@ -48,11 +48,7 @@ impl UnpackError {
             UnpackError::Unsafe { .. } | UnpackError::Corrupt { .. } => Kind::InvalidContent,
             UnpackError::Unsupported { .. } => Kind::Unsupported,
             UnpackError::DiffIdMismatch { .. } => Kind::DigestMismatch,
-            UnpackError::Io { source, .. }
-                if matches!(source.raw_os_error(), Some(28) | Some(27)) =>
-            {
-                Kind::NoSpace
-            }
+            UnpackError::Io { source, .. } if crate::kind::is_no_space(source) => Kind::NoSpace,
             UnpackError::Io { .. } => Kind::StoreFailed,
         }
     }

@@ -66,8 +66,7 @@ impl StoreError {
         path: &std::path::Path,
         source: std::io::Error,
     ) -> Self {
-        if source.raw_os_error() == Some(28) || source.raw_os_error() == Some(27) {
-            // ENOSPC, EFBIG
+        if crate::kind::is_no_space(&source) {
             return StoreError::NoSpace {
                 root: root.to_owned(),
                 path: path.to_owned(),
