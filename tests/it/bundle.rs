@@ -157,8 +157,7 @@ async fn a_bundle_of_a_pulled_image_runs_under_runc() {
     let tmp = tempdir();
     let builder = DaemonBuilder::new(tmp.path())
         .registry(&registry.host())
-        .arg("--unpack")
-        .arg("true");
+        .unpacking();
     let root = builder.root_path().to_owned();
     let mut daemon = builder.start().await;
     let admin = cri_imaged::config::default_admin_socket(&daemon.socket);
@@ -268,8 +267,7 @@ async fn the_mount_api_refuses_what_it_cannot_do_and_rebuilds_missing_snapshots(
 
     let builder = DaemonBuilder::new(tmp.path())
         .registry(&registry.host())
-        .arg("--unpack")
-        .arg("true");
+        .unpacking();
     let root = builder.root_path().to_owned();
     let mut daemon = builder.start().await;
     assert!(entries(&root.join("snapshots")).is_empty());

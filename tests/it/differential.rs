@@ -234,15 +234,6 @@ fn tree(root: &Path) -> BTreeMap<String, Entry> {
     out
 }
 
-/// Unmounts `target` when dropped.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_stacked_by_overlayfs_are_the_tree_umoci_unpacks() {
     assert!(
@@ -259,8 +250,7 @@ async fn snapshots_stacked_by_overlayfs_are_the_tree_umoci_unpacks() {
     let tmp = tempdir();
     let builder = DaemonBuilder::new(tmp.path())
         .registry(&registry.host())
-        .arg("--unpack")
-        .arg("true");
+        .unpacking();
     let root = builder.root_path().to_owned();
     let mut daemon = builder.start().await;
     let name = format!("{}/test/every-feature:1", registry.host());
@@ -316,7 +306,7 @@ async fn snapshots_stacked_by_overlayfs_are_the_tree_umoci_unpacks() {
         std::ffi::CString::new(options).unwrap().as_c_str(),
     )
     .expect("mount the snapshots with overlayfs");
-    let _mounted = Mounted(merged.clone());
+    let _mounted = crate::support::Mounted(merged.clone());
 
     let (ours, theirs) = (tree(&merged), tree(&bundle.join("rootfs")));
     for (path, want) in &theirs {

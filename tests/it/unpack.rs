@@ -66,6 +66,24 @@ fn snapshot(root: &Path, chain: &str) -> std::path::PathBuf {
         .join("fs")
 }
 
+/// Unpack tests make whiteouts (device nodes), set owners and mount: root, as on a node.
+fn need_root() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "unpack tests make whiteout device nodes and mounts: run them as root (CI does)"
+    );
+}
+
+/// `n` files of `size` random bytes, `dir/f0`…, with their tar entries' names.
+fn random_files(dir: &str, n: usize, size: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let data: Vec<u8> = (0..size).map(|_| rand::random::<u8>()).collect();
+            (format!("{dir}/f{i}"), data)
+        })
+        .collect()
+}
+
 /// `path` is an overlay whiteout: a 0/0 character device.
 fn assert_whiteout(path: &Path) {
     let wh = std::fs::symlink_metadata(path).unwrap();
@@ -98,10 +116,7 @@ fn snapshots(root: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layers_become_overlay_snapshots_and_go_with_their_image() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "unpack tests make whiteout device nodes: run them as root (CI does)"
-    );
+    need_root();
     use tar::EntryType::{Directory as D, Link as H, Regular as F, Symlink as S};
     let base = layer(&[
         (D, "etc", b"", 0o755),
@@ -129,8 +144,7 @@ async fn layers_become_overlay_snapshots_and_go_with_their_image() {
     let dir = tempdir();
     let builder = DaemonBuilder::new(dir.path())
         .registry(&registry.host())
-        .arg("--unpack")
-        .arg("true");
+        .unpacking();
     let root = builder.root_path().to_owned();
     let mut daemon = builder.start().await;
     let mut c = daemon.client();
@@ -181,10 +195,7 @@ async fn layers_become_overlay_snapshots_and_go_with_their_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layer_that_does_not_match_its_diff_id_leaves_no_snapshot_and_no_image() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "unpack tests make device nodes: run them as root (CI does)"
-    );
+    need_root();
     let mut bad = layer(&[(tar::EntryType::Regular, "f", b"content", 0o644)]);
     bad.diff_id = sha256_digest(b"something else");
     let registry = Registry::start().await;
@@ -193,8 +204,7 @@ async fn a_layer_that_does_not_match_its_diff_id_leaves_no_snapshot_and_no_image
     let dir = tempdir();
     let builder = DaemonBuilder::new(dir.path())
         .registry(&registry.host())
-        .arg("--unpack")
-        .arg("true");
+        .unpacking();
     let root = builder.root_path().to_owned();
     let daemon = builder.start().await;
     let mut c = daemon.client();
@@ -219,21 +229,14 @@ async fn a_layer_that_does_not_match_its_diff_id_leaves_no_snapshot_and_no_image
 /// layer arrives last, unpacked from its download's bytes as they come; the top layer (a
 /// whiteout of a bottom file) is made before it, from its own download too; the middle
 /// layer (a hard link to a bottom file, a whiteout, an opaque directory) cannot wait for
-/// the bottom mid-download, so it is made from its blob once the bottom is done. The result is what sequential unpacking makes: no whiteout lost (the bug
-/// of containerd's first parallel unpack, #13030), the link's target copied up whole.
+/// the bottom mid-download, so it is made from its blob once the bottom is done. The
+/// result is what sequential unpacking makes: no whiteout lost (the bug of containerd's
+/// first parallel unpack, #13030), the link's target copied up whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layers_unpack_in_parallel_and_a_hard_link_waits_for_the_layer_below() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "unpack tests make whiteout device nodes: run them as root (CI does)"
-    );
+    need_root();
     use tar::EntryType::{Directory as D, Link as H, Regular as F};
-    let files: Vec<(String, Vec<u8>)> = (0..300)
-        .map(|i| {
-            let data: Vec<u8> = (0..5000).map(|_| rand::random::<u8>()).collect();
-            (format!("big/f{i}"), data)
-        })
-        .collect();
+    let files = random_files("big", 300, 5000);
     let mut entries: Vec<(tar::EntryType, &str, &[u8], u32)> = vec![
         (D, "big", b"", 0o755),
         (D, "keep", b"", 0o755),
@@ -278,8 +281,7 @@ async fn layers_unpack_in_parallel_and_a_hard_link_waits_for_the_layer_below() {
     let dir = tempdir();
     let builder = DaemonBuilder::new(dir.path())
         .registry(&proxy.host())
-        .arg("--unpack")
-        .arg("true")
+        .unpacking()
         .arg("--log-level")
         .arg("cri_imaged=debug");
     let root = builder.root_path().to_owned();
@@ -372,10 +374,7 @@ fn used(r: &cri_imaged::proto::ImageFsInfoResponse) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_fs_info_counts_the_snapshots_too() {
     use crate::support::fs_info;
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "unpack tests make whiteout device nodes: run them as root (CI does)"
-    );
+    need_root();
     use tar::EntryType::{Directory as D, Regular as F};
     let content: Vec<u8> = (0..300_000).map(|_| rand::random::<u8>()).collect();
     let files = layer(&[
@@ -389,8 +388,7 @@ async fn image_fs_info_counts_the_snapshots_too() {
     let dir = tempdir();
     let builder = DaemonBuilder::new(dir.path())
         .registry(&registry.host())
-        .arg("--unpack")
-        .arg("true");
+        .unpacking();
     let root = builder.root_path().to_owned();
     let mut daemon = builder.start().await;
     let mut c = daemon.client();
@@ -438,10 +436,7 @@ async fn image_fs_info_counts_the_snapshots_too() {
 async fn a_sigkill_during_unpack_leaves_no_half_snapshot_and_the_next_pull_finishes() {
     use std::time::Duration;
     use tar::EntryType::{Directory as D, Regular as F};
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "unpack tests make whiteout device nodes: run them as root (CI does)"
-    );
+    need_root();
     let names: Vec<String> = (0..12_000)
         .map(|i| format!("many/d{}/f{i}", i % 50))
         .collect();
@@ -456,8 +451,7 @@ async fn a_sigkill_during_unpack_leaves_no_half_snapshot_and_the_next_pull_finis
     let dir = tempdir();
     let builder = DaemonBuilder::new(dir.path())
         .registry(&registry.host())
-        .arg("--unpack")
-        .arg("true");
+        .unpacking();
     let root = builder.root_path().to_owned();
     let name = format!("{}/test/crash-unpack:1", registry.host());
     let mut daemon = builder.start().await;
@@ -523,7 +517,7 @@ async fn a_sigkill_during_unpack_leaves_no_half_snapshot_and_the_next_pull_finis
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_the_snapshots_no_daemon_makes() {
     let dir = tempdir();
-    let builder = DaemonBuilder::new(dir.path()).arg("--unpack").arg("true");
+    let builder = DaemonBuilder::new(dir.path()).unpacking();
     let root = builder.root_path().to_owned();
     builder.start().await.stop().await;
     let chain = "ab".repeat(32);
@@ -569,16 +563,8 @@ async fn a_layer_unpacked_while_it_downloads_follows_resumes_and_restarts() {
     use crate::support::fake::{FakeRegistry, Fault as FakeFault};
     use crate::support::proxy::{Fault, Proxy};
     use tar::EntryType::{Directory as D, Regular as F};
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "unpack tests make whiteout device nodes: run them as root (CI does)"
-    );
-    let files: Vec<(String, Vec<u8>)> = (0..40)
-        .map(|i| {
-            let data: Vec<u8> = (0..30_000).map(|_| rand::random::<u8>()).collect();
-            (format!("data/f{i}"), data)
-        })
-        .collect();
+    need_root();
+    let files = random_files("data", 40, 30_000);
     let mut entries: Vec<(tar::EntryType, &str, &[u8], u32)> = vec![(D, "data", b"", 0o755)];
     entries.extend(
         files
@@ -609,8 +595,7 @@ async fn a_layer_unpacked_while_it_downloads_follows_resumes_and_restarts() {
     let dir = tempdir();
     let builder = DaemonBuilder::new(dir.path())
         .registry(&proxy.host())
-        .arg("--unpack")
-        .arg("true")
+        .unpacking()
         .arg("--log-level")
         .arg("cri_imaged=debug");
     let root = builder.root_path().to_owned();
@@ -634,8 +619,7 @@ async fn a_layer_unpacked_while_it_downloads_follows_resumes_and_restarts() {
     let dir = tempdir();
     let builder = DaemonBuilder::new(dir.path())
         .registry(&fake.host())
-        .arg("--unpack")
-        .arg("true")
+        .unpacking()
         .arg("--log-level")
         .arg("cri_imaged=debug");
     let root = builder.root_path().to_owned();
@@ -657,8 +641,7 @@ async fn a_layer_unpacked_while_it_downloads_follows_resumes_and_restarts() {
     let dir = tempdir();
     let builder = DaemonBuilder::new(dir.path())
         .registry(&proxy.host())
-        .arg("--unpack")
-        .arg("true");
+        .unpacking();
     let root = builder.root_path().to_owned();
     let daemon = builder.start().await;
     let name = format!("{}/test/resume:1", proxy.host());
@@ -681,10 +664,7 @@ async fn a_layer_unpacked_while_it_downloads_follows_resumes_and_restarts() {
 /// them; removing the image removes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_can_live_on_another_filesystem() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "unpack tests make whiteout device nodes and mount a tmpfs: run them as root (CI does)"
-    );
+    need_root();
     let registry = Registry::start().await;
     let img = ImageBuilder::new().build();
     img.push(&registry, "test/elsewhere", "1").await;
@@ -699,17 +679,10 @@ async fn snapshots_can_live_on_another_filesystem() {
         None,
     )
     .expect("mount a tmpfs for the snapshots");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-        }
-    }
-    let _unmount = Unmount(other.clone());
+    let _mounted = crate::support::Mounted(other.clone());
     let builder = DaemonBuilder::new(dir.path())
         .registry(&registry.host())
-        .arg("--unpack")
-        .arg("true")
+        .unpacking()
         .arg("--snapshot-root")
         .arg(other.to_str().unwrap());
     let root = builder.root_path().to_owned();

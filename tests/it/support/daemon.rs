@@ -94,6 +94,11 @@ impl DaemonBuilder {
         self
     }
     /// Adds a raw argument.
+    /// Adds `--unpack true`: layers unpacked into snapshots (the default as root; said
+    /// outright so these tests mean it whatever the default becomes).
+    pub fn unpacking(self) -> Self {
+        self.arg("--unpack").arg("true")
+    }
     pub fn arg(mut self, a: &str) -> Self {
         self.extra.push(a.into());
         self

@@ -42,6 +42,15 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Upper bound for the calls crictl gives 2 s: kept generous so a loaded machine passes.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A mount a test made, unmounted (lazily) when dropped, even when the test panics.
+pub struct Mounted(pub std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
 /// Panics with an install hint when `path` is not an executable file.
 pub fn require_tool(path: &str, name: &str) {
     assert!(
