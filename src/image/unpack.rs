@@ -8,16 +8,16 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
-use super::bring::{Fed, Feed};
+use super::bring::Feed;
 use super::progress::UnpackProgress;
 
 use super::{Error, Inner};
 use crate::names::Digest;
 use crate::oci::{self, Descriptor};
 use crate::snapshot::{Snapshots, chain_ids};
+use crate::store::follow::Follower;
 use crate::store::{Store, layout};
 
 /// The chain IDs of an image whose config lists `diff_ids` for `layers`; `Err` names what
@@ -44,14 +44,6 @@ pub(super) fn chains_of(
 /// One layer's unpack, running.
 type LayerTask = tokio::task::JoinHandle<Result<(), Error>>;
 
-/// How many chunks a feed holds before the download waits for the unpack (a chunk is
-/// what the HTTP client read at once: up to some hundred KiB). Measured on 8 gzip layers
-/// of 2,000 files (`bench/ab.sh`): 32 chunks 1.81 s / 69 MiB peak RSS, 12 chunks 3.26 s
-/// / 51 MiB, 4 chunks 3.10 s / 30 MiB — a feed that fills holds its download, and the
-/// download permit with it, so fewer layers unpack at once. Reading the rest from the
-/// growing ingest file instead of holding it would give both; not done yet.
-const FEED_CHUNKS: usize = 32;
-
 /// Whether each layer's snapshot is made; `abandoned` once the pull gave up (a layer
 /// that waits for its lowers stops waiting then).
 #[derive(Default)]
@@ -63,8 +55,8 @@ struct Made {
 type Shared = Arc<(Mutex<Made>, Condvar)>;
 
 /// The layers of one image unpacked in parallel, each as soon as it can be: from its
-/// download's own bytes as they arrive ([`Unpacks::stream`]; paced by the network, no
-/// permit, never waiting for a lower layer), or from its blob in the store (with one of
+/// download's bytes as they reach the ingest file ([`Unpacks::stream`]; never ahead of
+/// the download nor holding it back, no permit, never waiting for a lower layer), or from its blob in the store (with one of
 /// `Inner::unpacks`' permits; a hard link into a lower layer waits for that layer and
 /// gives the permit back meanwhile, so no wait holds up what it waits for). A streamed
 /// layer that cannot go on — its download could not feed every byte, or a hard link
@@ -166,7 +158,7 @@ impl Job {
 
     /// From the download's bytes; `Ok(false)`: it could not go on (start again from the
     /// blob), with nothing of it kept.
-    async fn unpack_feed(&self, feed: mpsc::Receiver<Fed>) -> Result<bool, Error> {
+    async fn unpack_feed(&self, feed: Follower) -> Result<bool, Error> {
         let started = std::time::Instant::now();
         let stopped = Arc::new(AtomicBool::new(false));
         let (job, stop) = (self.clone(), stopped.clone());
@@ -181,10 +173,8 @@ impl Job {
                     Vec::new()
                 }
             };
-            let input = FeedReader {
+            let input = Streamed {
                 feed,
-                chunk: Bytes::new(),
-                verified: false,
                 stopped: stop.clone(),
             };
             job.snaps
@@ -210,37 +200,19 @@ impl Job {
     }
 }
 
-/// A layer's compressed bytes from its download's feed, ending once it says the blob
-/// verified; a feed that closes before that is an error (and `stopped` says why).
-struct FeedReader {
-    feed: mpsc::Receiver<Fed>,
-    chunk: Bytes,
-    verified: bool,
+/// A layer's compressed bytes from its download's ingest file as they reach it, ending
+/// once the download says the blob verified; a download that stopped before that is an
+/// error (and `stopped` says why).
+struct Streamed {
+    feed: Follower,
     stopped: Arc<AtomicBool>,
 }
 
-impl std::io::Read for FeedReader {
+impl std::io::Read for Streamed {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            if !self.chunk.is_empty() {
-                let n = buf.len().min(self.chunk.len());
-                buf[..n].copy_from_slice(&self.chunk.split_to(n));
-                return Ok(n);
-            }
-            if self.verified {
-                return Ok(0);
-            }
-            match self.feed.blocking_recv() {
-                Some(Fed::Bytes(b)) => self.chunk = b,
-                Some(Fed::Verified) => self.verified = true,
-                None => {
-                    self.stopped.store(true, Ordering::Relaxed);
-                    return Err(std::io::Error::other(
-                        "the download stopped feeding this layer",
-                    ));
-                }
-            }
-        }
+        self.feed.read(buf).inspect_err(|_| {
+            self.stopped.store(true, Ordering::Relaxed);
+        })
     }
 }
 
@@ -305,7 +277,7 @@ impl Unpacks {
     /// Starts unpacking layer `i` from its download: the feed to give the download, and
     /// the sender to fire once the blob is in the store (dropped unfired: it never will).
     pub(super) fn stream(&self, i: usize) -> (Feed, oneshot::Sender<()>) {
-        let (feed, fed) = mpsc::channel(FEED_CHUNKS);
+        let (feed, fed) = crate::store::follow::tap();
         let (blob_in, blob_there) = oneshot::channel();
         let job = self.job(i);
         let task = tokio::spawn(async move {

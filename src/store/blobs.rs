@@ -45,6 +45,8 @@ struct Sink {
     hasher: Sha256,
     /// Bytes written to `file`.
     offset: u64,
+    /// A follower of this file, told of each batch written.
+    follow: Option<std::sync::Arc<super::follow::Shared>>,
 }
 
 impl Sink {
@@ -75,6 +77,9 @@ impl Sink {
             );
         }
         self.offset += len as u64;
+        if let Some(f) = &self.follow {
+            f.advance(self.offset);
+        }
         Ok(())
     }
 }
@@ -114,7 +119,9 @@ impl Ingest {
                 expected.digest.hex(),
                 std::process::id()
             ));
+            // Readable too: a follower reads it as it grows.
             match std::fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .open(&path)
@@ -142,6 +149,7 @@ impl Ingest {
                 file,
                 hasher: Sha256::new(),
                 offset: 0,
+                follow: None,
             }),
             flushing: None,
             batch: Vec::new(),
@@ -196,10 +204,29 @@ impl Ingest {
         self.written
     }
 
+    /// Lets `tap`'s follower read this file as it is written, from byte 0. `false`: it
+    /// cannot (bytes were written before, or a batch is being written).
+    pub fn follow(&mut self, tap: &super::follow::Tap) -> bool {
+        let Some(sink) = self.sink.as_mut() else {
+            return false;
+        };
+        if self.written > 0 || sink.follow.is_some() {
+            return false;
+        }
+        let Ok(file) = sink.file.try_clone() else {
+            return false;
+        };
+        tap.0.attach(file, 0);
+        sink.follow = Some(tap.0.clone());
+        true
+    }
+
     /// Empties the ingest to start the blob again from byte 0 (a registry that ignored a
     /// `Range`, or a resumed partial that turned out corrupt).
     pub async fn reset(&mut self) -> Result<(), StoreError> {
         let mut sink = self.settle().await?;
+        // What a follower read is not the blob any more: it is on its own now.
+        sink.follow = None;
         self.batch.clear();
         self.batch_len = 0;
         self.written = 0;

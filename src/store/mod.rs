@@ -15,7 +15,7 @@
 //! # Files
 //! [`open`](self) opens and recovers; [`leases`](self) and [`gc`](self) decide what may be
 //! deleted and delete it; `update` persists records changes; `usage` counts disk use;
-//! `blobs` is one ingest; `layout`, `records`, `recover` and `check` as named.
+//! `blobs` is one ingest, `follow` a reader of one as it grows; `layout`, `records`, `recover` and `check` as named.
 //!
 //! # Lock order
 //! A thread that holds one of these may take only those below it, never one above:
@@ -34,6 +34,7 @@
 mod blobs;
 pub mod check;
 pub mod error;
+pub mod follow;
 mod gc;
 pub mod intents;
 pub mod layout;

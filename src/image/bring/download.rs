@@ -1,12 +1,11 @@
 //! One blob into the store, from any [`BlobSource`]: one download per blob at a time
 //! (callers of the same blob join it), a bounded number of concurrent downloads, and a
 //! transfer loop that resumes from the bytes already hashed, retries what the source says
-//! may pass, and verifies before the blob is placed. A [`Feed`] gets the same bytes as
-//! they arrive (the unpack stage), then word that the blob verified and was placed.
+//! may pass, and verifies before the blob is placed. A [`Feed`] follows the same bytes as
+//! they reach the ingest file (the unpack stage), then gets word that the blob verified
+//! and was placed.
 
 use std::sync::Arc;
-
-use bytes::Bytes;
 
 use super::{BlobBody, BlobSource, Break, Next};
 use crate::image::{Error, Inner, stall};
@@ -16,19 +15,12 @@ use crate::store::{Ingest, StoreError};
 /// Requests for one blob download, whatever progress each made.
 const MAX_TRIES: u32 = 50;
 
-/// What a [`Feed`] carries.
-pub enum Fed {
-    Bytes(Bytes),
-    /// The blob verified and is in the store: the bytes fed were all of it.
-    Verified,
-}
-
-/// The receiving end of a blob's bytes as the download gets them, from byte 0 on, then
-/// [`Fed::Verified`]. A download that cannot feed every byte in order (another pull's
-/// download of the same blob, a partial file resumed, a source that ignores `Range`, a
-/// restart from 0) drops it: the receiver sees the channel close without `Verified`. A
-/// full channel holds the download back (the unpack sets the pace).
-pub type Feed = tokio::sync::mpsc::Sender<Fed>;
+/// The tap a download gives its blob's bytes to as they reach the ingest file, from
+/// byte 0 on, then word that the blob verified and was placed ([`Tap::verified`]). A
+/// download that cannot give every byte in order (another pull's download of the same
+/// blob, a partial file resumed, a source that ignores `Range`, a restart from 0) drops
+/// it, and the follower fails. The download never waits for the follower.
+pub type Feed = crate::store::follow::Tap;
 
 /// Brings one blob into the store unless it is there; one download per blob at a time.
 pub(super) async fn fetch_blob<S: BlobSource>(
@@ -106,6 +98,11 @@ async fn download<S: BlobSource>(
         tracing::info!(image = %name, blob = %blob.digest, bytes = ingest.written(), "resuming a partial download");
         progress.add(ingest.written());
     }
+    if let Some(tap) = &feed
+        && !ingest.follow(tap)
+    {
+        feed = None;
+    }
     let (mut attempt, mut tries, mut reauthed) = (0u32, 0u32, false);
     loop {
         let before = ingest.written();
@@ -160,7 +157,7 @@ async fn download<S: BlobSource>(
     }
     inner.store.commit(ingest).await.map_err(corrupt)?;
     if let Some(f) = feed {
-        let _ = f.send(Fed::Verified).await;
+        f.verified();
     }
     Ok(())
 }
@@ -195,9 +192,10 @@ async fn transfer<'s, S: BlobSource>(
     if start != offset {
         tracing::info!(image = %source.name(), blob = %blob.digest, offset, "registry ignored Range; fetching the whole blob again");
         progress.sub(offset);
-        ingest.reset().await.map_err(Broken::Store)?;
-        // What was fed is fed again: the feed cannot follow.
+        // What was fed is fed again: the feed cannot follow (closed before the file
+        // shrinks).
         *feed = None;
+        ingest.reset().await.map_err(Broken::Store)?;
     }
     let fetched = source.registry().map(|r| inner.metrics.fetched(r));
     loop {
@@ -211,12 +209,6 @@ async fn transfer<'s, S: BlobSource>(
         progress.add(chunk.len() as u64);
         if let Some(f) = &fetched {
             f.add(chunk.len() as u64);
-        }
-        if let Some(f) = feed.as_ref() {
-            // Waits while the unpack is behind; one that gave up ends the feed.
-            if f.send(Fed::Bytes(chunk.clone())).await.is_err() {
-                *feed = None;
-            }
         }
         ingest.write(chunk).await.map_err(Broken::Store)?;
     }

@@ -17,7 +17,7 @@
 
 mod download;
 
-pub(super) use download::{Fed, Feed};
+pub(super) use download::Feed;
 pub mod registry;
 pub mod transport;
 
@@ -223,7 +223,7 @@ pub(super) async fn bring_in<S: BlobSource>(
     let fetch_layer = |(i, l): (usize, &Descriptor)| {
         let (l, unpacks) = (l.clone(), &unpacks);
         async move {
-            // Unpacked from the download's own bytes as they arrive, when it can be.
+            // Unpacked from the download's bytes as they reach the ingest, when it can be.
             let (feed, blob_in) = match unpacks {
                 Some(u) => {
                     let (feed, blob_in) = u.stream(i);
