@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of cri-imaged against containerd 1.6 and skopeo (containers/image,
-# CRI-O's pull engine), on one machine, one loopback registry and the same images, in one
+# CRI-O's pull engine: to oci: for the fetch, to containers-storage: with the overlay driver
+# for a pull to a runnable rootfs as CRI-O does it), on one machine, one loopback registry and the same images, in one
 # run. See BENCHMARKS.md for the latest table and how to read it.
 #
 #   bench/pull.sh            full run (RUNS=5, images 10/1000/5000; ~15-20 min on 2 cores)
@@ -8,10 +9,16 @@
 #
 # Environment overrides: RUNS, FILL_COUNTS ("10 1000 5000"), LAT_ITER (latency samples per
 # call), SKIP_PULL=1, SKIP_META=1, BENCH_TMPDIR (where the temp dir goes; default
-# /var/tmp), BENCH_OUT (also write the report there), BIG_LAYERS / BIG_LAYER_MIB.
+# /var/tmp), BENCH_OUT (also write the report there), BIG_LAYERS / BIG_LAYER_MIB, REAL_TREES (the
+# system trees tarred as layers 2… of the realistic image; default "usr/include
+# usr/share/doc usr/lib/python3", any that exist), SKIP_REAL=1 (no realistic image).
 #
-# It installs what is missing (docker-registry, skopeo, containerd, curl, openssl) with
-# apt, builds cri-imaged in release, starts a private docker-registry on 127.0.0.1, a
+# The realistic image ("debian"): layer 1 a Debian bookworm minbase rootfs made with
+# mmdebstrap through the machine's apt mirror, then one layer per system tree — gzip,
+# ~25k files. Its pulls go to a runnable rootfs only (the engines that unpack).
+#
+# It installs what is missing (docker-registry, skopeo, containerd, curl, openssl,
+# mmdebstrap) with apt, builds cri-imaged in release, starts a private docker-registry on 127.0.0.1, a
 # private cri-imaged and a private containerd (own root, state, sockets; plain HTTP to the
 # registry), pushes the images, then:
 #   1. cold pulls, engines interleaved run by run (image absent locally before each run);
@@ -46,6 +53,7 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v containerd >/dev/null || need+=(containerd)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
+[ -n "${SKIP_REAL:-}" ] || command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 if ((${#need[@]})); then
   log "installing: ${need[*]}"
   apt-get update -qq
@@ -223,6 +231,24 @@ start_ctrd() {
 }
 ctr_() { ctr --address "$CTRD_SOCK" "$@"; }
 
+# --- CRI-O's engine: containers/image into containers/storage, overlay driver ----------
+CS=$TMP/crio
+mkdir -p "$CS"
+cat >"$CS/storage.conf" <<EOF
+[storage]
+driver = "overlay"
+graphroot = "$CS/graph"
+runroot = "$CS/run"
+EOF
+crio_clean() { # a fresh store for every pull (the driver bind-mounts its own directory)
+  if mountpoint -q "$CS/graph/overlay"; then umount "$CS/graph/overlay"; fi
+  rm -rf "$CS/graph" "$CS/run"
+}
+crio_pull() {
+  CONTAINERS_STORAGE_CONF=$CS/storage.conf skopeo --insecure-policy copy -q \
+    --src-tls-verify=false "docker://$1" "containers-storage:$1"
+}
+
 write_ctrd_config
 start_cri
 start_criu
@@ -272,14 +298,53 @@ if [ -z "${SKIP_PULL:-}" ]; then
   # Real-looking layers: gzip, 8 of 2,000 files of 8 KiB (a whiteout and a hard link each).
   "$BENCH_IMAGES" "$REG" files bench/files:1 8 2000 8192 "$TMP/lists/files" >/dev/null
   IMAGES=(big small50 one1m files)
-  ENGINES=(cri cri-unpack ctrd-cri ctr-pull ctr-fetch skopeo curl)
+  if [ -z "${SKIP_REAL:-}" ]; then
+    log "making the realistic image: mmdebstrap minbase + system trees"
+    mkdir -p "$TMP/real"
+    mmdebstrap --quiet --variant=minbase bookworm "$TMP/real/0-minbase.tar" >&2 ||
+      die "mmdebstrap failed (is the apt mirror reachable?)"
+    n=1
+    for t in ${REAL_TREES:-usr/include usr/share/doc usr/lib/python3}; do
+      [ -d "/$t" ] || continue
+      tar -C / -cf "$TMP/real/$n-tree.tar" "$t"
+      n=$((n + 1))
+    done
+    REAL_LAYERS=$n
+    REAL_FILES=$(for f in "$TMP"/real/*.tar; do tar -tf "$f"; done | wc -l)
+    REAL_TAR_MB=$(du -cm "$TMP"/real/*.tar | awk 'END{print $1}')
+    "$BENCH_IMAGES" "$REG" tars bench/debian:1 "$TMP/lists/debian" "$TMP"/real/*.tar >/dev/null
+    REAL_GZ_MB=$(tail -n +2 "$TMP/lists/debian" | while read -r dg; do
+      h=${dg#sha256:}
+      stat -c %s "$TMP/registry/storage/docker/registry/v2/blobs/sha256/${h:0:2}/$h/data"
+    done | awk '{s+=$1} END{printf "%.0f", s/1048576}')
+    rm -rf "$TMP/real"
+    IMAGES+=(debian)
+    log "debian: $REAL_LAYERS gzip layers, $REAL_FILES entries, $REAL_TAR_MB MB of tar, $REAL_GZ_MB MB gzip"
+  fi
+  ENGINES=(cri cri-unpack ctrd-cri crio ctr-pull ctr-fetch skopeo curl untar)
+  # The engines that make a runnable rootfs: the only ones the realistic image is for.
+  unpacks() { case $1 in cri-unpack | ctrd-cri | crio | ctr-pull | untar) return 0;; *) return 1;; esac; }
+  # The C baseline of an unpack: every gzip layer `curl | gzip -dc | tar -x` at once.
+  untar_all() {
+    local d i=0 pids=()
+    while read -r d; do
+      mkdir -p "$TMP/untar/$i"
+      (curl -sf "http://$REG/v2/bench/$1/blobs/$d" | gzip -dc | tar -x -C "$TMP/untar/$i") &
+      pids+=($!)
+      i=$((i + 1))
+    done < <(tail -n +2 "$TMP/lists/$1")
+    for p in "${pids[@]}"; do wait "$p" || return 1; done
+    sync -f "$TMP/untar"
+  }
   cri_idle_kb=$(kb "$CRI_PID" VmRSS)
   ctrd_idle_kb=$(kb "$CTRD_PID" VmRSS)
-  PEAK_CRI=""; PEAK_CTRD=""; PEAK_CRIU=""; PEAK_CTRDU=""
+  PEAK_CRI=""; PEAK_CTRD=""; PEAK_CRIU=""; PEAK_CTRDU=""; PEAK_CRIU_REAL=""; PEAK_CTRD_REAL=""
   for run in $(seq "$RUNS"); do
     for img in "${IMAGES[@]}"; do
       ref=$REG/bench/$img:1
       for e in "${ENGINES[@]}"; do
+        if [ "$img" = debian ] && ! unpacks "$e"; then continue; fi
+        if [ "$e" = untar ] && [ "$img" != files ] && [ "$img" != debian ]; then continue; fi
         # Every engine starts with no dirty pages of the one before it to write back.
         sync
         case $e in
@@ -294,6 +359,7 @@ if [ -z "${SKIP_PULL:-}" ]; then
             reset_peak "$CRIU_PID"
             t=$(timed "$CRI_BENCH" --endpoint "$CRIU_SOCK" pull "$ref")
             [ "$img" = files ] && PEAK_CRIU+=" $(kb "$CRIU_PID" VmHWM)"
+            [ "$img" = debian ] && PEAK_CRIU_REAL+=" $(kb "$CRIU_PID" VmHWM)"
             cri_clean "$ref" "$CRIU_SOCK"
             ;;
           ctrd-cri)
@@ -301,7 +367,13 @@ if [ -z "${SKIP_PULL:-}" ]; then
             t=$(timed "$CRI_BENCH" --endpoint "$CTRD_SOCK" pull "$ref")
             [ "$img" = big ] && PEAK_CTRD+=" $(kb "$CTRD_PID" VmHWM)"
             [ "$img" = files ] && PEAK_CTRDU+=" $(kb "$CTRD_PID" VmHWM)"
+            [ "$img" = debian ] && PEAK_CTRD_REAL+=" $(kb "$CTRD_PID" VmHWM)"
             ctrd_clean k8s.io
+            ;;
+          crio)
+            crio_clean
+            t=$(timed crio_pull "$ref")
+            crio_clean
             ;;
           ctr-pull)
             t=$(timed ctr_ -n bench images pull --plain-http --snapshotter "$SNAPSHOTTER" "$ref")
@@ -314,6 +386,10 @@ if [ -z "${SKIP_PULL:-}" ]; then
           skopeo)
             t=$(timed skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$ref" "oci:$TMP/skopeo:x")
             rm -rf "$TMP/skopeo"
+            ;;
+          untar)
+            t=$(timed untar_all "$img")
+            rm -rf "$TMP/untar"
             ;;
           curl)
             mkdir -p "$TMP/curl"
@@ -336,13 +412,23 @@ if [ -z "${SKIP_PULL:-}" ]; then
     echo
     echo "### Cold pull (seconds: median (min–max) of $RUNS; ratio = engine median / cri-imaged median)"
     echo
-    echo "| engine | big: ${BIG_LAYERS} × ${BIG_LAYER_MIB} MiB | ratio | 50 small layers | ratio | one 1 MiB layer | ratio | 8 gzip layers × 2,000 files | ratio |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    head="| engine | big: ${BIG_LAYERS} × ${BIG_LAYER_MIB} MiB | ratio | 50 small layers | ratio | one 1 MiB layer | ratio | 8 gzip layers × 2,000 files | ratio |"
+    sep="|---|---|---|---|---|---|---|---|---|"
+    if [[ " ${IMAGES[*]} " == *" debian "* ]]; then
+      head+=" debian: $REAL_LAYERS gzip layers, $REAL_FILES entries ($REAL_TAR_MB MB tar, $REAL_GZ_MB MB gzip) | ratio to cri-imaged unpacking |"
+      sep+="---|---|"
+    fi
+    echo "$head"
+    echo "$sep"
     declare -A MED
     for e in "${ENGINES[@]}" sha limit; do
       row=""
       for img in "${IMAGES[@]}"; do
-        if [ "$e" = limit ]; then
+        if { [ "$img" = debian ] && ! unpacks "$e"; } || [ -z "${T[$e,$img]:-}${T[curl,$img]:-}" ] ||
+          { [ "$e" = untar ] && [ -z "${T[untar,$img]:-}" ]; }; then
+          row+=" – | – |"
+          continue
+        elif [ "$e" = limit ]; then
           # curl to disk + sha256 of the same bytes, run by run.
           read -ra c <<<"${T[curl,$img]}"; read -ra h <<<"${T[sha,$img]}"
           sums=(); for i in "${!c[@]}"; do sums+=("$(awk -v a="${c[$i]}" -v b="${h[$i]}" 'BEGIN{print a+b}')"); done
@@ -352,19 +438,23 @@ if [ -z "${SKIP_PULL:-}" ]; then
           read -r med lo hi <<<"$(stats ${T[$e,$img]})"
         fi
         MED[$e,$img]=$med
-        ratio=$(awk -v a="$med" -v b="${MED[cri,$img]}" 'BEGIN{printf "%.2f", a/b}')
+        base=cri
+        [ "$img" = debian ] && base=cri-unpack
+        ratio=$(awk -v a="$med" -v b="${MED[$base,$img]}" 'BEGIN{printf "%.2f", a/b}')
         row+=" $med ($lo–$hi) | ${ratio}× |"
       done
       case $e in
         cri) name="cri-imaged PullImage (socket, blobs only)";;
         cri-unpack) name="cri-imaged PullImage, \`unpack = true\` (unpacks to snapshots while downloading)";;
         ctrd-cri) name="containerd 1.6 CRI PullImage (socket, unpacks, $SNAPSHOTTER)";;
+        crio) name="CRI-O's engine: skopeo copy docker:// → containers-storage: (overlay driver, unpacks)";;
         ctr-pull) name="containerd 1.6 \`ctr images pull --plain-http\` (unpacks, $SNAPSHOTTER)";;
         ctr-fetch) name="containerd 1.6 \`ctr content fetch --plain-http\` (no unpack)";;
         skopeo) name="skopeo copy docker:// → oci: (containers/image)";;
         curl) name="limit: curl --parallel-max 3, blobs to disk";;
         sha) name="limit: openssl sha256 of the same bytes";;
         limit) name="**limit: curl + sha256**";;
+        untar) name="limit: \`curl | gzip -dc | tar -x\` of every gzip layer at once, then syncfs";;
       esac
       echo "| $name |$row"
     done
@@ -388,6 +478,19 @@ if [ -z "${SKIP_PULL:-}" ]; then
     echo "|---|---|"
     echo "| cri-imaged, \`unpack = true\` | $(mib "$pu") ($(mib "$pumax")) |"
     echo "| containerd (its CRI pull) | $(mib "$pq") ($(mib "$pqmax")) |"
+    if [ -n "$PEAK_CRIU_REAL" ]; then
+      # shellcheck disable=SC2086
+      read -r pu _ pumax <<<"$(stats $PEAK_CRIU_REAL)"
+      # shellcheck disable=SC2086
+      read -r pq _ pqmax <<<"$(stats $PEAK_CTRD_REAL)"
+      echo
+      echo "| daemon | peak RSS during the pull of the debian image (unpacking): median (max) |"
+      echo "|---|---|"
+      echo "| cri-imaged, \`unpack = true\` | $(mib "$pu") ($(mib "$pumax")) |"
+      echo "| containerd (its CRI pull) | $(mib "$pq") ($(mib "$pqmax")) |"
+    fi
+    echo
+    echo "pigz installed: $(command -v unpigz >/dev/null && echo "yes (containerd uses unpigz)" || echo no)"
   } >>"$REPORT"
   ctrd_clean bench
   ctrd_clean k8s.io

@@ -5,6 +5,7 @@
 //! bench-images REGISTRY image REPO:TAG LAYERS LAYER_BYTES [BLOB_LIST]
 //! bench-images REGISTRY fill REPO FROM COUNT
 //! bench-images REGISTRY files REPO:TAG LAYERS FILES FILE_BYTES [BLOB_LIST]
+//! bench-images REGISTRY tars REPO:TAG BLOB_LIST TAR...
 //! ```
 //!
 //! - `image`: LAYERS layers, each an uncompressed tar (`…layer.v1.tar`) holding one file of
@@ -17,6 +18,9 @@
 //!   in a few directories, their text compressible about 3:1 like real binaries and
 //!   libraries; the layers after the first also delete (whiteout) a file of the one below
 //!   and hold a hard link, as real images do. Prints the image ID.
+//! - `tars`: one gzip layer (level 6, what `docker build` uses) from each TAR file, in
+//!   order (e.g. a Debian rootfs from mmdebstrap and tars of system trees); the config and
+//!   layer digests go to BLOB_LIST. Prints the image ID.
 //!
 //! The images are OCI manifests for linux on the node's architecture.
 
@@ -237,7 +241,7 @@ impl Registry {
 #[tokio::main]
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: bench-images REGISTRY image REPO:TAG LAYERS LAYER_BYTES [BLOB_LIST] | REGISTRY fill REPO FROM COUNT | REGISTRY files REPO:TAG LAYERS FILES FILE_BYTES [BLOB_LIST]";
+    let usage = "usage: bench-images REGISTRY image REPO:TAG LAYERS LAYER_BYTES [BLOB_LIST] | REGISTRY fill REPO FROM COUNT | REGISTRY files REPO:TAG LAYERS FILES FILE_BYTES [BLOB_LIST] | REGISTRY tars REPO:TAG BLOB_LIST TAR...";
     let arg = |i: usize| args.get(i).cloned().ok_or(usage);
     let reg = Arc::new(Registry {
         base: format!("http://{}", arg(0)?),
@@ -284,6 +288,35 @@ async fn main() -> Res<()> {
                 lines.extend(layers.iter().map(|l| l.0.clone()));
                 std::fs::write(list, lines.join("\n") + "\n")?;
             }
+            println!("{id}");
+        }
+        "tars" => {
+            let name = arg(2)?;
+            let (repo, tag) = name.rsplit_once(':').ok_or("REPO:TAG")?;
+            let list = arg(3)?;
+            let mut layers = Vec::new();
+            for path in args.iter().skip(4) {
+                let tar = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+                let diff_id = digest(&tar);
+                let mut gz = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(tar.len() / 3),
+                    flate2::Compression::new(6),
+                );
+                std::io::Write::write_all(&mut gz, &tar)?;
+                let gz = gz.finish()?;
+                let size = gz.len() as u64;
+                let d = reg.put_blob(repo, gz).await?;
+                layers.push((d, diff_id, size));
+            }
+            if layers.is_empty() {
+                return Err(usage.into());
+            }
+            let id = reg
+                .push_image_typed(repo, tag, &layers, &name, LAYER_GZIP)
+                .await?;
+            let mut lines = vec![id.clone()];
+            lines.extend(layers.iter().map(|l| l.0.clone()));
+            std::fs::write(list, lines.join("\n") + "\n")?;
             println!("{id}");
         }
         "fill" => {
