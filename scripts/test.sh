@@ -13,6 +13,8 @@ command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 # tests/it/differential.rs: umoci unpacks the same image independently.
 [ -x /usr/bin/umoci ] || need+=(umoci)
+# tests/it/trust.rs: GPG keys and signatures (with skopeo --sign-by).
+[ -x /usr/bin/gpg ] || need+=(gnupg)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   sudo=""

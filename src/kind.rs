@@ -63,6 +63,9 @@ kinds! {
     Unauthenticated => Unauthenticated, "auth";
     /// Refused by policy: a blocked registry, a disabled transport, a 403.
     Denied => PermissionDenied, "denied";
+    /// Refused by the signature policy (containers-policy.json): unsigned, signed by
+    /// another key, for another image, or rejected outright.
+    Untrusted => PermissionDenied, "untrusted";
     /// The node's configuration cannot serve the request (a remap that does not apply).
     Misconfigured => FailedPrecondition, "config";
     /// No such image, manifest, blob, platform or container snapshot.

@@ -9,6 +9,7 @@
 //!   auth file and certs.d, loaded into one snapshot the image service swaps on SIGHUP.
 //! - [`registry`]: the registry client (the only user of `oci-client`).
 //! - [`transport`]: images from files (`oci:`, `oci-archive:`, …) through skopeo's proxy.
+//! - [`trust`]: containers-policy.json, registries.d, GPG and sigstore signatures.
 //! - [`store`]: the OCI-layout content store, crash-safe and verified.
 //! - [`config`]: the TOML file and flags, validated into typed settings.
 //! - [`daemon`]: the socket's life, serving, shutdown; [`http2`]: its connections made
@@ -38,3 +39,4 @@ pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 pub mod transport;
+pub mod trust;

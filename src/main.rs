@@ -66,9 +66,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let hangups = daemon::hangups().context("installing the SIGHUP handler")?;
     let _file_size = daemon::survive_file_size_limit().context("installing the SIGXFSZ handler")?;
+    log_trust(&config.service.trust);
     tokio::spawn(reload_on_hangup(
         hangups,
         config.registry_paths.clone(),
+        config.trust_paths.clone(),
         image.clone(),
     ));
     let listener = daemon::bind(&config.listen)
@@ -114,15 +116,36 @@ fn log_registry_files(paths: &registries::Paths, node: &registries::NodeRegistri
     );
 }
 
-/// On SIGHUP, reads registries.conf, the auth file and certs.d again and swaps them in;
-/// pulls in flight keep the configuration they started with. A bad file keeps the old
-/// configuration.
+fn log_trust(trust: &cri_imaged::trust::NodeTrust) {
+    tracing::info!(
+        policy = %trust.global_file(),
+        namespaces = trust.namespaces().count(),
+        registries_d_files = trust.registries_d.files.len(),
+        "signature policy loaded"
+    );
+}
+
+/// On SIGHUP, reads registries.conf, the auth file and certs.d, and the signature policies
+/// and registries.d, again and swaps each in; pulls in flight keep the configuration they
+/// started with. A bad file keeps the old configuration of its kind, and says why.
 async fn reload_on_hangup(
     mut hangups: tokio::signal::unix::Signal,
     paths: registries::Paths,
+    trust_paths: cri_imaged::trust::Paths,
     image: ImageService,
 ) {
     while hangups.recv().await.is_some() {
+        let p = trust_paths.clone();
+        match tokio::task::spawn_blocking(move || cri_imaged::trust::NodeTrust::load(&p)).await {
+            Ok(Ok(trust)) => {
+                log_trust(&trust);
+                image.reload_trust(trust);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reload failed; keeping the previous signature policy")
+            }
+            Err(e) => tracing::error!(error = %e, "signature policy reload failed"),
+        }
         tracing::info!("SIGHUP received, reloading the registry configuration");
         let p = paths.clone();
         match tokio::task::spawn_blocking(move || registries::load(&p)).await {

@@ -60,6 +60,15 @@ pub struct Keys {
     /// Per-registry TLS directory (<host[:port]>/*.crt) [config: certs_dir] [default: /etc/containers/certs.d]
     #[arg(long, value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,
+    /// containers-policy.json: which images the node trusts; the default file may be missing (accept anything), a named one must exist [config: signature_policy] [default: /etc/containers/policy.json]
+    #[arg(long, value_name = "FILE")]
+    pub signature_policy: Option<PathBuf>,
+    /// Per-namespace policies: DIR/<namespace>.json is used for a pull whose sandbox config names that namespace, else the global policy [config: signature_policy_dir] [default: none]
+    #[arg(long, value_name = "DIR")]
+    pub signature_policy_dir: Option<PathBuf>,
+    /// containers-registries.d: where signatures are (lookaside URLs, use-sigstore-attachments); missing is fine [config: registries_d] [default: /etc/containers/registries.d]
+    #[arg(long = "registries-d", value_name = "DIR")]
+    pub registries_d: Option<PathBuf>,
     /// Image reported as pinned: a qualified name or a prefix* glob; repeatable. Replaces the config list [config: pinned_images]
     #[arg(long = "pinned-image", value_name = "NAME|PREFIX*")]
     pub pinned_images: Option<Vec<String>>,

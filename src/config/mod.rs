@@ -41,6 +41,8 @@ pub struct Config {
     pub log_json: bool,
     /// Where registries.conf, the auth file and certs.d are (read again on SIGHUP).
     pub registry_paths: registries::Paths,
+    /// Where the signature policies and registries.d are (read again on SIGHUP).
+    pub trust_paths: crate::trust::Paths,
     /// How the store is opened.
     pub store: crate::store::Options,
     /// Unpack pulled layers into snapshots.
@@ -130,6 +132,7 @@ fn validate(file: &Path, keys: Keys) -> Result<Config, ConfigError> {
     let (root, listen) = places(p, &keys);
     let observe = observability(p, &keys, &listen);
     let (registry_paths, node) = registry_files(p, &keys);
+    let (trust_paths, trust) = trust_files(p, &keys);
     let service = Settings {
         registries: search_registries(p, &keys),
         default_transport: default_transport(p, &keys),
@@ -140,6 +143,7 @@ fn validate(file: &Path, keys: Keys) -> Result<Config, ConfigError> {
         retry: Default::default(),
         progress_timeout: pull_progress_timeout(p, &keys),
         min_rate: keys.pull_min_rate.unwrap_or(0),
+        trust: std::sync::Arc::new(trust),
     };
     let store = crate::store::Options {
         interrupted_grace: interrupted_pull_grace(p, &keys),
@@ -168,6 +172,7 @@ fn validate(file: &Path, keys: Keys) -> Result<Config, ConfigError> {
         admin_socket: observe.admin_socket,
         log_json: observe.log_json,
         registry_paths,
+        trust_paths,
         service,
         store,
         snapshot_root,
@@ -355,6 +360,37 @@ fn registry_files(problems: &mut Problems, keys: &Keys) -> (registries::Paths, N
         NodeRegistries::default()
     });
     (paths, node)
+}
+
+/// `signature_policy`, `signature_policy_dir`, `registries_d`: absolute paths, and every
+/// policy, key and registries.d file valid.
+fn trust_files(
+    problems: &mut Problems,
+    keys: &Keys,
+) -> (crate::trust::Paths, crate::trust::NodeTrust) {
+    let defaults = crate::trust::Paths::default();
+    let paths = crate::trust::Paths {
+        policy_named: keys.signature_policy.is_some(),
+        policy: absolute(
+            problems,
+            "signature_policy",
+            keys.signature_policy.clone().unwrap_or(defaults.policy),
+        ),
+        policy_dir: keys
+            .signature_policy_dir
+            .clone()
+            .map(|d| absolute(problems, "signature_policy_dir", d)),
+        registries_d: absolute(
+            problems,
+            "registries_d",
+            keys.registries_d.clone().unwrap_or(defaults.registries_d),
+        ),
+    };
+    let trust = crate::trust::NodeTrust::load(&paths).unwrap_or_else(|e| {
+        problems.push(e);
+        crate::trust::NodeTrust::accept_anything()
+    });
+    (paths, trust)
 }
 
 /// `transports`, `import_dirs` and `skopeo`: an enabled local transport needs somewhere

@@ -11,9 +11,15 @@ pub async fn handle(
     req: proto::PullImageRequest,
 ) -> Result<proto::PullImageResponse, Status> {
     let image = req.image.map(|s| s.image).unwrap_or_default();
+    let namespace = req
+        .sandbox_config
+        .and_then(|c| c.metadata)
+        .map(|m| m.namespace)
+        .filter(|ns| !ns.is_empty());
     let pull = PullRequest {
         image,
         auth: req.auth.map(convert::auth),
+        namespace,
     };
     let id = svc.pull(pull).await.map_err(status::from_error)?;
     Ok(proto::PullImageResponse {

@@ -69,6 +69,12 @@ pub enum Error {
     /// contacted.
     #[error("pulling image {image}: {source}")]
     Blocked { image: String, source: LookupError },
+    /// The signature policy refused it; nothing of it was fetched but its manifest.
+    #[error("image {image}: {refusal}")]
+    Untrusted {
+        image: String,
+        refusal: Box<crate::trust::Refusal>,
+    },
     #[error(
         "short name {name:?} is ambiguous (short-name-mode is enforcing and it has no alias): it could be any of {}; use a fully qualified name or add an [aliases] entry to registries.conf",
         candidates.join(", ")
@@ -133,6 +139,7 @@ impl Error {
             Error::NoSuchImage { .. } => Kind::NotFound,
             Error::Container { source } => source.kind(),
             Error::Blocked { source, .. } => source.kind(),
+            Error::Untrusted { .. } => Kind::Untrusted,
             // The most telling failure wins: anything but "not found" beats "not found".
             Error::AllCandidatesFailed { failures, .. } => failures
                 .iter()

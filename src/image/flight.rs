@@ -24,7 +24,7 @@ pub enum PullKey {
         credentials: u64,
     },
     /// An import of a local source, as admitted (`oci-archive:/x.tar`).
-    Import { source: String },
+    Import { source: String, policy: String },
 }
 
 impl PullKey {

@@ -19,6 +19,7 @@ impl ImageService {
         image: &str,
         transport: LocalTransport,
         rest: &str,
+        policy: Arc<crate::trust::Loaded>,
     ) -> Result<ImageId, Error> {
         let err = |source| Error::Import {
             image: image.to_owned(),
@@ -28,11 +29,12 @@ impl ImageService {
         let src = self.inner.settings.imports.admit(src).await.map_err(err)?;
         let key = PullKey::Import {
             source: src.to_string(),
+            policy: policy.file.clone(),
         };
         let _waiting = self.inner.progress.waiting(&key);
         let (image, key2) = (image.to_owned(), key.clone());
         self.single_flight(key, image.clone(), move |inner| {
-            import_task(inner, image, src, key2)
+            import_task(inner, image, src, key2, policy)
         })
         .await
     }
@@ -45,6 +47,7 @@ async fn import_task(
     image: String,
     src: SourceRef,
     key: PullKey,
+    policy: Arc<crate::trust::Loaded>,
 ) -> Result<ImageId, Error> {
     let started = std::time::Instant::now();
     let label = src.to_string();
@@ -57,6 +60,17 @@ async fn import_task(
             source,
         })?;
     let local = source.image().clone();
+    // Local transports carry no signatures: only a policy that needs none admits them.
+    super::trust::enforce(
+        &inner,
+        &policy,
+        src.transport.name(),
+        &src.path.display().to_string(),
+        None,
+        &local.descriptor.digest,
+        &crate::trust::NoSignatures,
+    )
+    .await?;
     let chosen = Chosen {
         names: local
             .names

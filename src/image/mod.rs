@@ -22,6 +22,7 @@ mod remove;
 mod sources;
 mod stall;
 pub mod status;
+mod trust;
 mod unpack;
 
 use std::sync::{Arc, RwLock};
@@ -67,6 +68,8 @@ pub struct Settings {
     pub progress_timeout: Option<std::time::Duration>,
     /// Bytes per second a download must average over each `progress_timeout` window.
     pub min_rate: u64,
+    /// The signature policies and registries.d at start (replaced by reloads).
+    pub trust: Arc<crate::trust::NodeTrust>,
 }
 
 /// The core image service; cheap to clone (all clones share one state).
@@ -81,6 +84,8 @@ struct Inner {
     settings: Settings,
     /// The registry configuration in force; a reload swaps the `Arc`.
     node: RwLock<Arc<NodeRegistries>>,
+    /// The signature policies in force; a reload swaps the `Arc`.
+    trust: RwLock<Arc<crate::trust::NodeTrust>>,
     cache: cache::Cache,
     listing: list::Listing,
     pulls: flight::Flights<flight::PullKey, Result<ImageId, Arc<Error>>>,
@@ -120,6 +125,7 @@ impl ImageService {
                 store,
                 registry,
                 node: RwLock::new(Arc::new(settings.node.clone())),
+                trust: RwLock::new(settings.trust.clone()),
                 settings,
                 cache: cache::Cache::default(),
                 listing: list::Listing::default(),

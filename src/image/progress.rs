@@ -475,6 +475,7 @@ mod tests {
         let p = Progress::default();
         let key = PullKey::Import {
             source: "oci:/x".into(),
+            policy: "built-in".into(),
         };
         let w1 = p.waiting(&key);
         let w2 = p.waiting(&key);

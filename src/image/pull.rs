@@ -13,6 +13,7 @@ use crate::registries::Source;
 use crate::registry::{AuthFields, Credentials, RegistryError, Session};
 use crate::store::NameRecord;
 use crate::transport::LocalTransport;
+use crate::trust::{Loaded, NodeTrust};
 
 /// A pull request without gRPC types.
 #[derive(Clone, Default)]
@@ -20,6 +21,9 @@ pub struct PullRequest {
     /// `[transport:]name`, as the client sent it.
     pub image: String,
     pub auth: Option<AuthFields>,
+    /// The pod's namespace (`sandbox_config.metadata.namespace`): picks the namespace's
+    /// signature policy when it has one.
+    pub namespace: Option<String>,
 }
 
 /// Splits `docker://name` into its transport; a name without one gets the default.
@@ -53,8 +57,11 @@ impl ImageService {
                     transport: transport.to_owned(),
                 });
             };
-            return self.import(&req.image, local, name).await;
+            let policy = self.trust().policy_for(req.namespace.as_deref()).clone();
+            return self.import(&req.image, local, name, policy).await;
         }
+        let trust = self.trust();
+        let policy = trust.policy_for(req.namespace.as_deref()).clone();
         let creds = match &req.auth {
             Some(a) => Credentials::from_fields(a).map_err(|source| Error::Credentials {
                 image: req.image.clone(),
@@ -75,7 +82,7 @@ impl ImageService {
                 Some(a) if !a.applies_to(candidate.registry()) => Credentials::Anonymous,
                 _ => creds.clone(),
             };
-            match self.pull_name(candidate, &creds).await {
+            match self.pull_name(candidate, &creds, &trust, &policy).await {
                 Ok(id) => return Ok(id),
                 Err(e) if candidates.len() == 1 => return Err(e),
                 Err(e) => {
@@ -92,12 +99,20 @@ impl ImageService {
 
     /// Pulls one qualified name; joins a pull of the same name with the same credentials
     /// that is already running.
-    async fn pull_name(&self, name: &ImageName, creds: &Credentials) -> Result<ImageId, Error> {
-        let key = PullKey::registry(name, creds);
+    /// Pulls under another signature policy do not join: each is checked by its own.
+    async fn pull_name(
+        &self,
+        name: &ImageName,
+        creds: &Credentials,
+        trust: &Arc<NodeTrust>,
+        policy: &Arc<Loaded>,
+    ) -> Result<ImageId, Error> {
+        let key = PullKey::registry(name, &(creds, policy.file.as_str()));
         let _waiting = self.inner.progress.waiting(&key);
         let (name, creds, key2) = (name.clone(), creds.clone(), key.clone());
+        let (trust, policy) = (trust.clone(), policy.clone());
         self.single_flight(key, name.to_string(), move |inner| {
-            pull_task(inner, name, creds, key2)
+            pull_task(inner, name, creds, key2, trust, policy)
         })
         .await
     }
@@ -146,6 +161,8 @@ async fn pull_task(
     name: ImageName,
     creds: Credentials,
     key: PullKey,
+    trust: Arc<NodeTrust>,
+    policy: Arc<Loaded>,
 ) -> Result<ImageId, Error> {
     let started = std::time::Instant::now();
     let progress = inner
@@ -156,6 +173,26 @@ async fn pull_task(
     drop(node);
     let (session, fetched, source) = open_first(&inner, &name, &planned, &progress).await?;
     let chosen = choose(&name, &source, &fetched)?;
+    // The policy, after the manifest is chosen and before any blob is fetched.
+    let signatures = super::trust::RegistrySignatures {
+        session: &session,
+        served_as: &source.name,
+        digest: &fetched.pulled_by,
+        sources: trust
+            .registries_d
+            .sources(name.registry(), name.repository()),
+    };
+    let reference = name.to_string();
+    super::trust::enforce(
+        &inner,
+        &policy,
+        "docker",
+        &reference,
+        Some(&name),
+        &fetched.pulled_by,
+        &signatures,
+    )
+    .await?;
     let (bytes, layers) = (
         fetched.manifest.content_size(),
         fetched.manifest.layers.len(),

@@ -71,6 +71,21 @@ impl ImageService {
         *self.inner.node.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(node);
     }
 
+    /// The signature policies in force now.
+    pub(super) fn trust(&self) -> Arc<crate::trust::NodeTrust> {
+        self.inner
+            .trust
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the signature policies and registries.d; pulls already running keep the
+    /// ones they started with.
+    pub fn reload_trust(&self, trust: crate::trust::NodeTrust) {
+        *self.inner.trust.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(trust);
+    }
+
     /// Resolves a user string: an image ID (prefix), a qualified name, or a short name
     /// through `[aliases]` and the search registries (cri-imaged's `registries` setting
     /// when set, else registries.conf's `unqualified-search-registries`). With `pull`, an

@@ -29,6 +29,7 @@ fn fixture(registries: &[&str]) -> Fixture {
         retry: Default::default(),
         progress_timeout: None,
         min_rate: 0,
+        trust: std::sync::Arc::new(crate::trust::NodeTrust::accept_anything()),
     };
     Fixture {
         _dir: dir,
@@ -160,16 +161,19 @@ async fn pull_by_known_id_prefix_needs_no_registry() {
     let req = PullRequest {
         image: id.hex()[..8].to_owned(),
         auth: None,
+        namespace: None,
     };
     assert_eq!(f.svc.pull(req).await.unwrap(), id);
     let unknown = PullRequest {
         image: "f".repeat(64),
         auth: None,
+        namespace: None,
     };
     assert!(matches!(f.svc.pull(unknown).await, Err(Error::Name(_))));
     let short = PullRequest {
         image: "busybox".into(),
         auth: None,
+        namespace: None,
     };
     assert!(
         matches!(f.svc.pull(short).await, Err(Error::Name(_))),

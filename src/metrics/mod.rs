@@ -56,6 +56,12 @@ fn unpack_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 15))
 }
 
+/// Why the signature policy refused an image (`trust::Why::reason`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// How a layer was unpacked: `streamed` (from its download's bytes) or `blob`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UnpackLabel {
@@ -65,6 +71,7 @@ struct UnpackLabel {
 struct Families {
     registry: Registry,
     unpacks: HistogramFamily<UnpackLabel>,
+    refused: Family<ReasonLabel, Counter>,
     pulls: Family<PullLabels, Counter>,
     pull_duration: HistogramFamily<ResultLabel>,
     fetched: Family<RegistryLabel, Counter>,
@@ -181,10 +188,17 @@ impl Metrics {
             Unit::Seconds,
             unpacks.clone(),
         );
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "cri_imaged_pulls_refused",
+            "Pulls the signature policy refused, by reason (rejected, no_signature, other_key, other_image, invalid_signature, bad_key, fetch_failed)",
+            refused.clone(),
+        );
         Metrics {
             f: Arc::new(Families {
                 registry,
                 unpacks,
+                refused,
                 pulls,
                 pull_duration,
                 fetched,
@@ -196,6 +210,11 @@ impl Metrics {
                 requests,
             }),
         }
+    }
+
+    /// The signature policy refused a pull for `reason`.
+    pub fn refused(&self, reason: &'static str) {
+        self.f.refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// A layer was unpacked in `seconds`, `streamed` from its download or from its blob.

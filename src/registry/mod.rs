@@ -5,7 +5,8 @@
 //! pulls from the same registry, over the same scheme, with equal credentials, because
 //! oci-client keeps the first credentials and tokens it sees per registry: sharing a client
 //! more widely would let one pod's token serve another's pull. Sessions are kept between
-//! pulls for a while ([`sessions`]): building one is costly.
+//! pulls for a while ([`sessions`]): building one is costly. `signatures` fetches what
+//! the trust check needs (cosign attachments, lookaside files), capped.
 //!
 //! TLS: verified everywhere (system roots plus the source's certs.d CAs), except registries
 //! the operator marked insecure — registries.conf `insecure = true`, or the insecure list
@@ -18,6 +19,7 @@ mod error;
 mod fetch;
 pub mod retry;
 mod sessions;
+mod signatures;
 mod token;
 
 use std::collections::HashMap;

@@ -231,6 +231,9 @@ const BAD_VALUES: &[(&str, &str)] = &[
     ("interrupted_pull_grace", "\"a while\""),
     ("unpack", "\"maybe\""),
     ("snapshot_root", "\"relative/snapshots\""),
+    ("signature_policy", "\"relative.json\""),
+    ("signature_policy_dir", "\"relative.d\""),
+    ("registries_d", "\"relative.d\""),
 ];
 
 /// Keys with no refusable value, covered by an effect elsewhere.

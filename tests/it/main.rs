@@ -2,8 +2,8 @@
 //! real Debian `docker-registry` on 127.0.0.1, checked through the CRI gRPC API, the OCI
 //! layout on disk and `skopeo`. Nothing is mocked.
 //!
-//! Needs `/usr/bin/docker-registry`, `/usr/bin/skopeo` and `/usr/bin/openssl`
-//! (`apt-get install docker-registry skopeo openssl`); without them the tests fail, they never skip.
+//! Needs `/usr/bin/docker-registry`, `/usr/bin/skopeo`, `/usr/bin/openssl` and `/usr/bin/gpg`
+//! (`apt-get install docker-registry skopeo openssl gnupg`; `scripts/test.sh` installs them); without them the tests fail, they never skip.
 //!
 //! # Layout
 //! - `support/`: fixtures that own their processes (registry, daemon), the image builder,
@@ -25,7 +25,9 @@
 //!   `interrupted` (SIGKILL mid-pull behind a slow proxy: the verified blobs are kept for the
 //!   next pull), `unpack` (layers as overlay snapshots, diff_id checks), `bundle`
 //!   (`cri-imaged bundle` + `runc run` of a pulled image; rmi while a bundle exists),
-//!   `differential` (an image with every layer feature: our snapshots under overlayfs vs
+//!   `trust` (containers-policy.json: GPG signatures made by gpg + `skopeo --sign-by`,
+//!   cosign-format sigstore attachments, scopes, per-namespace policies, SIGHUP, bad
+//!   files), `differential` (an image with every layer feature: our snapshots under overlayfs vs
 //!   `umoci unpack`, entry by entry),
 //!   `load` (50 clients, 2,000 calls), `bad_input` (oversized documents, invalid and
 //!   path-like digests, unknown media types, size mismatches), `disk_full` (ENOSPC on a tmpfs
@@ -63,4 +65,5 @@ mod stalls;
 mod status;
 mod store;
 mod tls;
+mod trust;
 mod unpack;

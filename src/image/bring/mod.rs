@@ -6,8 +6,8 @@
 //!    names is leased, so nothing it needs is collected while it comes in; unless every
 //!    blob is present, a durable note of the pull is written (`store::intents`), so a
 //!    crash keeps what it verified for the next pull;
-//! 2. (the place for the signature policy check: after the manifest is chosen, before any
-//!    blob is fetched);
+//! 2. the signature policy has been checked by the caller (`image/trust.rs`, after the
+//!    manifest is chosen, before this is called: before any blob is fetched);
 //! 3. the config, then the layers, are brought into the verified ingest ([`download`]:
 //!    one download per blob at a time, resumed and retried as the source allows; the one
 //!    loop where a blob's bytes pass, hashed as they are written — where an unpack stage

@@ -69,6 +69,15 @@ impl DaemonBuilder {
     /// Root `<base>/root`, socket `<base>/run/cri-imaged.sock`, config `<base>/none.toml`
     /// (absent, so defaults apply).
     pub fn new(base: &Path) -> Self {
+        let policy = base.join("policy.json");
+        if !policy.exists() {
+            std::fs::create_dir_all(base).expect("create the daemon's base directory");
+            std::fs::write(
+                &policy,
+                r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+            )
+            .expect("write the accept-anything policy");
+        }
         DaemonBuilder {
             base: base.to_owned(),
             root: base.join("root"),
@@ -139,6 +148,16 @@ impl DaemonBuilder {
     pub fn certs_dir(&self) -> PathBuf {
         self.base.join("certs.d")
     }
+    /// `<base>/policy.json`, passed as `--signature-policy`: written accepting anything
+    /// when the builder is made (a test replaces it), so the machine's
+    /// /etc/containers/policy.json never decides a test.
+    pub fn signature_policy(&self) -> PathBuf {
+        self.base.join("policy.json")
+    }
+    /// `<base>/registries.d`, passed as `--registries-d` (absent unless the test makes it).
+    pub fn registries_d(&self) -> PathBuf {
+        self.base.join("registries.d")
+    }
 
     fn args(&self) -> Vec<String> {
         let mut a = vec!["--config".to_owned(), self.config.display().to_string()];
@@ -146,6 +165,8 @@ impl DaemonBuilder {
             ("--registries-conf", self.registries_conf()),
             ("--auth-file", self.auth_file()),
             ("--certs-dir", self.certs_dir()),
+            ("--signature-policy", self.signature_policy()),
+            ("--registries-d", self.registries_d()),
         ] {
             a.push(flag.into());
             a.push(path.display().to_string());
