@@ -155,7 +155,7 @@ async fn gpg_signed_images_pass_and_unsigned_or_foreign_ones_are_refused() {
         &rd.join("default.yaml"),
         &format!("default-docker:\n  lookaside: file://{}\n", sigs.display()),
     );
-    let images: Vec<TestImage> = (0..4).map(|_| ImageBuilder::new().build()).collect();
+    let images: Vec<TestImage> = (0..6).map(|_| ImageBuilder::new().build()).collect();
     for (i, img) in images.iter().enumerate() {
         img.push(&registry, &format!("staging/img{i}"), "1").await;
     }
@@ -193,6 +193,19 @@ async fn gpg_signed_images_pass_and_unsigned_or_foreign_ones_are_refused() {
     let other = lookaside_dir(&sigs, "trusted/other", &images[3].manifest_digest());
     std::fs::create_dir_all(&other).unwrap();
     std::fs::copy(&good, other.join("signature-1")).unwrap();
+    // Hostile lookaside files: garbage, and a file past the 4 MiB cap.
+    images[4].push(&registry, "trusted/garbage", "1").await;
+    let garbage = lookaside_dir(&sigs, "trusted/garbage", &images[4].manifest_digest());
+    std::fs::create_dir_all(&garbage).unwrap();
+    std::fs::write(
+        garbage.join("signature-1"),
+        b"\x90\x01not an OpenPGP message",
+    )
+    .unwrap();
+    images[5].push(&registry, "trusted/huge", "1").await;
+    let huge = lookaside_dir(&sigs, "trusted/huge", &images[5].manifest_digest());
+    std::fs::create_dir_all(&huge).unwrap();
+    std::fs::write(huge.join("signature-1"), vec![0u8; 5 << 20]).unwrap();
 
     let builder = DaemonBuilder::new(dir.path()).registry(&reg);
     write(
@@ -233,6 +246,11 @@ async fn gpg_signed_images_pass_and_unsigned_or_foreign_ones_are_refused() {
             vec!["signs manifest", "another image"],
         ),
         (format!("{reg}/staging/img2:1"), vec!["rejects", "default"]),
+        (
+            format!("{reg}/trusted/garbage:1"),
+            vec!["malformed signature"],
+        ),
+        (format!("{reg}/trusted/huge:1"), vec!["larger than"]),
     ] {
         assert_refused(try_pull(&mut c, &image).await, &image, &wants);
     }
