@@ -9,7 +9,8 @@
 //! simple-signing document, `gpg` and `sigstore` verify the two signature kinds with the
 //! keys `keys` loaded; `node` is the whole configuration (global and per-namespace
 //! policies, registries.d) a reload swaps; `check` runs one image through it;
-//! `sig_error` says why a signature did not count.
+//! `sig_error` says why a signature did not count; `strict_json` refuses a key given
+//! twice.
 
 mod check;
 pub mod gpg;
@@ -22,6 +23,7 @@ mod registries_d;
 mod scope;
 mod sig_error;
 pub mod sigstore;
+mod strict_json;
 
 #[cfg(test)]
 mod proptests;

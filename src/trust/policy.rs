@@ -1,5 +1,5 @@
 //! containers-policy.json(5): the types and the parser. Strict like containers/image:
-//! unknown fields, unknown requirement types and transports, and a missing `default` are
+//! keys given twice, unknown fields, unknown requirement types and transports, and a missing `default` are
 //! errors; so is every field cri-imaged does not implement (keyless sigstore: `fulcio`,
 //! `rekorPublicKey*`, `pki`; `keyType`s but `GPGKeys`) — refused by name, never ignored.
 //! Every error names the file and the place (`transports.docker."host/repo"[0]`), and a
@@ -124,7 +124,7 @@ impl Policy {
             },
             what,
         };
-        let v: Value = serde_json::from_slice(bytes)
+        let v: Value = super::strict_json::parse(bytes)
             .map_err(|e| err("", format!("line {} column {}: {e}", e.line(), e.column())))?;
         let top = v
             .as_object()

@@ -144,6 +144,10 @@ fn bad_policies_are_refused_naming_file_and_place() {
             vec!["policy.json", "line 3 column"],
         ),
         ("[]", vec!["must be a JSON object"]),
+        (
+            "{\"default\":[{\"type\":\"reject\"}],\n\"default\":[{\"type\":\"insecureAcceptAnything\"}]}",
+            vec!["duplicate key \"default\"", "line 2"],
+        ),
         (r#"{"transports":{}}"#, vec!["no \"default\""]),
         (r#"{"default":[],"x":1}"#, vec!["unknown field \"x\""]),
         (r#"{"default":[]}"#, vec!["default", "empty list"]),
