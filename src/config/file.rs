@@ -60,6 +60,9 @@ pub struct Keys {
     /// Per-registry TLS directory (<host[:port]>/*.crt) [config: certs_dir] [default: /etc/containers/certs.d]
     #[arg(long, value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,
+    /// How long a credential helper's answer (auth file credHelpers / credsStore) is kept per registry: 30s, 5m, or seconds; 0 = ask every pull [config: credential_helper_cache] [default: 1m]
+    #[arg(long, value_name = "DURATION")]
+    pub credential_helper_cache: Option<super::duration::DurationValue>,
     /// containers-policy.json: which images the node trusts; the default file may be missing (accept anything), a named one must exist [config: signature_policy] [default: /etc/containers/policy.json]
     #[arg(long, value_name = "FILE")]
     pub signature_policy: Option<PathBuf>,

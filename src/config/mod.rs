@@ -144,6 +144,7 @@ fn validate(file: &Path, keys: Keys) -> Result<Config, ConfigError> {
         progress_timeout: pull_progress_timeout(p, &keys),
         min_rate: keys.pull_min_rate.unwrap_or(0),
         trust: std::sync::Arc::new(trust),
+        credential_helper_cache: credential_helper_cache(p, &keys),
     };
     let store = crate::store::Options {
         interrupted_grace: interrupted_pull_grace(p, &keys),
@@ -324,6 +325,18 @@ fn pull_progress_timeout(problems: &mut Problems, keys: &Keys) -> Option<std::ti
                 None
             }
         },
+    }
+}
+
+/// `credential_helper_cache`: a duration (0: no caching).
+fn credential_helper_cache(problems: &mut Problems, keys: &Keys) -> std::time::Duration {
+    let default = std::time::Duration::from_secs(60);
+    match &keys.credential_helper_cache {
+        None => default,
+        Some(v) => v.parse().unwrap_or_else(|e| {
+            problems.push(format!("credential_helper_cache = {v}: {e}"));
+            default
+        }),
     }
 }
 

@@ -69,6 +69,12 @@ pub enum Error {
     /// contacted.
     #[error("pulling image {image}: {source}")]
     Blocked { image: String, source: LookupError },
+    /// The credential helper for the image's registry could not answer.
+    #[error("image {image}: {source}")]
+    CredentialHelper {
+        image: String,
+        source: crate::registry::helper::HelperError,
+    },
     /// The signature policy refused it; nothing of it was fetched but its manifest.
     #[error("image {image}: {refusal}")]
     Untrusted {
@@ -140,6 +146,7 @@ impl Error {
             Error::Container { source } => source.kind(),
             Error::Blocked { source, .. } => source.kind(),
             Error::Untrusted { .. } => Kind::Untrusted,
+            Error::CredentialHelper { .. } => Kind::Misconfigured,
             // The most telling failure wins: anything but "not found" beats "not found".
             Error::AllCandidatesFailed { failures, .. } => failures
                 .iter()

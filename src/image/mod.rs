@@ -70,6 +70,8 @@ pub struct Settings {
     pub min_rate: u64,
     /// The signature policies and registries.d at start (replaced by reloads).
     pub trust: Arc<crate::trust::NodeTrust>,
+    /// How long a credential helper's answer is kept (zero: asked every pull).
+    pub credential_helper_cache: std::time::Duration,
 }
 
 /// The core image service; cheap to clone (all clones share one state).
@@ -87,6 +89,7 @@ struct Inner {
     /// The signature policies in force; a reload swaps the `Arc`.
     trust: RwLock<Arc<crate::trust::NodeTrust>>,
     cache: cache::Cache,
+    helpers: sources::HelperCache,
     listing: list::Listing,
     pulls: flight::Flights<flight::PullKey, Result<ImageId, Arc<Error>>>,
     blobs: flight::Flights<crate::names::Digest, Result<(), Arc<Error>>>,
@@ -128,6 +131,7 @@ impl ImageService {
                 trust: RwLock::new(settings.trust.clone()),
                 settings,
                 cache: cache::Cache::default(),
+                helpers: Default::default(),
                 listing: list::Listing::default(),
                 pulls: flight::Flights::default(),
                 blobs: flight::Flights::default(),

@@ -169,8 +169,9 @@ async fn pull_task(
         .progress
         .start(&key, &name.to_string(), name.registry());
     let node = inner.node.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let planned = sources::plan(&node, &name, &creds)?;
+    let mut planned = sources::plan(&node, &name, &creds)?;
     drop(node);
+    sources::ask_helpers(&inner, &name, &mut planned).await?;
     let (session, fetched, source) = open_first(&inner, &name, &planned, &progress).await?;
     let chosen = choose(&name, &source, &fetched)?;
     // The policy, after the manifest is chosen and before any blob is fetched.

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::{Error, ImageService};
+use super::{Error, ImageService, Inner};
 use crate::names::{self, ImageId, ImageName, NameError, Resolved};
 use crate::registries::{NodeRegistries, ShortNameMode, Source};
 use crate::registry::{Credentials, SourceTls};
@@ -20,10 +20,18 @@ pub(super) struct Planned {
     pub source: Source,
     pub creds: Credentials,
     pub tls: SourceTls,
+    /// The credential helper to ask for `creds` (nothing else had them).
+    pub helper: Option<String>,
 }
 
 /// The sources of `name`, in order; `cri` are the caller's credentials for `name`'s
 /// registry. A blocked registry is an error here, before any connection.
+///
+/// Credentials, in containers/image's order: the CRI request's (for the registry it
+/// names only), the auth file's `auths`, then the credential helper the auth file names
+/// for the source's registry (`credHelpers`, else `credsStore`: noted in
+/// [`Planned::helper`], asked by [`ask_helpers`]). Each source (a mirror too) gets its
+/// own registry's credentials, never another's.
 pub(super) fn plan(
     node: &NodeRegistries,
     name: &ImageName,
@@ -37,10 +45,13 @@ pub(super) fn plan(
         .into_iter()
         .map(|source| {
             let same_registry = source.name.registry() == name.registry();
-            let creds = if same_registry && *cri != Credentials::Anonymous {
-                cri.clone()
+            let (creds, helper) = if same_registry && *cri != Credentials::Anonymous {
+                (cri.clone(), None)
+            } else if let Some(c) = node.auth.lookup(&source.name) {
+                (c.clone(), None)
             } else {
-                node.auth.lookup(&source.name).cloned().unwrap_or_default()
+                let helper = node.auth.helper_for(source.name.registry());
+                (Credentials::Anonymous, helper.map(str::to_owned))
             };
             let tls = SourceTls {
                 insecure: source.insecure,
@@ -50,9 +61,82 @@ pub(super) fn plan(
                     .map(|c| c.roots.clone())
                     .unwrap_or_default(),
             };
-            Planned { source, creds, tls }
+            Planned {
+                source,
+                creds,
+                tls,
+                helper,
+            }
         })
         .collect())
+}
+
+/// Asks the credential helper of each planned source that has one, its answer cached per
+/// (helper, registry) for `credential_helper_cache`; a helper that fails fails the pull,
+/// naming the helper (never what it printed).
+pub(super) async fn ask_helpers(
+    inner: &Inner,
+    name: &ImageName,
+    planned: &mut [Planned],
+) -> Result<(), Error> {
+    for p in planned.iter_mut() {
+        let Some(helper) = p.helper.take() else {
+            continue;
+        };
+        p.creds = inner
+            .helpers
+            .get(
+                &helper,
+                p.source.name.registry(),
+                inner.settings.credential_helper_cache,
+            )
+            .await
+            .map_err(|source| Error::CredentialHelper {
+                image: name.to_string(),
+                source,
+            })?
+            .unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// Credential helper answers, kept per (helper, registry) for a short while: kubelet
+/// pulls many images of one registry at once, and a helper may be slow (a cloud
+/// metadata call).
+#[derive(Default)]
+pub(super) struct HelperCache {
+    answers: std::sync::Mutex<std::collections::HashMap<(String, String), Kept>>,
+}
+
+/// One answer and when it came.
+type Kept = (std::time::Instant, Option<Credentials>);
+
+impl HelperCache {
+    async fn get(
+        &self,
+        helper: &str,
+        registry: &str,
+        keep: std::time::Duration,
+    ) -> Result<Option<Credentials>, crate::registry::helper::HelperError> {
+        let key = (helper.to_owned(), registry.to_owned());
+        {
+            let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, c)) = answers.get(&key)
+                && at.elapsed() < keep
+            {
+                return Ok(c.clone());
+            }
+        }
+        let answer =
+            crate::registry::helper::get(helper, registry, crate::registry::helper::TIMEOUT)
+                .await?;
+        if !keep.is_zero() {
+            let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+            answers.retain(|_, (at, _)| at.elapsed() < keep);
+            answers.insert(key, (std::time::Instant::now(), answer.clone()));
+        }
+        Ok(answer)
+    }
 }
 
 impl ImageService {

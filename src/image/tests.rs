@@ -30,6 +30,7 @@ fn fixture(registries: &[&str]) -> Fixture {
         progress_timeout: None,
         min_rate: 0,
         trust: std::sync::Arc::new(crate::trust::NodeTrust::accept_anything()),
+        credential_helper_cache: std::time::Duration::from_secs(60),
     };
     Fixture {
         _dir: dir,

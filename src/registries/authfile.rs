@@ -1,6 +1,8 @@
 //! The node's auth file: containers-auth.json(5), which is also docker's `config.json`
 //! format. `auths` is keyed by `host[:port]`, `host/namespace` or `host/namespace/repo`;
-//! for a name the most specific key wins. `credHelpers`/`credsStore` are not run.
+//! for a name the most specific key wins. `credHelpers` (per registry) and `credsStore`
+//! (the default) name the credential helper to ask when `auths` has no entry
+//! ([`AuthFile::helper_for`]; `registry/helper.rs` runs it).
 //!
 //! Nothing here prints a secret: [`Credentials`] redacts itself, and parse errors name the
 //! key, never the value.
@@ -19,6 +21,10 @@ use crate::registry::{AuthFields, Credentials};
 struct RawAuthFile {
     #[serde(default)]
     auths: BTreeMap<String, RawAuth>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: BTreeMap<String, String>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
     #[serde(flatten)]
     other: BTreeMap<String, serde_json::Value>,
 }
@@ -41,6 +47,20 @@ struct RawAuth {
 #[derive(Debug, Clone, Default)]
 pub struct AuthFile {
     entries: BTreeMap<String, Credentials>,
+    /// Registry host (normalised) → helper name.
+    helpers: BTreeMap<String, String>,
+    /// The helper for every other registry.
+    store: Option<String>,
+}
+
+/// A helper name runs `docker-credential-<name>` from PATH: no path, nothing odd.
+fn valid_helper(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with('.')
 }
 
 /// `https://index.docker.io/v1/` → `docker.io`; `Quay.io/Org/` → `quay.io/Org`.
@@ -97,8 +117,24 @@ impl AuthFile {
         })?;
         for key in raw.other.keys() {
             warnings.push(format!(
-                "{}: {key:?} is not supported (credential helpers are not run); ignored",
+                "{}: {key:?} is not supported; ignored",
                 file.display()
+            ));
+        }
+        let mut helpers = BTreeMap::new();
+        for (registry, helper) in raw.cred_helpers {
+            if !valid_helper(&helper) {
+                return Err(err(
+                    format!("credHelpers.{registry:?}"),
+                    format!("{helper:?} is not a helper name (docker-credential-<name> on PATH)"),
+                ));
+            }
+            helpers.insert(normalize_key(&registry), helper);
+        }
+        if let Some(h) = raw.creds_store.as_deref().filter(|h| !valid_helper(h)) {
+            return Err(err(
+                "credsStore".into(),
+                format!("{h:?} is not a helper name (docker-credential-<name> on PATH)"),
             ));
         }
         let mut entries = BTreeMap::new();
@@ -119,7 +155,11 @@ impl AuthFile {
                 Err(e) => return Err(err(format!("auths.{key:?}"), e.to_string())),
             }
         }
-        Ok(AuthFile { entries })
+        Ok(AuthFile {
+            entries,
+            helpers,
+            store: raw.creds_store.filter(|s| !s.is_empty()),
+        })
     }
 
     /// Reads `file`; a missing file has no credentials.
@@ -144,6 +184,15 @@ impl AuthFile {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The credential helper for `registry` (`host[:port]`): its `credHelpers` entry, else
+    /// `credsStore`.
+    pub fn helper_for(&self, registry: &str) -> Option<&str> {
+        self.helpers
+            .get(&normalize_key(registry))
+            .or(self.store.as_ref())
+            .map(String::as_str)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -214,6 +263,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.len(), 1, "an identity token is a credential");
-        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w.is_empty(), "credHelpers is understood: {w:?}");
+        assert_eq!(f.helper_for("gcr.io"), Some("gcr"));
+        assert_eq!(f.helper_for("quay.io"), None);
+        let f = AuthFile::parse(
+            Path::new("/a.json"),
+            r#"{"credsStore": "pass", "credHelpers": {"https://gcr.io": "gcr"}}"#,
+            &mut w,
+        )
+        .unwrap();
+        assert_eq!(f.helper_for("gcr.io"), Some("gcr"));
+        assert_eq!(f.helper_for("quay.io"), Some("pass"));
+        for bad in [
+            r#"{"credsStore": "../../bin/sh"}"#,
+            r#"{"credHelpers": {"x.io": "a b"}}"#,
+        ] {
+            let e = AuthFile::parse(Path::new("/a.json"), bad, &mut w).unwrap_err();
+            assert!(e.to_string().contains("not a helper name"), "{e}");
+        }
     }
 }

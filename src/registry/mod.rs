@@ -6,7 +6,8 @@
 //! oci-client keeps the first credentials and tokens it sees per registry: sharing a client
 //! more widely would let one pod's token serve another's pull. Sessions are kept between
 //! pulls for a while ([`sessions`]): building one is costly. `signatures` fetches what
-//! the trust check needs (cosign attachments, lookaside files), capped.
+//! the trust check needs (cosign attachments, lookaside files), capped; `helper` asks a
+//! credential helper (docker-credential-NAME) for a registry's credentials.
 //!
 //! TLS: verified everywhere (system roots plus the source's certs.d CAs), except registries
 //! the operator marked insecure — registries.conf `insecure = true`, or the insecure list
@@ -17,6 +18,7 @@
 mod auth;
 mod error;
 mod fetch;
+pub mod helper;
 pub mod retry;
 mod sessions;
 mod signatures;

@@ -145,3 +145,115 @@ async fn cri_credentials_never_reach_a_mirror() {
     reload(&d, 1).await;
     assert_eq!(pull(&mut c, &name).await, mirror_img.id());
 }
+
+/// Writes `docker-credential-<name>` into `bin`: a shell script with `body` (it reads
+/// the server from stdin into `$server` and counts its runs in `bin/<name>.runs`).
+fn credential_helper(bin: &std::path::Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(bin).unwrap();
+    let path = bin.join(format!("docker-credential-{name}"));
+    let runs = bin.join(format!("{name}.runs"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 3\nread -r server\necho run >> {}\n{body}\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn helper_runs(bin: &std::path::Path, name: &str) -> usize {
+    std::fs::read_to_string(bin.join(format!("{name}.runs")))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_helpers_named_by_the_auth_file_answer_and_their_failures_name_them() {
+    let registry = Registry::start_with_auth().await;
+    let host = registry.host();
+    for repo in ["private/a", "private/b", "private/c"] {
+        ImageBuilder::new()
+            .layer_sizes(&[2000])
+            .build()
+            .push(&registry, repo, "1")
+            .await;
+    }
+    let dir = tempdir();
+    let bin = dir.path().join("bin");
+    // The right answer only for the registry asked about (the server comes on stdin).
+    credential_helper(
+        &bin,
+        "good",
+        &format!(
+            "[ \"$server\" = \"{host}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{AUTH_USER}\",\"Secret\":\"{AUTH_PASSWORD}\"}}' \"$server\""
+        ),
+    );
+    credential_helper(&bin, "garbage", "echo 'SECRET-LOOKING-GARBAGE {'");
+    credential_helper(&bin, "broken", "echo 'SECRET-LOOKING-OUTPUT'; exit 7");
+    credential_helper(&bin, "slow", "sleep 30");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let b = DaemonBuilder::new(dir.path())
+        .env("PATH", &path)
+        .arg("--credential-helper-cache")
+        .arg("1h")
+        .arg("--log-level")
+        .arg("trace");
+    std::fs::write(
+        b.auth_file(),
+        format!(r#"{{"credHelpers": {{"{host}": "good"}}}}"#),
+    )
+    .unwrap();
+    let d = b.start().await;
+    let mut c = d.client();
+    pull(&mut c, &format!("{host}/private/a:1")).await;
+    pull(&mut c, &format!("{host}/private/b:1")).await;
+    assert_eq!(
+        helper_runs(&bin, "good"),
+        1,
+        "the answer is cached per registry"
+    );
+
+    for (n, (helper, wants)) in [
+        (
+            "garbage",
+            vec!["docker-credential-garbage", "not {\"ServerURL\""],
+        ),
+        ("broken", vec!["docker-credential-broken", "exited with"]),
+        ("missing", vec!["docker-credential-missing", "not on PATH"]),
+        (
+            "slow",
+            vec!["docker-credential-slow", "no answer within 10 s"],
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(b.auth_file(), format!(r#"{{"credsStore": "{helper}"}}"#)).unwrap();
+        reload(&d, n + 1).await;
+        let e = try_pull_with(&mut c, &format!("{host}/private/c:1"), None)
+            .await
+            .expect_err("a failing helper fails the pull");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{helper}: {e:?}");
+        for w in wants {
+            assert!(
+                e.message().contains(w),
+                "{helper}: {:?} names {w:?}",
+                e.message()
+            );
+        }
+        assert!(!e.message().contains("SECRET-LOOKING"), "{}", e.message());
+    }
+    let log = d.output();
+    assert!(
+        !log.contains("SECRET-LOOKING"),
+        "no helper output in the log"
+    );
+    assert!(!log.contains(AUTH_PASSWORD), "no secret in the log");
+}

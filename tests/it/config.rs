@@ -234,6 +234,7 @@ const BAD_VALUES: &[(&str, &str)] = &[
     ("signature_policy", "\"relative.json\""),
     ("signature_policy_dir", "\"relative.d\""),
     ("registries_d", "\"relative.d\""),
+    ("credential_helper_cache", "\"a while\""),
 ];
 
 /// Keys with no refusable value, covered by an effect elsewhere.

@@ -16,7 +16,7 @@
 //!   (`oci:`, `oci-archive:`, `docker-archive:`, `dir:` through skopeo: names, IDs,
 //!   refusals, corrupted blobs, no skopeo left after a cancelled pull), `registries`
 //!   (registries.conf: mirrors, blocked, aliases, short-name-mode, SIGHUP), `auth` (CRI
-//!   credentials, the auth file, never to a mirror), `identity` (identity tokens traded
+//!   credentials, the auth file, credential helpers: cached, bounded, never showing their output, never to a mirror), `identity` (identity tokens traded
 //!   at a token server for a docker-registry with token auth), `tls` (certs.d CAs with a
 //!   registry serving HTTPS from a test-made CA; a registry requiring a client certificate
 //!   is refused; pinned images), `retries` (cut bodies resume with `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`

@@ -63,6 +63,8 @@ pub struct DaemonBuilder {
     /// A command the daemon runs under (`prlimit --fsize=N --`): it must exec the daemon,
     /// so the PID started is the daemon's.
     wrapper: Vec<String>,
+    /// Environment variables set for the daemon.
+    env: Vec<(String, String)>,
 }
 
 impl DaemonBuilder {
@@ -86,6 +88,7 @@ impl DaemonBuilder {
             pass_paths: true,
             extra: Vec::new(),
             wrapper: Vec::new(),
+            env: Vec::new(),
         }
     }
     /// Adds `--registry HOST` (short names resolve against these, in order).
@@ -100,6 +103,11 @@ impl DaemonBuilder {
             .chain(args.iter().copied())
             .map(str::to_owned)
             .collect();
+        self
+    }
+    /// Sets an environment variable of the daemon.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
         self
     }
     /// Adds a raw argument.
@@ -199,6 +207,7 @@ impl DaemonBuilder {
         let child = command
             .args(&args)
             .env("RUST_BACKTRACE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
