@@ -469,26 +469,21 @@ if [ -z "${SKIP_PULL:-}" ]; then
     echo "|---|---|---|"
     echo "| cri-imaged | $(mib "$cri_idle_kb") | $(mib "$pc") ($(mib "$pcmax")) |"
     echo "| containerd (its CRI pull) | $(mib "$ctrd_idle_kb") | $(mib "$pk") ($(mib "$pkmax")) |"
-    # shellcheck disable=SC2086
-    read -r pu _ pumax <<<"$(stats $PEAK_CRIU)"
-    # shellcheck disable=SC2086
-    read -r pq _ pqmax <<<"$(stats $PEAK_CTRDU)"
-    echo
-    echo "| daemon | peak RSS during the pull of 8 gzip layers × 2,000 files (unpacking): median (max) |"
-    echo "|---|---|"
-    echo "| cri-imaged, \`unpack = true\` | $(mib "$pu") ($(mib "$pumax")) |"
-    echo "| containerd (its CRI pull) | $(mib "$pq") ($(mib "$pqmax")) |"
-    if [ -n "$PEAK_CRIU_REAL" ]; then
+    # The unpacking pulls: cri-imaged with unpack on against containerd's CRI pull.
+    peak_rows() { # title cri-imaged-peaks containerd-peaks
+      local pu pumax pq pqmax
       # shellcheck disable=SC2086
-      read -r pu _ pumax <<<"$(stats $PEAK_CRIU_REAL)"
+      read -r pu _ pumax <<<"$(stats $2)"
       # shellcheck disable=SC2086
-      read -r pq _ pqmax <<<"$(stats $PEAK_CTRD_REAL)"
+      read -r pq _ pqmax <<<"$(stats $3)"
       echo
-      echo "| daemon | peak RSS during the pull of the debian image (unpacking): median (max) |"
+      echo "| daemon | peak RSS during the pull of $1 (unpacking): median (max) |"
       echo "|---|---|"
       echo "| cri-imaged, \`unpack = true\` | $(mib "$pu") ($(mib "$pumax")) |"
       echo "| containerd (its CRI pull) | $(mib "$pq") ($(mib "$pqmax")) |"
-    fi
+    }
+    peak_rows "8 gzip layers × 2,000 files" "$PEAK_CRIU" "$PEAK_CTRDU"
+    [ -z "$PEAK_CRIU_REAL" ] || peak_rows "the debian image" "$PEAK_CRIU_REAL" "$PEAK_CTRD_REAL"
     echo
     echo "pigz installed: $(command -v unpigz >/dev/null && echo "yes (containerd uses unpigz)" || echo no)"
   } >>"$REPORT"

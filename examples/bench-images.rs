@@ -238,6 +238,14 @@ impl Registry {
     }
 }
 
+/// BLOB_LIST: the config digest, then each layer's, one a line (for the curl baseline).
+fn write_list(list: &str, id: &str, layers: &[(String, String, u64)]) -> Res<()> {
+    let mut lines = vec![id.to_owned()];
+    lines.extend(layers.iter().map(|l| l.0.clone()));
+    std::fs::write(list, lines.join("\n") + "\n")?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -262,9 +270,7 @@ async fn main() -> Res<()> {
             }
             let id = reg.push_image(repo, tag, &layers, &name).await?;
             if let Some(list) = args.get(5) {
-                let mut lines = vec![id.clone()];
-                lines.extend(layers.iter().map(|l| l.0.clone()));
-                std::fs::write(list, lines.join("\n") + "\n")?;
+                write_list(list, &id, &layers)?;
             }
             println!("{id}");
         }
@@ -284,9 +290,7 @@ async fn main() -> Res<()> {
                 .push_image_typed(repo, tag, &layers, &name, LAYER_GZIP)
                 .await?;
             if let Some(list) = args.get(6) {
-                let mut lines = vec![id.clone()];
-                lines.extend(layers.iter().map(|l| l.0.clone()));
-                std::fs::write(list, lines.join("\n") + "\n")?;
+                write_list(list, &id, &layers)?;
             }
             println!("{id}");
         }
@@ -314,9 +318,7 @@ async fn main() -> Res<()> {
             let id = reg
                 .push_image_typed(repo, tag, &layers, &name, LAYER_GZIP)
                 .await?;
-            let mut lines = vec![id.clone()];
-            lines.extend(layers.iter().map(|l| l.0.clone()));
-            std::fs::write(list, lines.join("\n") + "\n")?;
+            write_list(&list, &id, &layers)?;
             println!("{id}");
         }
         "fill" => {

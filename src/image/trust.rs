@@ -6,7 +6,7 @@
 //! check runs after the manifest is chosen and before any blob is fetched; a refusal is
 //! counted by reason and logged with the policy file that decided.
 
-use std::io::Read as _;
+use tokio::io::AsyncReadExt as _;
 
 use super::{Error, Inner};
 use crate::names::{Digest, ImageName};
@@ -37,7 +37,7 @@ impl Signatures for RegistrySignatures<'_> {
                 n,
             );
             let got = if let Some(path) = url.strip_prefix("file://") {
-                read_capped(path)?
+                read_capped(path).await?
             } else if url.starts_with("https://") || url.starts_with("http://") {
                 self.session
                     .fetch_lookaside(&url, trust::MAX_SIGNATURE)
@@ -88,9 +88,10 @@ impl Signatures for RegistrySignatures<'_> {
     }
 }
 
-/// A lookaside file; `None`: it does not exist (no more signatures).
-fn read_capped(path: &str) -> Result<Option<Vec<u8>>, SignatureError> {
-    let file = match std::fs::File::open(path) {
+/// A lookaside file; `None`: it does not exist (no more signatures). Read off the async
+/// workers (up to 64 files of 4 MiB per image).
+async fn read_capped(path: &str) -> Result<Option<Vec<u8>>, SignatureError> {
+    let file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(SignatureError::Fetch(format!("{path}: {e}"))),
@@ -98,6 +99,7 @@ fn read_capped(path: &str) -> Result<Option<Vec<u8>>, SignatureError> {
     let mut bytes = Vec::new();
     file.take(trust::MAX_SIGNATURE + 1)
         .read_to_end(&mut bytes)
+        .await
         .map_err(|e| SignatureError::Fetch(format!("{path}: {e}")))?;
     if bytes.len() as u64 > trust::MAX_SIGNATURE {
         return Err(SignatureError::Fetch(format!(

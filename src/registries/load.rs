@@ -30,6 +30,23 @@ pub(super) fn read_optional(file: &Path) -> Result<Option<String>, LoadError> {
     }
 }
 
+/// The files of `dir` named `*.<ext>`, in lexical order (how containers tools read a
+/// configuration directory); `None` when `dir` does not exist.
+pub fn files_in(dir: &Path, ext: &str) -> std::io::Result<Option<Vec<PathBuf>>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext) && p.is_file())
+        .collect();
+    files.sort();
+    Ok(Some(files))
+}
+
 /// The drop-in directory of `file`: `/etc/containers/registries.conf` →
 /// `/etc/containers/registries.conf.d`.
 pub fn drop_in_dir(file: &Path) -> PathBuf {
@@ -45,24 +62,12 @@ pub fn load_conf(file: &Path) -> Result<RegistriesConf, LoadError> {
         conf.apply(file, parse_file(file, &text)?)?;
     }
     let dir = drop_in_dir(file);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(conf),
-        Err(e) => {
-            return Err(LoadError {
-                file: dir,
-                key: String::new(),
-                reason: format!("cannot read the drop-in directory: {e}"),
-            });
-        }
-    };
-    let mut drop_ins: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "conf") && p.is_file())
-        .collect();
-    drop_ins.sort();
-    for f in drop_ins {
+    let drop_ins = files_in(&dir, "conf").map_err(|e| LoadError {
+        file: dir.clone(),
+        key: String::new(),
+        reason: format!("cannot read the drop-in directory: {e}"),
+    })?;
+    for f in drop_ins.unwrap_or_default() {
         if let Some(text) = read_optional(&f)? {
             conf.apply(&f, parse_file(&f, &text)?)?;
         }

@@ -49,18 +49,35 @@ pub struct Loaded {
     keys: Vec<Option<Keys>>,
 }
 
+/// Where a requirement sits in its policy: `default[i]` or `transports.T."scope"[i]`;
+/// formatted only for an error.
+struct Place<'a> {
+    scope: Option<(&'a str, &'a str)>,
+    index: usize,
+}
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.scope {
+            None => write!(f, "default[{}]", self.index),
+            Some((t, scope)) => write!(f, "transports.{t}.{scope:?}[{}]", self.index),
+        }
+    }
+}
+
 /// Every requirement of `policy` with its place, in a fixed order.
-fn all_requirements(policy: &Policy) -> impl Iterator<Item = (String, &Requirement)> {
+fn all_requirements(policy: &Policy) -> impl Iterator<Item = (Place<'_>, &Requirement)> {
     let default = policy
         .default
         .iter()
         .enumerate()
-        .map(|(i, r)| (format!("default[{i}]"), r));
+        .map(|(index, r)| (Place { scope: None, index }, r));
     let scoped = policy.transports.iter().flat_map(|(t, scopes)| {
         scopes.iter().flat_map(move |(scope, reqs)| {
-            reqs.iter()
-                .enumerate()
-                .map(move |(i, r)| (format!("transports.{t}.{scope:?}[{i}]"), r))
+            reqs.iter().enumerate().map(move |(index, r)| {
+                let scope = Some((t.as_str(), scope.as_str()));
+                (Place { scope, index }, r)
+            })
         })
     });
     default.chain(scoped)
@@ -118,20 +135,15 @@ impl NodeTrust {
         };
         let mut namespaces = BTreeMap::new();
         if let Some(dir) = &paths.policy_dir {
-            match std::fs::read_dir(dir) {
-                Ok(entries) => {
-                    for entry in entries.filter_map(Result::ok) {
-                        let path = entry.path();
-                        let Some(ns) = namespace_of(&path) else {
-                            continue;
-                        };
-                        let bytes = std::fs::read(&path)
-                            .map_err(|e| format!("signature policy {}: {e}", path.display()))?;
-                        namespaces.insert(ns, load_file(&path, &bytes)?);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("signature policy directory {}: {e}", dir.display())),
+            let files = crate::registries::files_in(dir, "json")
+                .map_err(|e| format!("signature policy directory {}: {e}", dir.display()))?;
+            for path in files.unwrap_or_default() {
+                let Some(ns) = namespace_of(&path) else {
+                    continue;
+                };
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| format!("signature policy {}: {e}", path.display()))?;
+                namespaces.insert(ns, load_file(&path, &bytes)?);
             }
         }
         let registries_d =
@@ -170,9 +182,6 @@ fn load_file(path: &Path, bytes: &[u8]) -> Result<Arc<Loaded>, String> {
 /// `DIR/<namespace>.json` → the namespace, when it is a Kubernetes namespace name (a DNS
 /// label); other files are not policies of a namespace.
 fn namespace_of(path: &Path) -> Option<String> {
-    if path.extension()? != "json" {
-        return None;
-    }
     let ns = path.file_stem()?.to_str()?;
     let label = !ns.is_empty()
         && ns.len() <= 63

@@ -72,17 +72,11 @@ impl RegistriesD {
     /// Reads every `*.yaml` of `dir`; a missing directory is an empty configuration. Errors
     /// name the file and, for YAML, the line and column.
     pub fn load(dir: &Path) -> Result<RegistriesD, String> {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        let Some(files) = crate::registries::files_in(dir, "yaml")
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+        else {
+            return Ok(Self::default());
         };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml") && p.is_file())
-            .collect();
-        files.sort();
         let mut out = RegistriesD::default();
         let mut default_from: Option<PathBuf> = None;
         for path in &files {
@@ -116,7 +110,7 @@ impl RegistriesD {
 
     /// Where the signatures of `registry/repository` are.
     pub fn sources(&self, registry: &str, repository: &str) -> SignatureSources {
-        let scopes = candidates(registry, repository);
+        let scopes = super::scope::registry_candidates(&format!("{registry}/{repository}"));
         let nss = || {
             scopes
                 .iter()
@@ -162,26 +156,6 @@ fn check_scope(scope: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The scopes that may apply to `registry/repository`, most specific first.
-fn candidates(registry: &str, repository: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut path = format!("{registry}/{repository}");
-    loop {
-        out.push(path.clone());
-        match path.rfind('/') {
-            Some(i) => path.truncate(i),
-            None => break,
-        }
-    }
-    let host = registry.split(':').next().unwrap_or(registry);
-    let mut rest = host;
-    while let Some((_, parent)) = rest.split_once('.') {
-        out.push(format!("*.{parent}"));
-        rest = parent;
-    }
-    out
 }
 
 /// The URL of the `index`-th (from 1) GPG signature of manifest `digest` of `repository`

@@ -45,8 +45,9 @@ impl Policy {
     }
 }
 
-/// `host/a/b:tag` → `host/a/b:tag`, `host/a/b`, `host/a`, `host`, `*.…` wildcards.
-fn registry_candidates(reference: &str) -> Vec<String> {
+/// `host/a/b:tag` → `host/a/b:tag`, `host/a/b`, `host/a`, `host`, `*.…` wildcards (also
+/// registries.d's scopes, most specific first).
+pub(super) fn registry_candidates(reference: &str) -> Vec<String> {
     let mut out = vec![reference.to_owned()];
     // The repository: cut a digest, then a tag after the last '/'.
     let mut repo = reference.split('@').next().unwrap_or(reference);

@@ -69,9 +69,6 @@ async fn gpg_key(home: &Path, email: &str) -> String {
 
 /// Exports `fpr`'s public key to `to` (binary, as `gpg --export`).
 async fn gpg_export(home: &Path, fpr: &str, to: &Path) {
-    let out = run("gpg", &["--export", fpr], &[("GNUPGHOME", home)]).await;
-    // --export writes binary: run it again into the file.
-    drop(out);
     run(
         "gpg",
         &[
@@ -120,7 +117,7 @@ fn lookaside_dir(base: &Path, repo: &str, digest: &str) -> PathBuf {
     base.join(format!("{repo}@{}", digest.replacen(':', "=", 1)))
 }
 
-/// The layer blobs under the daemon's root.
+/// The blobs under the daemon's root.
 fn blob_count(root: &Path) -> usize {
     std::fs::read_dir(root.join("blobs/sha256"))
         .map(|d| d.count())
@@ -150,7 +147,9 @@ async fn gpg_signed_images_pass_and_unsigned_or_foreign_ones_are_refused() {
     let key = dir.path().join("ours.gpg");
     gpg_export(&home, &ours, &key).await;
     let sigs = dir.path().join("sigs");
-    let rd = dir.path().join("registries.d");
+    // One registries.d for skopeo (where it writes) and the daemon (where it reads).
+    let builder = DaemonBuilder::new(dir.path()).registry(&reg);
+    let rd = builder.registries_d();
     write(
         &rd.join("default.yaml"),
         &format!("default-docker:\n  lookaside: file://{}\n", sigs.display()),
@@ -185,39 +184,33 @@ async fn gpg_signed_images_pass_and_unsigned_or_foreign_ones_are_refused() {
         "skopeo wrote the signature: {}",
         good.display()
     );
-    let copy = lookaside_dir(&sigs, "trusted/copy", &images[0].manifest_digest());
-    std::fs::create_dir_all(&copy).unwrap();
-    std::fs::copy(&good, copy.join("signature-1")).unwrap();
+    let good_bytes = std::fs::read(&good).unwrap();
+    // Each planted file is `repo`'s only signature of `image`'s manifest.
+    let plant = |repo: &str, image: &TestImage, bytes: &[u8]| {
+        let at = lookaside_dir(&sigs, repo, &image.manifest_digest());
+        std::fs::create_dir_all(&at).unwrap();
+        std::fs::write(at.join("signature-1"), bytes).unwrap();
+    };
+    plant("trusted/copy", &images[0], &good_bytes);
     // …and beside another image's manifest.
     images[3].push(&registry, "trusted/other", "1").await;
-    let other = lookaside_dir(&sigs, "trusted/other", &images[3].manifest_digest());
-    std::fs::create_dir_all(&other).unwrap();
-    std::fs::copy(&good, other.join("signature-1")).unwrap();
+    plant("trusted/other", &images[3], &good_bytes);
     // Hostile lookaside files: garbage, and a file past the 4 MiB cap.
     images[4].push(&registry, "trusted/garbage", "1").await;
-    let garbage = lookaside_dir(&sigs, "trusted/garbage", &images[4].manifest_digest());
-    std::fs::create_dir_all(&garbage).unwrap();
-    std::fs::write(
-        garbage.join("signature-1"),
+    plant(
+        "trusted/garbage",
+        &images[4],
         b"\x90\x01not an OpenPGP message",
-    )
-    .unwrap();
+    );
     images[5].push(&registry, "trusted/huge", "1").await;
-    let huge = lookaside_dir(&sigs, "trusted/huge", &images[5].manifest_digest());
-    std::fs::create_dir_all(&huge).unwrap();
-    std::fs::write(huge.join("signature-1"), vec![0u8; 5 << 20]).unwrap();
+    plant("trusted/huge", &images[5], &vec![0u8; 5 << 20]);
 
-    let builder = DaemonBuilder::new(dir.path()).registry(&reg);
     write(
         &builder.signature_policy(),
         &format!(
             r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{reg}/trusted":[{{"type":"signedBy","keyType":"GPGKeys","keyPath":"{}"}}]}}}}}}"#,
             key.display()
         ),
-    );
-    write(
-        &builder.registries_d().join("default.yaml"),
-        &format!("default-docker:\n  lookaside: file://{}\n", sigs.display()),
     );
     let root = builder.root_path().to_owned();
     let d = builder.start().await;

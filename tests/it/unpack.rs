@@ -580,31 +580,13 @@ async fn a_layer_unpacked_while_it_downloads_follows_resumes_and_restarts() {
             assert_eq!(&std::fs::read(fs.join(name)).unwrap(), data, "{name}");
         }
     };
-    let unpacked_line = |log: &str| {
-        log.lines()
-            .find(|l| l.contains("unpacked layer"))
-            .unwrap_or_else(|| panic!("no 'unpacked layer' line:\n{log}"))
-            .to_owned()
-    };
-
     // A real registry behind a proxy that breaks the layer's body after 300,000 bytes.
     let registry = Registry::start().await;
     img.push(&registry, "test/resume", "1").await;
     let proxy = Proxy::start(&registry).await;
     proxy.fault(&digest, Fault::Reset { after: 300_000 }, 1);
-    let dir = tempdir();
-    let builder = DaemonBuilder::new(dir.path())
-        .registry(&proxy.host())
-        .unpacking()
-        .arg("--log-level")
-        .arg("cri_imaged=debug");
-    let root = builder.root_path().to_owned();
-    let mut daemon = builder.start().await;
-    let name = format!("{}/test/resume:1", proxy.host());
-    assert_eq!(pull(&mut daemon.client(), &name).await, img.id());
+    let (_dir, root, line) = pull_logging_unpack(&proxy.host(), "test/resume", &img.id()).await;
     assert_eq!(proxy.ranges(&digest).len(), 2, "broken once, resumed once");
-    daemon.stop().await;
-    let line = unpacked_line(&daemon.output());
     assert!(
         line.contains("streamed=true"),
         "fed across the resume: {line}"
@@ -616,18 +598,7 @@ async fn a_layer_unpacked_while_it_downloads_follows_resumes_and_restarts() {
     fake.add_image("test/restart", "1", &img);
     fake.ignore_range();
     fake.push_faults(&digest, [FakeFault::Cut { after: 300_000 }]);
-    let dir = tempdir();
-    let builder = DaemonBuilder::new(dir.path())
-        .registry(&fake.host())
-        .unpacking()
-        .arg("--log-level")
-        .arg("cri_imaged=debug");
-    let root = builder.root_path().to_owned();
-    let mut daemon = builder.start().await;
-    let name = format!("{}/test/restart:1", fake.host());
-    assert_eq!(pull(&mut daemon.client(), &name).await, img.id());
-    daemon.stop().await;
-    let line = unpacked_line(&daemon.output());
+    let (_dir, root, line) = pull_logging_unpack(&fake.host(), "test/restart", &img.id()).await;
     assert!(
         line.contains("streamed=false"),
         "started over from the blob: {line}"
@@ -656,6 +627,33 @@ async fn a_layer_unpacked_while_it_downloads_follows_resumes_and_restarts() {
     .await;
     assert!(clean, "no snapshot left: {:?}", snapshots(&root));
     assert!(list(&mut daemon.client(), None).await.is_empty());
+}
+
+/// Pulls `host/repo:1` (image `id`) into a new unpacking daemon that logs at debug level,
+/// then stops it: its directory, root, and the "unpacked layer" log line.
+async fn pull_logging_unpack(
+    host: &str,
+    repo: &str,
+    id: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempdir();
+    let builder = DaemonBuilder::new(dir.path())
+        .registry(host)
+        .unpacking()
+        .arg("--log-level")
+        .arg("cri_imaged=debug");
+    let root = builder.root_path().to_owned();
+    let mut daemon = builder.start().await;
+    let name = format!("{host}/{repo}:1");
+    assert_eq!(pull(&mut daemon.client(), &name).await, id);
+    daemon.stop().await;
+    let log = daemon.output();
+    let line = log
+        .lines()
+        .find(|l| l.contains("unpacked layer"))
+        .unwrap_or_else(|| panic!("no 'unpacked layer' line:\n{log}"))
+        .to_owned();
+    (dir, root, line)
 }
 
 /// `snapshot_root` puts the snapshots (and container snapshots) elsewhere than the blobs
