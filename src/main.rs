@@ -46,7 +46,12 @@ async fn main() -> ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open_with(&config.root, config.store)
         .with_context(|| format!("opening store {}", config.root.display()))?;
-    let registry = RegistryClient::new(config.insecure.clone(), Platform::current());
+    let proxy = cri_imaged::registry::ProxyConf::from_env()
+        .context("reading the proxy variables of the environment")?;
+    if proxy.is_set() {
+        tracing::info!(proxies = %proxy.describe(), "registry requests go through HTTP proxies");
+    }
+    let registry = RegistryClient::with_proxy(config.insecure.clone(), Platform::current(), proxy);
     log_registry_files(&config.registry_paths, &config.service.node);
     let image = {
         let snapshots = if config.unpack {

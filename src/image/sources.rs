@@ -53,13 +53,11 @@ pub(super) fn plan(
                 let helper = node.auth.helper_for(source.name.registry());
                 (Credentials::Anonymous, helper.map(str::to_owned))
             };
+            let certs = node.certs.for_registry(source.name.registry());
             let tls = SourceTls {
                 insecure: source.insecure,
-                roots: node
-                    .certs
-                    .for_registry(source.name.registry())
-                    .map(|c| c.roots.clone())
-                    .unwrap_or_default(),
+                roots: certs.map(|c| c.roots.clone()).unwrap_or_default(),
+                identity: certs.and_then(|c| c.identity.clone()),
             };
             Planned {
                 source,

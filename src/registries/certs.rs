@@ -3,21 +3,26 @@
 //! client certificate pairs. Read whole at load time, so a pull never touches the disk for
 //! it and a reload swaps it atomically.
 //!
-//! Client certificates are not supported yet: oci-client 0.18's `ClientConfig` has no
-//! client identity and its `Client` accepts no prebuilt HTTP client, so there is no way to
-//! present one. A pair is reported as a warning, and a registry that requires one refuses
-//! the handshake.
+//! A client certificate `NAME.cert` (PEM chain) needs its key `NAME.key` beside it, and
+//! the other way round, as containers/image requires. A key readable by group or others, or
+//! owned by another user than root or the daemon's, is refused (a key anyone can read is
+//! not a secret). The first pair in lexical order is presented; more are reported.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::MetadataExt as _;
+
 use super::LoadError;
+use crate::registry::ClientIdentity;
 
 /// TLS material for one registry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostCerts {
     /// PEM certificates, one per entry, from every `*.crt` file in lexical order.
     pub roots: Vec<Vec<u8>>,
+    /// The client certificate and key presented to it.
+    pub identity: Option<ClientIdentity>,
 }
 
 /// Every host directory of certs.d.
@@ -42,6 +47,39 @@ fn split_pem(text: &str) -> Vec<Vec<u8>> {
         rest = &rest[stop..];
     }
     out
+}
+
+/// Reads the pair `cert` and its `.key`, checking the key's owner and mode.
+fn read_pair(cert: &Path) -> Result<ClientIdentity, String> {
+    let key = cert.with_extension("key");
+    let meta = std::fs::metadata(&key)
+        .map_err(|e| format!("a client certificate needs its key {}: {e}", key.display()))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "its key {} is readable by others than its owner (mode {mode:04o}): chmod 600 it",
+            key.display()
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "its key {} is owned by uid {}, not root or the daemon's user",
+            key.display(),
+            meta.uid()
+        ));
+    }
+    let mut pem = std::fs::read(cert).map_err(|e| format!("cannot read: {e}"))?;
+    if !pem.ends_with(b"\n") {
+        pem.push(b'\n');
+    }
+    pem.extend(std::fs::read(&key).map_err(|e| format!("cannot read {}: {e}", key.display()))?);
+    crate::registry::check_identity(&pem)
+        .map_err(|e| format!("not a usable certificate and key pair: {e}"))?;
+    Ok(ClientIdentity {
+        file: cert.display().to_string(),
+        pem,
+    })
 }
 
 impl CertsDir {
@@ -88,10 +126,26 @@ impl CertsDir {
                             certs.roots.push(pem);
                         }
                     }
-                    Some("cert") => warnings.push(format!(
-                        "{}: client certificates are not supported yet (oci-client cannot present one); ignored",
-                        f.display()
-                    )),
+                    Some("cert") => {
+                        let identity = read_pair(&f).map_err(|reason| fail(f.clone(), reason))?;
+                        match &certs.identity {
+                            None => certs.identity = Some(identity),
+                            Some(first) => warnings.push(format!(
+                                "{}: only one client certificate is presented per registry ({} is); ignored",
+                                f.display(),
+                                first.file
+                            )),
+                        }
+                    }
+                    Some("key") if !f.with_extension("cert").exists() => {
+                        return Err(fail(
+                            f.clone(),
+                            format!(
+                                "a client key without its certificate {}",
+                                f.with_extension("cert").display()
+                            ),
+                        ));
+                    }
                     _ => {}
                 }
             }
@@ -136,8 +190,33 @@ mod tests {
         std::fs::write(host.join("ca.crt"), "").unwrap();
         std::fs::remove_file(host.join("ca.crt")).unwrap();
         std::fs::write(host.join("client.cert"), "x").unwrap();
+        let e = CertsDir::load(dir.path(), &mut w).unwrap_err();
+        assert!(e.to_string().contains("client.key"), "{e}");
+        std::fs::remove_file(host.join("client.cert")).unwrap();
+        std::fs::write(host.join("lonely.key"), "x").unwrap();
+        let e = CertsDir::load(dir.path(), &mut w).unwrap_err();
+        assert!(e.to_string().contains("without its certificate"), "{e}");
+        std::fs::remove_file(host.join("lonely.key")).unwrap();
         let c = CertsDir::load(dir.path(), &mut w).unwrap();
         assert_eq!(c.for_registry("x.io:5000"), Some(&HostCerts::default()));
-        assert_eq!(w.len(), 1);
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn a_key_others_can_read_is_refused_before_it_is_parsed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("x.io");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("c.cert"), "x").unwrap();
+        std::fs::write(host.join("c.key"), "x").unwrap();
+        std::fs::set_permissions(host.join("c.key"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let e = CertsDir::load(dir.path(), &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("mode 0644"), "{e}");
+        std::fs::set_permissions(host.join("c.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        let e = CertsDir::load(dir.path(), &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("not a usable certificate"), "{e}");
     }
 }

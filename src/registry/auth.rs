@@ -116,19 +116,6 @@ impl Credentials {
         }
         Ok(Credentials::Anonymous)
     }
-
-    pub(super) fn to_oci(&self) -> oci_client::secrets::RegistryAuth {
-        use oci_client::secrets::RegistryAuth;
-        match self {
-            Credentials::Anonymous => RegistryAuth::Anonymous,
-            Credentials::Basic { username, password } => {
-                RegistryAuth::Basic(username.clone(), password.clone())
-            }
-            Credentials::Bearer(t) => RegistryAuth::Bearer(t.clone()),
-            // Exchanged for a bearer token when the session authenticates.
-            Credentials::IdentityToken(_) => RegistryAuth::Anonymous,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,13 @@ pub enum RegistryError {
     /// Unavailable because the connection or a read timed out.
     #[error("registry {registry} is unavailable: {reason}")]
     Timeout { registry: String, reason: String },
+    /// The registry ended the TLS handshake over the client certificate: it requires one
+    /// and none was presented, or it does not accept the one presented (unknown CA,
+    /// expired, revoked).
+    #[error(
+        "registry {registry} refused the TLS client certificate or requires one (certs.d <host>/*.cert and *.key): {reason}"
+    )]
+    ClientCertificate { registry: String, reason: String },
     /// Unavailable because the TLS handshake failed (certificate, protocol).
     #[error("registry {registry} is unavailable: {reason}")]
     Tls { registry: String, reason: String },
@@ -58,7 +65,7 @@ fn retry_note(after: Option<Duration>) -> String {
 }
 
 /// A transport error's text with its cause chain.
-fn reason(e: &dyn std::error::Error) -> String {
+pub(super) fn reason(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -78,8 +85,18 @@ pub(super) fn unavailable(
 ) -> RegistryError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
-        if c.downcast_ref::<rustls::Error>().is_some() {
-            return RegistryError::Tls { registry, reason };
+        // An io::Error's source() skips the error it wraps: look inside it too.
+        let tls = c.downcast_ref::<rustls::Error>().or_else(|| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return if refuses_client_certificate(tls) {
+                RegistryError::ClientCertificate { registry, reason }
+            } else {
+                RegistryError::Tls { registry, reason }
+            };
         }
         let timed_out = c
             .downcast_ref::<reqwest::Error>()
@@ -98,12 +115,33 @@ pub(super) fn unavailable(
     }
 }
 
+/// Whether the server's alert is about the client's certificate (a server's own
+/// certificate is judged here, never by an alert from it).
+fn refuses_client_certificate(e: &rustls::Error) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        e,
+        rustls::Error::AlertReceived(
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::CertificateRequired
+        )
+    )
+}
+
 impl RegistryError {
     /// The failure's kind: one line per variant.
     pub fn kind(&self) -> Kind {
         match self {
             RegistryError::NotFound { .. } | RegistryError::NoPlatform { .. } => Kind::NotFound,
-            RegistryError::Unauthorized { .. } => Kind::Unauthenticated,
+            RegistryError::Unauthorized { .. } | RegistryError::ClientCertificate { .. } => {
+                Kind::Unauthenticated
+            }
             RegistryError::Denied { .. } => Kind::Denied,
             RegistryError::Unavailable { .. } => Kind::Network,
             RegistryError::Throttled { .. } => Kind::Throttled,

@@ -10,16 +10,19 @@
 //! digest returned is always the body's own. Error answers are classified like
 //! oci-client's (the same `RegistryError`s), and a `Retry-After` is kept.
 //!
-//! Authorization: the bearer token oci-client obtained for this pull, else the session's
-//! basic credentials, else none. Neither is ever logged or put in an error.
+//! Every GET of a session goes through [`get`]: redirects are followed here (at most
+//! [`MAX_REDIRECTS`]), and `Authorization` goes only to the registry's own origin — a blob
+//! redirected to a CDN or object store gets its signed URL, never the registry's token.
+//! Error answers of any request are classified by status ([`status_error`]) and keep the
+//! registry's `Retry-After`. The header is never logged or put in an error.
 
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use oci_client::Reference;
 use oci_client::errors::{OciDistributionError, OciEnvelope};
-use oci_client::secrets::RegistryAuth;
 use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Response, StatusCode, Url};
 
 use super::RegistryError;
 use crate::names::Digest;
@@ -28,6 +31,72 @@ use crate::oci::media;
 
 /// Most of an error answer's body read (for the OCI error envelope).
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Redirects followed for one request (a registry sends one, to its blob storage).
+pub(super) const MAX_REDIRECTS: usize = 5;
+
+/// One GET: `url`, with `accept`, from byte `offset` on when it is not 0.
+pub(super) struct Get<'a> {
+    pub url: String,
+    pub accept: Option<&'a str>,
+    pub offset: u64,
+}
+
+/// Sends `get`, following redirects; `Authorization` only to the origin of `get.url`.
+/// Returns the final answer whatever its status.
+pub(super) async fn get(
+    client: &reqwest::Client,
+    registry: &str,
+    authorization: Option<&HeaderValue>,
+    get: Get<'_>,
+) -> Result<Response, RegistryError> {
+    let transport = |e| super::token::transport(registry, e);
+    let first = Url::parse(&get.url).map_err(|e| RegistryError::Other {
+        registry: registry.to_owned(),
+        reason: format!("bad URL {}: {e}", get.url),
+    })?;
+    let mut url = first.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let mut request = client.get(url.clone());
+        if let Some(accept) = get.accept {
+            request = request.header(header::ACCEPT, accept);
+        }
+        if get.offset > 0 {
+            request = request.header(header::RANGE, format!("bytes={}-", get.offset));
+        }
+        if let Some(value) = authorization
+            && url.origin() == first.origin()
+        {
+            request = request.header(header::AUTHORIZATION, value.clone());
+        }
+        let response = request.send().await.map_err(transport)?;
+        if !response.status().is_redirection() || response.status() == StatusCode::NOT_MODIFIED {
+            return Ok(response);
+        }
+        let next = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| url.join(l).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"));
+        // An HTTPS request is never redirected to plain HTTP.
+        match next {
+            Some(u) if !(url.scheme() == "https" && u.scheme() == "http") => url = u,
+            _ => {
+                return Err(RegistryError::InvalidContent {
+                    registry: registry.to_owned(),
+                    reason: format!("{} redirected to an unusable location", first.path()),
+                });
+            }
+        }
+    }
+    Err(RegistryError::InvalidContent {
+        registry: registry.to_owned(),
+        reason: format!(
+            "{} redirected more than {MAX_REDIRECTS} times",
+            first.path()
+        ),
+    })
+}
 
 /// One manifest request.
 pub(super) struct ManifestRequest<'a> {
@@ -49,10 +118,11 @@ pub(super) struct Fetched {
 pub(super) struct Http<'a> {
     pub client: &'a reqwest::Client,
     pub scheme: &'static str,
+    /// The registry as named (for messages).
     pub registry: &'a str,
-    pub auth: &'a RegistryAuth,
-    /// oci-client's bearer token for this pull, if the registry asked for one.
-    pub token: Option<&'a str>,
+    /// Where it is reached (`index.docker.io` for `docker.io`).
+    pub host: &'a str,
+    pub authorization: Option<&'a HeaderValue>,
 }
 
 impl Http<'_> {
@@ -64,22 +134,9 @@ impl Http<'_> {
         format!(
             "{}://{}/v2/{}/manifests/{target}",
             self.scheme,
-            reference.resolve_registry(),
+            self.host,
             reference.repository()
         )
-    }
-
-    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        if let Some(token) = self.token
-            && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {token}"))
-        {
-            value.set_sensitive(true);
-            return request.header(header::AUTHORIZATION, value);
-        }
-        match self.auth {
-            RegistryAuth::Basic(user, password) => request.basic_auth(user, Some(password)),
-            _ => request,
-        }
     }
 
     fn too_large(&self, req: &ManifestRequest<'_>, size: String) -> RegistryError {
@@ -110,7 +167,7 @@ impl Http<'_> {
     }
 
     fn transport(&self, e: reqwest::Error) -> RegistryError {
-        RegistryError::from_oci(self.registry, "", OciDistributionError::RequestError(e))
+        super::token::transport(self.registry, e)
     }
 
     /// Fetches the manifest `req` names, refusing it before reading when it is too large.
@@ -121,19 +178,16 @@ impl Http<'_> {
         if let Some(size) = req.size.filter(|s| *s > MAX_DOCUMENT_BYTES as u64) {
             return Err(self.too_large(req, size.to_string()));
         }
-        let url = self.url(req.reference);
-        let request = self
-            .client
-            .get(&url)
-            .header(header::ACCEPT, media::MANIFEST_ACCEPT.join(", "));
-        let mut response = self
-            .authorize(request)
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
+        let accept = media::MANIFEST_ACCEPT.join(", ");
+        let request = Get {
+            url: self.url(req.reference),
+            accept: Some(&accept),
+            offset: 0,
+        };
+        let mut response = get(self.client, self.registry, self.authorization, request).await?;
         let status = response.status();
-        if status != reqwest::StatusCode::OK {
-            return Err(self.error_answer(req, response).await);
+        if status != StatusCode::OK {
+            return Err(error_answer(self.registry, req.what, response).await);
         }
         let headers = response.headers().clone();
         if let Some(announced) = response.content_length() {
@@ -199,46 +253,56 @@ impl Http<'_> {
         }
         Ok(())
     }
+}
 
-    /// Classifies an answer other than 200 as oci-client does, keeping `Retry-After`.
-    async fn error_answer(
-        &self,
-        req: &ManifestRequest<'_>,
-        mut response: reqwest::Response,
-    ) -> RegistryError {
-        let status = response.status();
-        let retry_after = retry_after(response.headers());
-        let mut body = Vec::new();
-        while let Ok(Some(chunk)) = response.chunk().await {
-            let room = MAX_ERROR_BODY.saturating_sub(body.len());
-            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if room <= chunk.len() {
-                break;
-            }
+/// Classifies an answer other than 200/206 (reading at most [`MAX_ERROR_BODY`] of it).
+pub(super) async fn error_answer(
+    registry: &str,
+    what: &str,
+    mut response: Response,
+) -> RegistryError {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = MAX_ERROR_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
         }
-        // Without the URL's query (a redirect target may carry credentials there).
-        let url = response.url().path().to_owned();
-        let code = status.as_u16();
-        let e = if status == reqwest::StatusCode::UNAUTHORIZED {
-            OciDistributionError::UnauthorizedError { url }
-        } else if status.is_success() {
-            OciDistributionError::SpecViolationError(format!("expected HTTP 200, got {status}"))
-        } else if status.is_client_error()
-            // A 408 or 429 is "come back later" whatever code its body carries.
-            && status != reqwest::StatusCode::REQUEST_TIMEOUT
-            && status != reqwest::StatusCode::TOO_MANY_REQUESTS
-            && let Ok(envelope) = serde_json::from_slice::<OciEnvelope>(&body)
-        {
-            OciDistributionError::RegistryError { envelope, url }
-        } else {
-            OciDistributionError::ServerError {
-                code,
-                url,
-                message: String::from_utf8_lossy(&body).into_owned(),
-            }
-        };
-        RegistryError::from_oci(self.registry, req.what, e).with_retry_after(retry_after)
     }
+    status_error(registry, what, response.status(), response.headers(), &body)
+}
+
+/// An answer's status (and OCI error envelope, for 4xx other than 408/429) as a
+/// [`RegistryError`], with its `Retry-After`.
+pub(super) fn status_error(
+    registry: &str,
+    what: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> RegistryError {
+    // The path only: no query (a redirect target may carry credentials there).
+    let url = String::new();
+    let code = status.as_u16();
+    let e = if status == StatusCode::UNAUTHORIZED {
+        OciDistributionError::UnauthorizedError { url }
+    } else if status.is_success() {
+        OciDistributionError::SpecViolationError(format!("expected HTTP 200, got {status}"))
+    } else if status.is_client_error()
+        // A 408 or 429 is "come back later" whatever code its body carries.
+        && status != StatusCode::REQUEST_TIMEOUT
+        && status != StatusCode::TOO_MANY_REQUESTS
+        && let Ok(envelope) = serde_json::from_slice::<OciEnvelope>(body)
+    {
+        OciDistributionError::RegistryError { envelope, url }
+    } else {
+        OciDistributionError::ServerError {
+            code,
+            url,
+            message: String::from_utf8_lossy(body).into_owned(),
+        }
+    };
+    RegistryError::from_oci(registry, what, e).with_retry_after(retry_after(headers))
 }
 
 /// The tag or digest a reference asks for.

@@ -1,24 +1,33 @@
-//! The registry client: the only module that talks to `oci-client`.
+//! The registry client: the distribution protocol over cri-imaged's own HTTP (reqwest),
+//! with oci-client's reference and error types.
 //!
 //! It fetches manifests (choosing the node's platform from an index) and streams blobs;
-//! it never writes to the store. A [`Session`] (an oci-client `Client`) is shared only by
-//! pulls from the same registry, over the same scheme, with equal credentials, because
-//! oci-client keeps the first credentials and tokens it sees per registry: sharing a client
-//! more widely would let one pod's token serve another's pull. Sessions are kept between
-//! pulls for a while ([`sessions`]): building one is costly. `signatures` fetches what
-//! the trust check needs (cosign attachments, lookaside files), capped; `helper` asks a
-//! credential helper (docker-credential-NAME) for a registry's credentials.
+//! it never writes to the store. Its requests are its own, not oci-client's `Client`,
+//! because that client cannot present a client certificate (mutual TLS, certs.d
+//! `*.cert`/`*.key`), reads its proxies from the environment its own way, asks `GET /v2/`
+//! again for requests it could answer from what it knows, and drops a blob answer's
+//! `Retry-After`. A [`Session`] is shared only by pulls from the same registry, over the same
+//! scheme, with equal credentials and TLS material, so one pod's token never serves another's
+//! pull. Sessions are kept between pulls for a while ([`sessions`]): building one is costly.
+//! `access` decides the `Authorization` header, `token` talks to the token server, `fetch`
+//! and `blob` make the GETs; `signatures` fetches what the trust check needs (cosign
+//! attachments, lookaside files), capped; `helper` asks a credential helper
+//! (docker-credential-NAME) for a registry's credentials; `proxy` holds the environment's
+//! HTTP proxies.
 //!
 //! TLS: verified everywhere (system roots plus the source's certs.d CAs), except registries
 //! the operator marked insecure — registries.conf `insecure = true`, or the insecure list
 //! (hosts, literal-IP CIDRs, loopback) for a host without certs.d CAs — which are tried
 //! over HTTPS without verification first and plain HTTP after; the scheme that worked is
-//! remembered per registry.
+//! remembered per registry. A certs.d client certificate is presented to its registry only.
 
+mod access;
 mod auth;
+mod blob;
 mod error;
 mod fetch;
 pub mod helper;
+pub mod proxy;
 pub mod retry;
 mod sessions;
 mod signatures;
@@ -29,14 +38,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use oci_client::client::{
-    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
-};
-use oci_client::{Client, Reference};
+use futures_util::Stream;
+use oci_client::Reference;
 
 pub use auth::{AuthError, AuthFields, Credentials};
 pub use error::RegistryError;
+pub use proxy::ProxyConf;
 pub use retry::RetryPolicy;
 
 use crate::names::{Digest, ImageName, InsecureRegistries, Reference as NameRef};
@@ -68,15 +75,26 @@ enum Scheme {
 pub struct RegistryClient {
     insecure: InsecureRegistries,
     platform: Platform,
+    proxy: Arc<ProxyConf>,
     schemes: Mutex<HashMap<String, Scheme>>,
     sessions: sessions::Sessions,
 }
 
 impl RegistryClient {
     pub fn new(insecure: InsecureRegistries, platform: Platform) -> RegistryClient {
+        RegistryClient::with_proxy(insecure, platform, ProxyConf::default())
+    }
+
+    /// A client whose requests go through `proxy` (the environment's, see [`proxy`]).
+    pub fn with_proxy(
+        insecure: InsecureRegistries,
+        platform: Platform,
+        proxy: ProxyConf,
+    ) -> RegistryClient {
         RegistryClient {
             insecure,
             platform,
+            proxy: Arc::new(proxy),
             schemes: Mutex::default(),
             sessions: sessions::Sessions::default(),
         }
@@ -130,11 +148,11 @@ impl RegistryClient {
         let registry = name.registry();
         let mut last = None;
         for scheme in self.schemes_to_try(registry, tls) {
-            let session =
-                self.sessions
-                    .get_or_create(registry, scheme, creds, &tls.roots, || {
-                        Session::new(registry, scheme, creds, &tls.roots)
-                    })?;
+            let session = self
+                .sessions
+                .get_or_create(registry, scheme, creds, tls, || {
+                    Session::new(registry, scheme, creds, tls, &self.proxy)
+                })?;
             match session.fetch_manifest(name, &self.platform).await {
                 Ok(m) => {
                     self.remember(registry, scheme);
@@ -154,30 +172,46 @@ impl RegistryClient {
 }
 
 /// How one source is reached over TLS (from registries.conf and certs.d).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SourceTls {
     /// registries.conf's `insecure` for this source; `None`: not set there.
     pub insecure: Option<bool>,
     /// CA certificates (PEM, one each) trusted besides the system roots.
     pub roots: Vec<Vec<u8>>,
+    /// The client certificate presented to it (certs.d `*.cert` with its `*.key`).
+    pub identity: Option<ClientIdentity>,
+}
+
+/// A client certificate chain and its private key, PEM; `Debug` shows only the file.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClientIdentity {
+    /// The `*.cert` file it came from (for messages).
+    pub file: String,
+    /// The certificate(s) followed by the key.
+    pub pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientIdentity({:?}, <key redacted>)", self.file)
+    }
 }
 
 /// A connection to one registry with one set of credentials and TLS settings; clones
-/// share the client (its connection pool and tokens).
+/// share the HTTP client (its connection pool) and what `access` learnt (tokens).
 #[derive(Clone)]
 pub struct Session {
-    client: Client,
-    /// The same TLS and timeouts as `client`, for the requests cri-imaged makes itself
-    /// (`fetch.rs`: manifests, read with a size cap).
+    /// Follows no redirect by itself (`fetch::get` does, keeping credentials home).
     http: reqwest::Client,
     scheme: &'static str,
-    auth: oci_client::secrets::RegistryAuth,
-    /// Set when the credentials are an identity token, exchanged at each authentication.
-    identity: Option<token::Identity>,
+    /// Whether TLS is verified (HTTPS with certificates checked).
+    verified: bool,
+    creds: Credentials,
+    /// The registry as named.
     registry: String,
-    /// Whether the registry's token realm is known to be HTTPS (or need not be: the
-    /// registry itself is insecure). A password goes to no realm over plain HTTP.
-    basic_realm_checked: Arc<std::sync::atomic::AtomicBool>,
+    /// Where it is reached (`index.docker.io` for `docker.io`).
+    host: String,
+    access: Arc<Mutex<access::AccessState>>,
 }
 
 fn oci_reference(name: &ImageName, digest: Option<&Digest>) -> Reference {
@@ -194,52 +228,29 @@ impl Session {
         registry: &str,
         scheme: Scheme,
         creds: &Credentials,
-        roots: &[Vec<u8>],
+        tls: &SourceTls,
+        proxy: &Arc<ProxyConf>,
     ) -> Result<Session, RegistryError> {
-        let config = ClientConfig {
-            protocol: if scheme == Scheme::Http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            accept_invalid_certificates: scheme == Scheme::InsecureHttps,
-            platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(30)),
-            // A registry that sends nothing for this long (no response headers, or no body
-            // bytes; reset by every read) fails the pull instead of holding it, and a
-            // download slot, forever.
-            read_timeout: Some(Duration::from_secs(60)),
-            user_agent: concat!("cri-imaged/", env!("CARGO_PKG_VERSION")),
-            extra_root_certificates: roots
-                .iter()
-                .map(|pem| Certificate {
-                    encoding: CertificateEncoding::Pem,
-                    data: pem.clone(),
-                })
-                .collect(),
-            ..ClientConfig::default()
-        };
-        let building = |e: &dyn std::fmt::Display| RegistryError::Other {
+        let building = |e: String| RegistryError::Other {
             registry: registry.to_owned(),
             reason: format!("building the HTTP client: {e}"),
         };
-        let http = own_http_client(&config).map_err(|e| building(&e))?;
-        // `Client::new` silently falls back to defaults on a bad config: use try_from.
-        let client = Client::try_from(config).map_err(|e| building(&e))?;
+        let http = http_client(scheme, tls, proxy).map_err(building)?;
+        let host = Reference::with_tag(registry.to_owned(), "x".into(), "x".into())
+            .resolve_registry()
+            .to_owned();
         Ok(Session {
-            client,
             http,
             scheme: if scheme == Scheme::Http {
                 "http"
             } else {
                 "https"
             },
-            auth: creds.to_oci(),
-            identity: token::Identity::for_credentials(creds, registry, scheme, roots)?,
+            verified: scheme == Scheme::Https,
+            creds: creds.clone(),
             registry: registry.to_owned(),
-            basic_realm_checked: Arc::new(std::sync::atomic::AtomicBool::new(
-                scheme != Scheme::Https,
-            )),
+            host,
+            access: Arc::default(),
         })
     }
 
@@ -250,14 +261,14 @@ impl Session {
         reference: &Reference,
         what: &str,
         size: Option<u64>,
-        token: Option<&str>,
+        authorization: Option<&reqwest::header::HeaderValue>,
     ) -> Result<(Bytes, Digest), RegistryError> {
         let http = fetch::Http {
             client: &self.http,
             scheme: self.scheme,
             registry: &self.registry,
-            auth: &self.auth,
-            token,
+            host: &self.host,
+            authorization,
         };
         let req = fetch::ManifestRequest {
             reference,
@@ -301,14 +312,7 @@ impl Session {
     ) -> Result<FetchedManifest, RegistryError> {
         let what = name.to_string();
         let reference = oci_reference(name, None);
-        // Authenticate explicitly: oci-client swallows token errors on its implicit path,
-        // which would turn a token-server outage into a misleading "unauthorized".
-        // The bearer token (oci-client's, or one an identity token was exchanged for) goes
-        // with our own capped manifest GET.
-        let token = self.authenticate(&reference, &what).await?;
-        let (bytes, digest) = self
-            .manifest_raw(&reference, &what, None, token.as_deref())
-            .await?;
+        let (bytes, digest, token) = self.manifest_authorized(&reference, &what).await?;
         let parsed = oci::manifest::parse(&bytes, None)
             .map_err(|e| self.format_error(format!("manifest of {what}"), e))?;
         match parsed {
@@ -338,7 +342,7 @@ impl Session {
                         &oci_reference(name, Some(&child.digest)),
                         &what,
                         Some(child.size),
-                        token.as_deref(),
+                        token.as_ref(),
                     )
                     .await?;
                 if child_digest != child.digest {
@@ -374,78 +378,66 @@ impl Session {
         }
     }
 
+    /// The manifest `reference` names, with the `Authorization` that got it: what is
+    /// kept first, asked anew once if the registry answers 401 (a token that expired, a
+    /// registry whose authentication changed).
+    async fn manifest_authorized(
+        &self,
+        reference: &Reference,
+        what: &str,
+    ) -> Result<(Bytes, Digest, Option<reqwest::header::HeaderValue>), RegistryError> {
+        let repository = reference.repository();
+        let mut fresh = false;
+        loop {
+            let authorization = self.authorization(repository, fresh).await?;
+            match self
+                .manifest_raw(reference, what, None, authorization.as_ref())
+                .await
+            {
+                Ok((bytes, digest)) => return Ok((bytes, digest, authorization)),
+                Err(RegistryError::Unauthorized { .. }) if !fresh => fresh = true,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Authenticates again (a token that expired mid-pull is replaced).
     pub async fn reauth(&self, name: &ImageName) -> Result<(), RegistryError> {
-        self.authenticate(&oci_reference(name, None), &name.to_string())
+        self.authorization(name.repository(), true)
             .await
             .map(|_| ())
     }
-
-    /// Streams a blob's body from byte `offset` on. The flag says whether the registry
-    /// honoured the range (206); `false` means the body starts at byte 0 whatever was asked
-    /// (200). The caller hashes and counts what it receives: the stream itself is not
-    /// trusted.
-    pub async fn fetch_blob(
-        &self,
-        name: &ImageName,
-        blob: &Descriptor,
-        offset: u64,
-    ) -> Result<(BlobStream, bool), RegistryError> {
-        let reference = oci_reference(name, None);
-        let digest = blob.digest.to_string();
-        let what = format!("blob {digest} of {name}");
-        // Asking for bytes=0- gets an unverified (206) stream: we hash it ourselves once,
-        // instead of oci-client and us both hashing every byte.
-        let response = self
-            .client
-            .pull_blob_stream_partial(&reference, digest.as_str(), offset, None)
-            .await
-            .map_err(|e| RegistryError::from_oci(&self.registry, &what, e))?;
-        let (sized, partial) = match response {
-            BlobResponse::Full(s) => (s, false),
-            BlobResponse::Partial(s) => (s, true),
-        };
-        let registry = self.registry.clone();
-        // oci-client's stream is not fused after an error: stop at the first one. A registry
-        // that ignores Range answers 200, and oci-client then verifies the digest itself:
-        // its digest error is bad content, not the network.
-        let stream = sized.stream.scan(false, move |failed, item| {
-            if *failed {
-                return futures_util::future::ready(None);
-            }
-            let item = match item {
-                Ok(chunk) => Ok(chunk),
-                Err(e) if is_digest_error(&e) => Err(RegistryError::DigestMismatch {
-                    registry: registry.clone(),
-                    reason: format!("blob {digest}: {e}"),
-                }),
-                Err(e) => Err(error::unavailable(registry.clone(), e.to_string(), &e)),
-            };
-            *failed = item.is_err();
-            futures_util::future::ready(Some(item))
-        });
-        Ok((Box::pin(stream), partial))
-    }
 }
 
-/// A reqwest client like the one oci-client builds from `config` (TLS, timeouts, agent).
-fn own_http_client(config: &ClientConfig) -> Result<reqwest::Client, reqwest::Error> {
-    let roots = config
-        .extra_root_certificates
+/// The session's HTTP client: system roots plus `tls.roots`, the client identity, the
+/// proxies, timeouts and agent; no redirects (see `fetch::get`).
+fn http_client(
+    scheme: Scheme,
+    tls: &SourceTls,
+    proxy: &Arc<ProxyConf>,
+) -> Result<reqwest::Client, String> {
+    let roots = tls
+        .roots
         .iter()
-        .map(|c| reqwest::Certificate::from_pem(&c.data))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|pem| reqwest::Certificate::from_pem(pem))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("a certs.d CA: {e}"))?;
     let mut builder = reqwest::Client::builder()
-        .danger_accept_invalid_certs(config.accept_invalid_certificates)
+        .danger_accept_invalid_certs(scheme == Scheme::InsecureHttps)
         .tls_certs_merge(roots)
-        .user_agent(config.user_agent);
-    if let Some(t) = config.read_timeout {
-        builder = builder.read_timeout(t);
+        .user_agent(concat!("cri-imaged/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(30))
+        // A registry that sends nothing for this long (no response headers, or no body
+        // bytes; reset by every read) fails the pull instead of holding it, and a
+        // download slot, forever.
+        .read_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(identity) = &tls.identity {
+        let id = reqwest::Identity::from_pem(&identity.pem)
+            .map_err(|e| format!("client certificate {}: {e}", identity.file))?;
+        builder = builder.identity(id);
     }
-    if let Some(t) = config.connect_timeout {
-        builder = builder.connect_timeout(t);
-    }
-    builder.build()
+    proxy.apply(builder).build().map_err(|e| e.to_string())
 }
 
 /// Checks that `pem` is one certificate the TLS stack accepts (for certs.d files).
@@ -455,11 +447,10 @@ pub fn check_certificate(pem: &[u8]) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Whether a blob stream error is oci-client's digest verification failing.
-fn is_digest_error(e: &std::io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| {
-        inner
-            .downcast_ref::<oci_client::errors::DigestError>()
-            .is_some()
-    })
+/// Checks that `pem` holds a certificate and a private key the TLS stack accepts as a
+/// client identity (for certs.d pairs).
+pub fn check_identity(pem: &[u8]) -> Result<(), String> {
+    reqwest::Identity::from_pem(pem)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

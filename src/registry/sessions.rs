@@ -1,11 +1,12 @@
-//! Sessions kept between pulls: one per (registry, scheme, credentials, extra CAs).
+//! Sessions kept between pulls: one per (registry, scheme, credentials, TLS material).
 //!
-//! Building an oci-client `Client` costs a fresh reqwest client, whose TLS set-up reads and
-//! parses the whole system certificate store (oci-client builds a second, throwaway one
-//! too): on a nearby registry that is as long as pulling a 1 MiB image. A kept session
+//! Building a session costs a fresh reqwest client, whose TLS set-up reads and parses the
+//! whole system certificate store: on a nearby registry that is as long as pulling a
+//! 1 MiB image. A kept session
 //! also keeps its registry connections and tokens warm. Sessions are shared only by pulls
 //! with equal credentials, so one pod's token never serves another's pull, and only with
-//! the same certs.d CAs (a reload that changes them gets new sessions); a session
+//! the same certs.d CAs and client certificate (a reload that changes them gets new
+//! sessions); a session
 //! unused for [`IDLE`] is dropped (with the credentials it holds), and at most [`MAX`] are
 //! kept.
 
@@ -13,14 +14,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Credentials, RegistryError, Scheme, Session};
+use super::{Credentials, RegistryError, Scheme, Session, SourceTls};
 
 /// How long an unused session is kept.
 const IDLE: Duration = Duration::from_secs(300);
 /// Sessions kept at most; the least recently used goes first.
 const MAX: usize = 32;
 
-type Key = (String, Scheme, Credentials, Vec<Vec<u8>>);
+type Key = (String, Scheme, Credentials, SourceTls);
 
 #[derive(Default)]
 pub(super) struct Sessions {
@@ -35,10 +36,10 @@ impl Sessions {
         registry: &str,
         scheme: Scheme,
         creds: &Credentials,
-        roots: &[Vec<u8>],
+        tls: &SourceTls,
         create: impl FnOnce() -> Result<Session, RegistryError>,
     ) -> Result<Session, RegistryError> {
-        let key = (registry.to_owned(), scheme, creds.clone(), roots.to_vec());
+        let key = (registry.to_owned(), scheme, creds.clone(), tls.clone());
         let now = Instant::now();
         if let Some((s, used)) = self.lock().get_mut(&key) {
             *used = now;

@@ -29,12 +29,8 @@ impl Session {
         })?;
         let reference = oci_reference(&tagged, None);
         let what = format!("{}:{tag}", name.repo());
-        let token = self.authenticate(&reference, &what).await?;
-        match self
-            .manifest_raw(&reference, &what, None, token.as_deref())
-            .await
-        {
-            Ok((bytes, _)) => Ok(Some(bytes)),
+        match self.manifest_authorized(&reference, &what).await {
+            Ok((bytes, _, _)) => Ok(Some(bytes)),
             Err(RegistryError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -80,9 +76,12 @@ impl Session {
         cap: u64,
     ) -> Result<Option<Bytes>, RegistryError> {
         let what = format!("signature {url}");
-        let mut response = self.http.get(url).send().await.map_err(|e| {
-            super::error::unavailable(self.registry.clone(), format!("{what}: {e}"), &e)
-        })?;
+        let get = super::fetch::Get {
+            url: url.to_owned(),
+            accept: None,
+            offset: 0,
+        };
+        let mut response = super::fetch::get(&self.http, &self.registry, None, get).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }

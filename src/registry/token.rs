@@ -1,93 +1,38 @@
-//! Identity tokens: Docker's OAuth2 refresh tokens (CRI `AuthConfig.identity_token`, an
-//! auth file's `identitytoken`). oci-client only knows Basic and ready bearer tokens, so
-//! the exchange is done here: read the registry's `Bearer realm=…,service=…` challenge
-//! from an anonymous `GET /v2/`, POST the refresh grant to the realm (RFC 6749 §6, the
-//! form Docker and containerd send), and hand the `access_token` to oci-client as a bearer
-//! token for the session. A 401 mid-pull repeats the exchange (`Session::reauth`).
+//! The token server (distribution's token authentication): what a registry's `Bearer
+//! realm=…,service=…` challenge names, and the access tokens it grants for
+//! `repository:NAME:pull`. Basic credentials go with a `GET` of the realm (as docker,
+//! containerd and containers/image send them); an identity token — Docker's OAuth2 refresh
+//! token (CRI `AuthConfig.identity_token`, an auth file's `identitytoken`) — is `POST`ed as
+//! a refresh grant (RFC 6749 §6, the form Docker and containerd send); anonymous pulls get
+//! a token with a bare `GET`.
 //!
-//! Where the refresh token may go: only to the realm the registry names, over HTTPS — plain
-//! HTTP only when the registry itself is reached without TLS verification (operator
-//! marked it insecure) — with the source's certs.d CAs and insecure setting, and never
-//! through a redirect. Neither token appears in a log line or an error; a refused token is
-//! `Unauthorized` naming the registry, whatever the token server said.
+//! Where a secret may go: only to the realm the registry names, over HTTPS — plain HTTP
+//! only when the registry itself is reached without TLS verification (the operator marked
+//! it insecure) — with the session's TLS settings, and never through a redirect (the
+//! session's client follows none). No token appears in a log line or an error; a refused
+//! secret is `Unauthorized` naming the registry, whatever the token server said.
 
 use std::time::Duration;
 
-use oci_client::{Reference, RegistryOperation};
 use serde::Deserialize;
 
 use super::error::unavailable;
-use super::{Credentials, RegistryError, Scheme, Session};
+use super::{Credentials, RegistryError};
 
 /// Longest token-server answer read (a JWT is a few KiB).
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
-
-/// What a session needs to trade an identity token for access tokens.
-#[derive(Clone)]
-pub(super) struct Identity {
-    refresh_token: String,
-    http: reqwest::Client,
-    /// `https` (`http` when the registry speaks plain HTTP).
-    url_scheme: &'static str,
-    /// Whether a realm over plain HTTP is acceptable: the registry is insecure.
-    plain_realm_ok: bool,
-}
-
-impl Identity {
-    /// The exchange setup for `creds` when they are an identity token; `None` otherwise.
-    pub(super) fn for_credentials(
-        creds: &Credentials,
-        registry: &str,
-        scheme: Scheme,
-        roots: &[Vec<u8>],
-    ) -> Result<Option<Identity>, RegistryError> {
-        let Credentials::IdentityToken(refresh_token) = creds else {
-            return Ok(None);
-        };
-        let other = |reason: String| RegistryError::Other {
-            registry: registry.to_owned(),
-            reason,
-        };
-        let mut roots_parsed = Vec::with_capacity(roots.len());
-        for pem in roots {
-            roots_parsed.push(
-                reqwest::Certificate::from_pem(pem)
-                    .map_err(|e| other(format!("a certs.d CA: {e}")))?,
-            );
-        }
-        let http = reqwest::Client::builder()
-            .danger_accept_invalid_certs(scheme == Scheme::InsecureHttps)
-            .tls_certs_merge(roots_parsed)
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(60))
-            .timeout(Duration::from_secs(120))
-            .user_agent(concat!("cri-imaged/", env!("CARGO_PKG_VERSION")))
-            // A redirect would carry the refresh token somewhere the registry did not name.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| other(format!("building the HTTP client: {e}")))?;
-        Ok(Some(Identity {
-            refresh_token: refresh_token.clone(),
-            http,
-            url_scheme: if scheme == Scheme::Http {
-                "http"
-            } else {
-                "https"
-            },
-            plain_realm_ok: scheme != Scheme::Https,
-        }))
-    }
-}
+/// Token lifetime when the answer gives none (distribution's documented default).
+const DEFAULT_EXPIRY: u64 = 60;
 
 /// A `Bearer` challenge's parameters.
-#[derive(Debug, PartialEq, Eq)]
-struct Challenge {
-    realm: String,
-    service: Option<String>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Challenge {
+    pub realm: String,
+    pub service: Option<String>,
 }
 
 /// The first `Bearer` challenge in `WWW-Authenticate` values.
-fn bearer_challenge<'a>(headers: impl Iterator<Item = &'a str>) -> Option<Challenge> {
+pub(super) fn bearer_challenge<'a>(headers: impl Iterator<Item = &'a str>) -> Option<Challenge> {
     for value in headers {
         for challenge in http_auth::parser::ChallengeParser::new(value).flatten() {
             if !challenge.scheme.eq_ignore_ascii_case("bearer") {
@@ -149,21 +94,31 @@ struct TokenResponse {
     access_token: String,
     #[serde(default)]
     token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
 }
 
 /// The bearer token in a token server's answer: `access_token`, else `token`.
+#[cfg(test)]
 fn parse_token_response(body: &[u8]) -> Option<String> {
+    parse_token(body).map(|(t, _)| t)
+}
+
+/// The bearer token (`access_token`, else `token`) and its lifetime (`expires_in`).
+fn parse_token(body: &[u8]) -> Option<(String, Duration)> {
     let r: TokenResponse = serde_json::from_slice(body).ok()?;
+    let life = Duration::from_secs(r.expires_in.unwrap_or(DEFAULT_EXPIRY).clamp(1, 24 * 3600));
     [r.access_token, r.token]
         .into_iter()
         .find(|t| !t.is_empty())
+        .map(|t| (t, life))
 }
 
 /// A transport failure, without the URL's query (the host is enough to say where).
-fn transport(registry: &str, e: reqwest::Error) -> RegistryError {
+pub(super) fn transport(registry: &str, e: reqwest::Error) -> RegistryError {
     let host = e.url().and_then(|u| u.host_str().map(str::to_owned));
     let e = e.without_url();
-    let text = e.to_string();
+    let text = super::error::reason(&e);
     unavailable(
         registry.to_owned(),
         host.map_or(text.clone(), |h| format!("{h}: {text}")),
@@ -171,73 +126,92 @@ fn transport(registry: &str, e: reqwest::Error) -> RegistryError {
     )
 }
 
-impl Identity {
-    /// An access token for pulling `reference`'s repository; `None` when the registry asks
-    /// for no authentication at all.
-    async fn access_token(
-        &self,
-        registry: &str,
-        reference: &Reference,
-    ) -> Result<Option<String>, RegistryError> {
-        let other = |reason: String| RegistryError::Other {
-            registry: registry.to_owned(),
+/// A token-server answer that cannot be used (its body is never quoted: it holds tokens).
+fn invalid(registry: &str, realm_host: &str, what: &str) -> RegistryError {
+    RegistryError::InvalidContent {
+        registry: registry.to_owned(),
+        reason: format!("the answer of token server {realm_host} {what}"),
+    }
+}
+
+/// One request for an access token.
+pub(super) struct TokenRequest<'a> {
+    pub http: &'a reqwest::Client,
+    pub registry: &'a str,
+    pub creds: &'a Credentials,
+    /// Whether a realm over plain HTTP may get a secret: the registry itself is insecure.
+    pub plain_realm_ok: bool,
+    pub repository: &'a str,
+}
+
+impl TokenRequest<'_> {
+    fn other(&self, reason: String) -> RegistryError {
+        RegistryError::Other {
+            registry: self.registry.to_owned(),
             reason,
-        };
-        let probe = self
-            .http
-            .get(format!(
-                "{}://{}/v2/",
-                self.url_scheme,
-                reference.resolve_registry()
-            ))
-            .send()
-            .await
-            .map_err(|e| transport(registry, e))?;
-        if probe.status().is_success() {
-            return Ok(None);
         }
-        let values = probe.headers().get_all(reqwest::header::WWW_AUTHENTICATE);
-        let challenge = bearer_challenge(values.iter().filter_map(|v| v.to_str().ok()))
-            .ok_or_else(|| {
-                other(format!(
-                    "an identity token needs a token server, but GET /v2/ answered {} without a Bearer challenge",
-                    probe.status()
-                ))
-            })?;
-        let realm = reqwest::Url::parse(&challenge.realm)
-            .map_err(|e| other(format!("the Bearer challenge's realm is not a URL: {e}")))?;
+    }
+
+    /// An access token (and its lifetime) from the server `challenge` names.
+    pub(super) async fn get(
+        &self,
+        challenge: &Challenge,
+    ) -> Result<(String, Duration), RegistryError> {
+        let registry = self.registry;
+        let mut realm = reqwest::Url::parse(&challenge.realm)
+            .map_err(|e| self.other(format!("the Bearer challenge's realm is not a URL: {e}")))?;
+        let realm_host = realm.host_str().unwrap_or_default().to_owned();
+        let secret = !matches!(self.creds, Credentials::Anonymous);
         match realm.scheme() {
             "https" => {}
-            "http" if self.plain_realm_ok => {}
+            "http" if self.plain_realm_ok || !secret => {}
             s => {
-                return Err(other(format!(
-                    "the token server {} is reached over {s}: an identity token is sent over HTTPS only (or to an insecure registry's realm)",
-                    realm.host_str().unwrap_or_default()
-                )));
+                let what = match self.creds {
+                    Credentials::IdentityToken(_) => "an identity token",
+                    _ => "a password",
+                };
+                return Err(RegistryError::Unsupported {
+                    registry: registry.to_owned(),
+                    reason: format!(
+                        "its token server {realm_host} is reached over {s}: {what} is sent over HTTPS only (or to an insecure registry's realm)"
+                    ),
+                });
             }
         }
-        let realm_host = realm.host_str().unwrap_or_default().to_owned();
-        tracing::debug!(registry, token_server = %realm_host, "exchanging an identity token");
-        let scope = format!("repository:{}:pull", reference.repository());
-        let response = self
-            .http
-            .post(realm)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(grant_body(
-                &self.refresh_token,
-                challenge.service.as_deref(),
-                &scope,
-            ))
-            .send()
-            .await
-            .map_err(|e| transport(registry, e))?;
+        let scope = format!("repository:{}:pull", self.repository);
+        let request = match self.creds {
+            Credentials::IdentityToken(refresh) => {
+                tracing::debug!(registry, token_server = %realm_host, "exchanging an identity token");
+                self.http
+                    .post(realm)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(grant_body(refresh, challenge.service.as_deref(), &scope))
+            }
+            creds => {
+                {
+                    let mut q = realm.query_pairs_mut();
+                    if let Some(s) = &challenge.service {
+                        q.append_pair("service", s);
+                    }
+                    q.append_pair("scope", &scope);
+                }
+                let request = self.http.get(realm);
+                match creds {
+                    Credentials::Basic { username, password } => {
+                        request.basic_auth(username, Some(password))
+                    }
+                    _ => request,
+                }
+            }
+        };
+        let response = request.send().await.map_err(|e| transport(registry, e))?;
         let status = response.status();
         match status.as_u16() {
             200..=299 => {}
-            // invalid_grant (400), or a server that says 401/403: the token is refused.
+            // invalid_grant (400), or a server that says 401/403: the secret is refused.
             400 | 401 | 403 => {
                 return Err(RegistryError::Unauthorized {
                     registry: registry.to_owned(),
@@ -247,20 +221,18 @@ impl Identity {
                 return Err(RegistryError::Throttled {
                     registry: registry.to_owned(),
                     reason: format!("token server {realm_host} answered HTTP 429"),
-                    after: None,
+                    after: super::fetch::retry_after(response.headers()),
                 });
             }
             code if code >= 500 || code == 408 => {
                 return Err(RegistryError::Unavailable {
                     registry: registry.to_owned(),
                     reason: format!("token server {realm_host} answered HTTP {code}"),
-                    after: None,
+                    after: super::fetch::retry_after(response.headers()),
                 });
             }
             code => {
-                return Err(other(format!(
-                    "token server {realm_host} answered HTTP {code}"
-                )));
+                return Err(self.other(format!("token server {realm_host} answered HTTP {code}")));
             }
         }
         if response
@@ -273,77 +245,7 @@ impl Identity {
         if body.len() > MAX_TOKEN_RESPONSE {
             return Err(invalid(registry, &realm_host, "is too large"));
         }
-        parse_token_response(&body)
-            .map(Some)
-            .ok_or_else(|| invalid(registry, &realm_host, "has no access_token"))
-    }
-}
-
-/// A token-server answer that cannot be used (its body is never quoted: it holds tokens).
-fn invalid(registry: &str, realm_host: &str, what: &str) -> RegistryError {
-    RegistryError::InvalidContent {
-        registry: registry.to_owned(),
-        reason: format!("the answer of token server {realm_host} {what}"),
-    }
-}
-
-impl Session {
-    /// Authenticates the session for pulling `reference`: an identity token is exchanged
-    /// first (again on every call, so a reauth gets a fresh access token); other
-    /// credentials go to oci-client as they are.
-    pub(super) async fn authenticate(
-        &self,
-        reference: &Reference,
-        what: &str,
-    ) -> Result<Option<String>, RegistryError> {
-        self.check_basic_realm(reference).await?;
-        let auth = match &self.identity {
-            None => self.auth.clone(),
-            Some(identity) => match identity.access_token(&self.registry, reference).await? {
-                Some(token) => oci_client::secrets::RegistryAuth::Bearer(token),
-                None => oci_client::secrets::RegistryAuth::Anonymous,
-            },
-        };
-        self.client
-            .auth(reference, &auth, RegistryOperation::Pull)
-            .await
-            .map_err(|e| RegistryError::from_oci(&self.registry, what, e))
-    }
-}
-
-impl Session {
-    /// oci-client sends a username and password to whatever realm the registry's Bearer
-    /// challenge names, plain HTTP included. On a verified HTTPS registry, cri-imaged looks
-    /// at the challenge first (once per session) and refuses an `http://` realm.
-    async fn check_basic_realm(&self, reference: &Reference) -> Result<(), RegistryError> {
-        use std::sync::atomic::Ordering;
-        if !matches!(self.auth, oci_client::secrets::RegistryAuth::Basic(..))
-            || self.basic_realm_checked.load(Ordering::Relaxed)
-        {
-            return Ok(());
-        }
-        let probe = self
-            .http
-            .get(format!("https://{}/v2/", reference.resolve_registry()))
-            .send()
-            .await
-            .map_err(|e| transport(&self.registry, e))?;
-        let values = probe.headers().get_all(reqwest::header::WWW_AUTHENTICATE);
-        if let Some(challenge) = bearer_challenge(values.iter().filter_map(|v| v.to_str().ok()))
-            && let Ok(realm) = reqwest::Url::parse(&challenge.realm)
-            && realm.scheme() != "https"
-        {
-            return Err(RegistryError::Unsupported {
-                registry: self.registry.clone(),
-                reason: format!(
-                    "its token server {} is reached over {}: a password is sent over HTTPS only",
-                    realm.host_str().unwrap_or_default(),
-                    realm.scheme()
-                ),
-            });
-        }
-        self.basic_realm_checked.store(true, Ordering::Relaxed);
-        Ok(())
+        parse_token(&body).ok_or_else(|| invalid(registry, &realm_host, "has no token"))
     }
 }
 
@@ -406,5 +308,13 @@ mod tests {
         );
         assert_eq!(parse_token_response(br#"{"token":""}"#), None);
         assert_eq!(parse_token_response(b"not json"), None);
+        assert_eq!(
+            parse_token(br#"{"token":"b","expires_in":300}"#),
+            Some(("b".into(), Duration::from_secs(300)))
+        );
+        assert_eq!(
+            parse_token(br#"{"token":"b"}"#).unwrap().1,
+            Duration::from_secs(DEFAULT_EXPIRY)
+        );
     }
 }

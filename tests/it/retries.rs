@@ -207,12 +207,11 @@ async fn one_401_mid_pull_re_authenticates_and_a_lasting_401_is_unauthenticated(
     );
 }
 
-/// `Retry-After` on a manifest answer (cri-imaged's own GET sees it): a 429 asking for 1 s
-/// is retried after exactly that (the daemon logs the delay), one asking for more than the
-/// policy's 10 s cap fails at once instead of holding the pull. (On blob answers
-/// oci-client 0.18 hides the header; there a 429 waits 8× the usual backoff.)
+/// `Retry-After` on manifest and blob answers: a manifest 429 asking for 1 s and a blob 503
+/// asking for 2 s are retried after exactly that (the daemon logs the delay); one asking
+/// for more than the policy's 10 s cap fails at once instead of holding the pull.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_manifest_429_waits_its_retry_after_and_one_beyond_the_cap_fails_at_once() {
+async fn a_429_or_503_waits_its_retry_after_and_one_beyond_the_cap_fails_at_once() {
     let (fake, img) = serving().await;
     fake.add_image("test/app", "2", &img);
     let asks = |secs| Fault::Status {
@@ -221,6 +220,14 @@ async fn a_manifest_429_waits_its_retry_after_and_one_beyond_the_cap_fails_at_on
     };
     fake.push_faults("1", [asks(1)]);
     fake.push_faults("2", [asks(60), asks(60)]);
+    let layer = img.layers[1].blob.digest.clone();
+    fake.push_faults(
+        &layer,
+        [Fault::Status {
+            code: 503,
+            retry_after: Some(2),
+        }],
+    );
     let f = Fixture::start(fake).await;
     let mut c = f.daemon.client();
 
@@ -237,6 +244,14 @@ async fn a_manifest_429_waits_its_retry_after_and_one_beyond_the_cap_fails_at_on
             .any(|l| l.contains("fetching the manifest failed; retrying")
                 && l.contains("delay_ms=1000")),
         "the retry waited the 1 s the registry asked for; daemon output:\n{log}"
+    );
+    assert_eq!(f.fake.faults_left(&layer), 0);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("blob download broke; retrying")
+                && l.contains(&layer)
+                && l.contains("delay_ms=2000")),
+        "the blob retry waited the 2 s its 503 asked for; daemon output:\n{log}"
     );
 
     let name = f.name("test/app:2");
@@ -256,4 +271,24 @@ async fn a_manifest_429_waits_its_retry_after_and_one_beyond_the_cap_fails_at_on
         1,
         "not retried within the pull"
     );
+}
+
+/// Requests per pull on a registry without authentication: the first pull asks `GET /v2/`
+/// once, then the manifest, the config and each layer once; a second image pulled on the
+/// kept session asks `GET /v2/` no more (what it answered is known).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_registry_is_asked_v2_once_per_session_and_each_blob_once() {
+    let (fake, img) = serving().await;
+    let other = ImageBuilder::new().layer_sizes(&[4096]).build();
+    fake.add_image("test/other", "1", &other);
+    let f = Fixture::start(fake).await;
+    let mut c = f.daemon.client();
+    assert_eq!(pull(&mut c, &f.name("test/app:1")).await, img.id());
+    assert_eq!(f.fake.requests("/v2/"), 1, "one GET /v2/ for the session");
+    assert_eq!(f.fake.requests("/v2/test/app/manifests/1"), 1);
+    for d in img.blob_digests() {
+        assert_eq!(f.fake.blob_requests("test/app", &d), 1, "{d} asked once");
+    }
+    assert_eq!(pull(&mut c, &f.name("test/other:1")).await, other.id());
+    assert_eq!(f.fake.requests("/v2/"), 1, "the kept session asks no more");
 }

@@ -1,7 +1,8 @@
 //! Per-registry TLS through the real socket: a registry serving HTTPS with a certificate
 //! from a CA the test makes is refused while certs.d holds another CA for it, and accepted
 //! once its own CA is there (swapped in by SIGHUP); a registry requiring a client
-//! certificate is refused (not supported yet); pinned images are reported as such.
+//! certificate opens to the certs.d pair its CA signed, and only to it; pinned images are
+//! reported as such.
 
 use std::time::Duration;
 
@@ -98,19 +99,22 @@ async fn a_password_is_never_sent_to_a_plain_http_token_realm() {
     assert!(!d.output().contains(password), "the password was logged");
 }
 
-/// Client certificates are not supported (oci-client cannot present one, README "Not
-/// supported yet"): a registry that requires one is refused with a clear Unavailable naming
-/// it, and the pair in certs.d is reported, not silently dropped. When support lands, this
-/// test turns into "the pair in certs.d opens the registry".
+/// Mutual TLS: docker-registry with `clientcas` accepts the pull whose certs.d holds a
+/// client pair its CA signed; without a pair, or with one another CA signed, the pull is
+/// Unauthenticated naming the registry (at once, not after a timeout); a key made readable
+/// by others is refused at the next reload, naming the file, and the old set stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registry_requiring_a_client_certificate_is_refused_and_the_pair_reported() {
+async fn a_registry_requiring_a_client_certificate_opens_to_the_certs_d_pair() {
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = tempdir();
     let pki = dir.path().join("pki");
     std::fs::create_dir(&pki).unwrap();
     let ca = make_ca(&pki, "server");
     let client_ca = make_ca(&pki, "client");
+    let stranger_ca = make_ca(&pki, "stranger");
     let tls = make_server(&pki, &ca);
     let (client_cert, client_key) = make_client(&pki, &client_ca, "client");
+    let (wrong_cert, wrong_key) = make_client(&pki, &stranger_ca, "wrong");
     let mut identity_pem = std::fs::read(&client_cert).unwrap();
     identity_pem.extend(std::fs::read(&client_key).unwrap());
     let client = ClientCerts {
@@ -118,33 +122,87 @@ async fn a_registry_requiring_a_client_certificate_is_refused_and_the_pair_repor
         identity_pem,
     };
     let registry = Registry::start_mtls(&tls, &client).await;
-    let img = ImageBuilder::new().layer_sizes(&[1000]).build();
+    let img = ImageBuilder::new().layer_sizes(&[1000, 70_000]).build();
     img.push(&registry, "mtls/app", "1").await;
+    let name = format!("{}/mtls/app:1", registry.host());
 
     let b = DaemonBuilder::new(dir.path());
     let host_dir = b.certs_dir().join(registry.host());
     std::fs::create_dir_all(&host_dir).unwrap();
     std::fs::copy(&ca, host_dir.join("ca.crt")).unwrap();
-    std::fs::copy(&client_cert, host_dir.join("client.cert")).unwrap();
-    std::fs::copy(&client_key, host_dir.join("client.key")).unwrap();
-    let d = b.start().await;
+    let mut d = b.start().await;
     let mut c = d.client();
-    let e = try_pull(&mut c, &format!("{}/mtls/app:1", registry.host()))
+    let refused = |e: &tonic::Status, why: &str| {
+        assert_eq!(e.code(), Code::Unauthenticated, "{why}: {}", e.message());
+        assert!(e.message().contains(&registry.host()), "{}", e.message());
+        assert!(
+            e.message().contains("client certificate"),
+            "{}",
+            e.message()
+        );
+    };
+    let started = std::time::Instant::now();
+    let e = try_pull(&mut c, &name)
         .await
         .expect_err("no client certificate is presented");
-    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
-    assert!(e.message().contains(&registry.host()), "{}", e.message());
-    // The registry ended the handshake (the daemon trusted its certificate).
+    refused(&e, "without a pair");
     assert!(
-        e.message().contains("received fatal alert"),
-        "{}",
-        e.message()
+        started.elapsed() < Duration::from_secs(30),
+        "the refusal took {:?}: it must not wait for a timeout",
+        started.elapsed()
+    );
+    d.stop().await;
+
+    // A pair from a CA the registry does not know.
+    let key_mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    std::fs::copy(&wrong_cert, host_dir.join("client.cert")).unwrap();
+    std::fs::copy(&wrong_key, host_dir.join("client.key")).unwrap();
+    key_mode(&host_dir.join("client.key"), 0o600);
+    let mut d = b.start().await;
+    let mut c = d.client();
+    let e = try_pull(&mut c, &name)
+        .await
+        .expect_err("a certificate of another CA");
+    refused(&e, "with a stranger's pair");
+    d.stop().await;
+
+    std::fs::copy(&client_cert, host_dir.join("client.cert")).unwrap();
+    std::fs::copy(&client_key, host_dir.join("client.key")).unwrap();
+    key_mode(&host_dir.join("client.key"), 0o600);
+    let d = b.start().await;
+    let mut c = d.client();
+    assert_eq!(pull(&mut c, &name).await, img.id());
+    assert!(
+        registry.blob_get_count("mtls/app", &img.layer_digests()[1]) >= 1,
+        "the layer came from the mTLS registry"
+    );
+
+    key_mode(&host_dir.join("client.key"), 0o644);
+    d.signal(rustix::process::Signal::HUP);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            d.output().contains("keeping the previous")
+        })
+        .await,
+        "the reload was not refused:\n{}",
+        d.output()
     );
     let log = d.output();
     assert!(
-        log.lines().any(|l| l.contains("client.cert")
-            && l.contains("client certificates are not supported yet")),
-        "the ignored pair is not reported:\n{log}"
+        log.lines()
+            .any(|l| l.contains("client.key") && l.contains("mode 0644")),
+        "the refusal names the key and its mode:\n{log}"
+    );
+    let secret_line = std::fs::read_to_string(&client_key).unwrap();
+    let secret_line = secret_line.lines().nth(1).unwrap();
+    assert!(!log.contains(secret_line), "key material in the log");
+    crate::support::remove(&mut c, &name).await;
+    assert_eq!(
+        pull(&mut c, &name).await,
+        img.id(),
+        "the old pair stays in use"
     );
 }
 
