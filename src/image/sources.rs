@@ -20,18 +20,21 @@ pub(super) struct Planned {
     pub source: Source,
     pub creds: Credentials,
     pub tls: SourceTls,
-    /// The credential helper to ask for `creds` (nothing else had them).
-    pub helper: Option<String>,
+    /// The credential helpers to ask for `creds`, in order (nothing before them had any).
+    pub helpers: Vec<String>,
+    /// The auth file's `auths` entry listed after those helpers: used when none answers.
+    pub fallback: Option<Credentials>,
 }
 
 /// The sources of `name`, in order; `cri` are the caller's credentials for `name`'s
 /// registry. A blocked registry is an error here, before any connection.
 ///
 /// Credentials, in containers/image's order: the CRI request's (for the registry it
-/// names only), the auth file's `auths`, then the credential helper the auth file names
-/// for the source's registry (`credHelpers`, else `credsStore`: noted in
-/// [`Planned::helper`], asked by [`ask_helpers`]). Each source (a mirror too) gets its
-/// own registry's credentials, never another's.
+/// names only), then registries.conf's `credential-helpers` in order (default: the auth
+/// file alone) — the auth file is its `auths`, then the helper it names for the source's
+/// registry (`credHelpers`, else `credsStore`); any other entry is a helper. Helpers are
+/// noted in [`Planned::helpers`] and asked by [`ask_helpers`]. Each source (a mirror too)
+/// gets its own registry's credentials, never another's.
 pub(super) fn plan(
     node: &NodeRegistries,
     name: &ImageName,
@@ -45,13 +48,10 @@ pub(super) fn plan(
         .into_iter()
         .map(|source| {
             let same_registry = source.name.registry() == name.registry();
-            let (creds, helper) = if same_registry && *cri != Credentials::Anonymous {
-                (cri.clone(), None)
-            } else if let Some(c) = node.auth.lookup(&source.name) {
-                (c.clone(), None)
+            let (creds, helpers, fallback) = if same_registry && *cri != Credentials::Anonymous {
+                (cri.clone(), Vec::new(), None)
             } else {
-                let helper = node.auth.helper_for(source.name.registry());
-                (Credentials::Anonymous, helper.map(str::to_owned))
+                look_up(node, &source)
             };
             let certs = node.certs.for_registry(source.name.registry());
             let tls = SourceTls {
@@ -63,10 +63,37 @@ pub(super) fn plan(
                 source,
                 creds,
                 tls,
-                helper,
+                helpers,
+                fallback,
             }
         })
         .collect())
+}
+
+/// Walks `credential-helpers` for `source`: the auth file's `auths` entry if it comes
+/// before any helper, else the helpers to ask in order, with a later `auths` entry as the
+/// fallback when none of them answers.
+fn look_up(
+    node: &NodeRegistries,
+    source: &Source,
+) -> (Credentials, Vec<String>, Option<Credentials>) {
+    let mut helpers = Vec::new();
+    for entry in node.conf.credential_helpers() {
+        if entry != crate::registries::AUTH_FILES {
+            helpers.push(entry.to_owned());
+            continue;
+        }
+        if let Some(c) = node.auth.lookup(&source.name) {
+            if helpers.is_empty() {
+                return (c.clone(), helpers, None);
+            }
+            return (Credentials::Anonymous, helpers, Some(c.clone()));
+        }
+        if let Some(h) = node.auth.helper_for(source.name.registry()) {
+            helpers.push(h.to_owned());
+        }
+    }
+    (Credentials::Anonymous, helpers, None)
 }
 
 /// Asks the credential helper of each planned source that has one, its answer cached per
@@ -78,22 +105,41 @@ pub(super) async fn ask_helpers(
     planned: &mut [Planned],
 ) -> Result<(), Error> {
     for p in planned.iter_mut() {
-        let Some(helper) = p.helper.take() else {
-            continue;
-        };
-        p.creds = inner
-            .helpers
-            .get(
-                &helper,
-                p.source.name.registry(),
-                inner.settings.credential_helper_cache,
-            )
-            .await
-            .map_err(|source| Error::CredentialHelper {
-                image: name.to_string(),
-                source,
-            })?
-            .unwrap_or_default();
+        // As containers/image: the first answer wins; a failing helper does not stop the
+        // others, and fails the pull only when none answered.
+        let mut failed = None;
+        let mut found = None;
+        for helper in std::mem::take(&mut p.helpers) {
+            match inner
+                .helpers
+                .get(
+                    &helper,
+                    p.source.name.registry(),
+                    inner.settings.credential_helper_cache,
+                )
+                .await
+            {
+                Ok(Some(c)) => {
+                    found = Some(c);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(image = %name, helper = %helper, error = %e, "credential helper failed; trying the next");
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match (found.or(p.fallback.take()), failed) {
+            (Some(c), _) => p.creds = c,
+            (None, Some(source)) => {
+                return Err(Error::CredentialHelper {
+                    image: name.to_string(),
+                    source,
+                });
+            }
+            (None, None) => {}
+        }
     }
     Ok(())
 }

@@ -60,6 +60,27 @@ impl RegistryEntry {
     }
 }
 
+/// The `credential-helpers` entry meaning the auth file.
+pub const AUTH_FILES: &str = "containers-auth.json";
+
+/// A `credential-helpers` entry: the auth file, or a helper's name (no path, no spaces:
+/// it becomes `docker-credential-NAME`, looked up on `PATH`).
+fn check_helper(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a credential helper name ({AUTH_FILES:?} or NAME for docker-credential-NAME: letters, digits, '-', '_', '.')"
+        ))
+    }
+}
+
 /// registries.conf and its drop-ins, merged and validated.
 #[derive(Debug, Clone, Default)]
 pub struct RegistriesConf {
@@ -68,6 +89,8 @@ pub struct RegistriesConf {
     pub(super) registries: Vec<RegistryEntry>,
     /// Short name → (qualified repository, file that set it).
     pub(super) aliases: BTreeMap<String, (String, PathBuf)>,
+    /// `credential-helpers`, if any file set it (a later file replaces it).
+    helpers: Option<Vec<String>>,
     files: Vec<PathBuf>,
     warnings: Vec<String>,
 }
@@ -87,6 +110,17 @@ impl RegistriesConf {
         } else {
             ShortNameMode::Enforcing
         })
+    }
+
+    /// `credential-helpers`: where credentials are looked for, in order, for a source
+    /// without CRI credentials — [`AUTH_FILES`] (the auth file: `auths`, then its
+    /// `credHelpers`/`credsStore`) or a helper name (`docker-credential-NAME`). Unset, the
+    /// auth file only, as in containers/image.
+    pub fn credential_helpers(&self) -> Vec<&str> {
+        match &self.helpers {
+            Some(h) => h.iter().map(String::as_str).collect(),
+            None => vec![AUTH_FILES],
+        }
     }
 
     /// The files read, in the order applied.
@@ -122,6 +156,18 @@ impl RegistriesConf {
                 "registries".into(),
                 "the version 1 format ([registries.search] etc.) is not supported; use version 2 ([[registry]] tables)".into(),
             ));
+        }
+        if let Some(helpers) = raw.credential_helpers {
+            for h in &helpers {
+                check_helper(h).map_err(|reason| err("credential-helpers".into(), reason))?;
+            }
+            if helpers.is_empty() {
+                return Err(err(
+                    "credential-helpers".into(),
+                    format!("an empty list would look nowhere; leave it out for [{AUTH_FILES:?}]"),
+                ));
+            }
+            self.helpers = Some(helpers);
         }
         if let Some(search) = raw.unqualified_search_registries {
             for r in &search {

@@ -198,9 +198,36 @@ mod tests {
     fn unknown_top_level_keys_are_warnings() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("r.conf");
-        std::fs::write(&f, "credential-helpers = [\"secretservice\"]\n").unwrap();
+        std::fs::write(&f, "additional-layer-store-auth-helper = \"x\"\n").unwrap();
         let c = load_conf(&f).unwrap();
         assert_eq!(c.warnings().len(), 1);
-        assert!(c.warnings()[0].contains("credential-helpers"));
+        assert!(c.warnings()[0].contains("additional-layer-store-auth-helper"));
+    }
+
+    #[test]
+    fn credential_helpers_are_a_checked_ordered_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.conf");
+        std::fs::write(&f, "").unwrap();
+        assert_eq!(
+            load_conf(&f).unwrap().credential_helpers(),
+            vec!["containers-auth.json"]
+        );
+        std::fs::write(
+            &f,
+            "credential-helpers = [\"ecr-login\", \"containers-auth.json\"]\n",
+        )
+        .unwrap();
+        let c = load_conf(&f).unwrap();
+        assert_eq!(
+            c.credential_helpers(),
+            vec!["ecr-login", "containers-auth.json"]
+        );
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        for bad in ["[\"../bin/sh\"]", "[\"a b\"]", "[]", "[\"\"]"] {
+            std::fs::write(&f, format!("credential-helpers = {bad}\n")).unwrap();
+            let e = load_conf(&f).unwrap_err().to_string();
+            assert!(e.contains("credential-helpers"), "{bad}: {e}");
+        }
     }
 }

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 pub use authfile::AuthFile;
 pub use certs::{CertsDir, HostCerts};
-pub use conf::{Mirror, PullFrom, RegistriesConf, RegistryEntry, ShortNameMode};
+pub use conf::{AUTH_FILES, Mirror, PullFrom, RegistriesConf, RegistryEntry, ShortNameMode};
 pub use load::{drop_in_dir, files_in, load_conf};
 pub use lookup::{LookupError, Source};
 

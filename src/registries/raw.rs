@@ -15,7 +15,10 @@ pub(super) struct RawFile {
     pub short_name_mode: Option<String>,
     pub registry: Option<Vec<RawRegistry>>,
     pub aliases: Option<BTreeMap<String, String>>,
-    /// Keys not acted on (`credential-helpers`, v1 `[registries.*]` tables, …).
+    #[serde(rename = "credential-helpers")]
+    pub credential_helpers: Option<Vec<String>>,
+    /// Keys not acted on (`additional-layer-store-auth-helper`, v1 `[registries.*]`
+    /// tables, …).
     #[serde(flatten)]
     pub other: BTreeMap<String, toml::Value>,
 }

@@ -257,3 +257,95 @@ async fn credential_helpers_named_by_the_auth_file_answer_and_their_failures_nam
     );
     assert!(!log.contains(AUTH_PASSWORD), "no secret in the log");
 }
+
+/// registries.conf's `credential-helpers`: asked in order; "credentials not found" and a
+/// failing helper pass to the next; `containers-auth.json` is the auth file at its place
+/// (a helper before it answers first); only when nothing answers does a failure fail the
+/// pull, naming the helper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registries_conf_credential_helpers_are_asked_in_order() {
+    let registry = Registry::start_with_auth().await;
+    let host = registry.host();
+    for repo in ["private/a", "private/b", "private/c"] {
+        ImageBuilder::new()
+            .layer_sizes(&[2000])
+            .build()
+            .push(&registry, repo, "1")
+            .await;
+    }
+    let dir = tempdir();
+    let bin = dir.path().join("bin");
+    credential_helper(
+        &bin,
+        "good",
+        &format!(
+            "printf '{{\"ServerURL\":\"%s\",\"Username\":\"{AUTH_USER}\",\"Secret\":\"{AUTH_PASSWORD}\"}}' \"$server\""
+        ),
+    );
+    credential_helper(
+        &bin,
+        "empty",
+        "echo 'credentials not found in native keychain'; exit 1",
+    );
+    credential_helper(&bin, "broken", "echo 'SECRET-LOOKING-OUTPUT'; exit 7");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let b = DaemonBuilder::new(dir.path())
+        .env("PATH", &path)
+        .arg("--credential-helper-cache")
+        .arg("0s");
+    std::fs::write(
+        b.registries_conf(),
+        "credential-helpers = [\"empty\", \"broken\", \"good\", \"containers-auth.json\"]\n",
+    )
+    .unwrap();
+    let d = b.start().await;
+    let mut c = d.client();
+    pull(&mut c, &format!("{host}/private/a:1")).await;
+    assert_eq!(
+        ["empty", "broken", "good"].map(|h| helper_runs(&bin, h)),
+        [1, 1, 1],
+        "each asked once, in order, until one answered"
+    );
+
+    // A failing helper first; the auth file after it has the credentials.
+    std::fs::write(
+        b.registries_conf(),
+        "credential-helpers = [\"broken\", \"containers-auth.json\", \"good\"]\n",
+    )
+    .unwrap();
+    std::fs::write(b.auth_file(), auth_json(&host)).unwrap();
+    reload(&d, 1).await;
+    pull(&mut c, &format!("{host}/private/b:1")).await;
+    assert_eq!(helper_runs(&bin, "broken"), 2);
+    assert_eq!(
+        helper_runs(&bin, "good"),
+        1,
+        "not asked after the auth file"
+    );
+
+    // Nothing answers: the failure is the pull's, naming the helper.
+    std::fs::write(
+        b.registries_conf(),
+        "credential-helpers = [\"empty\", \"broken\"]\n",
+    )
+    .unwrap();
+    reload(&d, 2).await;
+    let e = try_pull_with(&mut c, &format!("{host}/private/c:1"), None)
+        .await
+        .expect_err("no helper answers");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("docker-credential-broken"),
+        "{}",
+        e.message()
+    );
+    assert!(!e.message().contains("SECRET-LOOKING"), "{}", e.message());
+    assert!(
+        !d.output().contains("SECRET-LOOKING"),
+        "no helper output in the log"
+    );
+}

@@ -19,7 +19,8 @@
 //!   credentials, the auth file, credential helpers: cached, bounded, never showing their output, never to a mirror), `identity` (identity tokens traded
 //!   at a token server for a docker-registry with token auth), `tls` (certs.d CAs with a
 //!   registry serving HTTPS from a test-made CA; a registry requiring a client certificate
-//!   is refused; pinned images), `retries` (cut bodies resume with `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`
+//!   opens to the certs.d pair; pinned images), `proxies` (`HTTPS_PROXY` through the test's
+//!   CONNECT proxy, `support/forward.rs`; loopback and `NO_PROXY` direct), `retries` (cut bodies resume with `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`
 //!   (`cri-imaged check --repair`), `authority` (any `:authority` or none on the socket: real
 //!   crictl captures replayed, raw HTTP/2 with CONTINUATION and the HPACK dynamic table), `crash` (SIGKILL at many points of a pull: what is on disk at each, then resume),
 //!   `interrupted` (SIGKILL mid-pull behind a slow proxy: the verified blobs are kept for the
@@ -56,6 +57,7 @@ mod interrupted;
 mod list;
 mod load;
 mod observe;
+mod proxies;
 mod proxy_faults;
 mod pull;
 mod registries;

@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod fake;
+pub mod forward;
 pub mod h2raw;
 pub mod images;
 pub mod layout;

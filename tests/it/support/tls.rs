@@ -54,12 +54,20 @@ pub fn make_ca(dir: &Path, name: &str) -> std::path::PathBuf {
 
 /// A server certificate for IP 127.0.0.1 signed by the CA `ca` (made by [`make_ca`]).
 pub fn make_server(dir: &Path, ca: &Path) -> TlsFiles {
+    make_server_named(dir, ca, &[])
+}
+
+/// A server certificate for IP 127.0.0.1 and the DNS names `names`, signed by `ca`.
+pub fn make_server_named(dir: &Path, ca: &Path, names: &[&str]) -> TlsFiles {
+    let dns: String = names.iter().map(|n| format!(",DNS:{n}")).collect();
     let (cert, key) = make_leaf(
         dir,
         ca,
         "server",
         "/CN=127.0.0.1",
-        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+        &format!(
+            "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1{dns}\n"
+        ),
     );
     TlsFiles {
         cert,
