@@ -164,16 +164,9 @@ fn credential_helper(bin: &std::path::Path, name: &str, body: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn helper_runs(bin: &std::path::Path, name: &str) -> usize {
-    std::fs::read_to_string(bin.join(format!("{name}.runs")))
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn credential_helpers_named_by_the_auth_file_answer_and_their_failures_name_them() {
+/// An htpasswd registry with `private/{a,b,c}:1`, a temp dir, and its `bin` for helpers.
+async fn private_images_and_bin() -> (Registry, tempfile::TempDir, std::path::PathBuf) {
     let registry = Registry::start_with_auth().await;
-    let host = registry.host();
     for repo in ["private/a", "private/b", "private/c"] {
         ImageBuilder::new()
             .layer_sizes(&[2000])
@@ -183,6 +176,28 @@ async fn credential_helpers_named_by_the_auth_file_answer_and_their_failures_nam
     }
     let dir = tempdir();
     let bin = dir.path().join("bin");
+    (registry, dir, bin)
+}
+
+/// `PATH` with `bin` first.
+fn path_with(bin: &std::path::Path) -> String {
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn helper_runs(bin: &std::path::Path, name: &str) -> usize {
+    std::fs::read_to_string(bin.join(format!("{name}.runs")))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_helpers_named_by_the_auth_file_answer_and_their_failures_name_them() {
+    let (registry, dir, bin) = private_images_and_bin().await;
+    let host = registry.host();
     // The right answer only for the registry asked about (the server comes on stdin).
     credential_helper(
         &bin,
@@ -194,11 +209,7 @@ async fn credential_helpers_named_by_the_auth_file_answer_and_their_failures_nam
     credential_helper(&bin, "garbage", "echo 'SECRET-LOOKING-GARBAGE {'");
     credential_helper(&bin, "broken", "echo 'SECRET-LOOKING-OUTPUT'; exit 7");
     credential_helper(&bin, "slow", "sleep 30");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with(&bin);
     let b = DaemonBuilder::new(dir.path())
         .env("PATH", &path)
         .arg("--credential-helper-cache")
@@ -264,17 +275,8 @@ async fn credential_helpers_named_by_the_auth_file_answer_and_their_failures_nam
 /// pull, naming the helper.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registries_conf_credential_helpers_are_asked_in_order() {
-    let registry = Registry::start_with_auth().await;
+    let (registry, dir, bin) = private_images_and_bin().await;
     let host = registry.host();
-    for repo in ["private/a", "private/b", "private/c"] {
-        ImageBuilder::new()
-            .layer_sizes(&[2000])
-            .build()
-            .push(&registry, repo, "1")
-            .await;
-    }
-    let dir = tempdir();
-    let bin = dir.path().join("bin");
     credential_helper(
         &bin,
         "good",
@@ -288,11 +290,7 @@ async fn registries_conf_credential_helpers_are_asked_in_order() {
         "echo 'credentials not found in native keychain'; exit 1",
     );
     credential_helper(&bin, "broken", "echo 'SECRET-LOOKING-OUTPUT'; exit 7");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with(&bin);
     let b = DaemonBuilder::new(dir.path())
         .env("PATH", &path)
         .arg("--credential-helper-cache")
