@@ -283,7 +283,13 @@ async fn open_first(
                 return Ok((session, fetched, p.source.clone()));
             }
             Err(e) if !last => {
-                tracing::warn!(image = %name, source = %p.source.name, mirror = p.source.mirror, error = %e, "source failed; trying the next");
+                let next = &planned[i + 1].source.name;
+                tracing::warn!(image = %name, source = %p.source.name, mirror = p.source.mirror, next = %next, error = %e, "source failed; trying the next");
+                if p.source.mirror {
+                    inner
+                        .metrics
+                        .mirror_failed(p.source.name.registry(), e.kind().class());
+                }
             }
             Err(e) => return Err(e),
         }

@@ -62,6 +62,13 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// A mirror that failed and the class of its failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorLabels {
+    mirror: String,
+    error_class: &'static str,
+}
+
 /// How a layer was unpacked: `streamed` (from its download's bytes) or `blob`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UnpackLabel {
@@ -72,6 +79,7 @@ struct Families {
     registry: Registry,
     unpacks: HistogramFamily<UnpackLabel>,
     refused: Family<ReasonLabel, Counter>,
+    mirror_failures: Family<MirrorLabels, Counter>,
     pulls: Family<PullLabels, Counter>,
     pull_duration: HistogramFamily<ResultLabel>,
     fetched: Family<RegistryLabel, Counter>,
@@ -194,11 +202,18 @@ impl Metrics {
             "Pulls the signature policy refused, by reason (rejected, no_signature, other_key, other_image, invalid_signature, bad_key, fetch_failed)",
             refused.clone(),
         );
+        let mirror_failures = Family::<MirrorLabels, Counter>::default();
+        registry.register(
+            "cri_imaged_mirror_failures",
+            "Mirrors that could not serve a pull's manifest (the next source was tried), by mirror and error class",
+            mirror_failures.clone(),
+        );
         Metrics {
             f: Arc::new(Families {
                 registry,
                 unpacks,
                 refused,
+                mirror_failures,
                 pulls,
                 pull_duration,
                 fetched,
@@ -215,6 +230,18 @@ impl Metrics {
     /// The signature policy refused a pull for `reason`.
     pub fn refused(&self, reason: &'static str) {
         self.f.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// `mirror` (a registry host) failed with an error of `class`; the pull went on to the
+    /// next source.
+    pub fn mirror_failed(&self, mirror: &str, class: &'static str) {
+        self.f
+            .mirror_failures
+            .get_or_create(&MirrorLabels {
+                mirror: mirror.to_owned(),
+                error_class: class,
+            })
+            .inc();
     }
 
     /// A layer was unpacked in `seconds`, `streamed` from its download or from its blob.

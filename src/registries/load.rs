@@ -183,6 +183,32 @@ mod tests {
     }
 
     #[test]
+    fn the_contrib_drop_ins_load_without_warnings() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/pull-through");
+        let mut n = 0;
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().and_then(|x| x.to_str()) != Some("conf") {
+                continue;
+            }
+            let c = load_conf(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            assert!(
+                c.warnings().is_empty(),
+                "{}: {:?}",
+                f.display(),
+                c.warnings()
+            );
+            assert!(
+                c.registries().iter().any(|r| !r.mirrors.is_empty()),
+                "{} sets no mirror",
+                f.display()
+            );
+            n += 1;
+        }
+        assert_eq!(n, 4, "one drop-in per engine");
+    }
+
+    #[test]
     fn the_contrib_examples_load() {
         let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
         let c = load_conf(&contrib.join("registries.conf")).unwrap();

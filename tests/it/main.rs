@@ -60,6 +60,7 @@ mod observe;
 mod proxies;
 mod proxy_faults;
 mod pull;
+mod pull_through;
 mod registries;
 mod remove;
 mod retries;

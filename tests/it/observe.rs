@@ -34,7 +34,7 @@ async fn daemon_with_metrics(dir: &Path, registry_host: &str, extra: &[&str]) ->
 }
 
 /// `GET /metrics`: the body, after checking the status and the OpenMetrics content type.
-async fn scrape(port: u16) -> String {
+pub(crate) async fn scrape(port: u16) -> String {
     let resp = reqwest::Client::builder()
         .no_proxy()
         .timeout(LIMIT)
@@ -61,7 +61,7 @@ async fn scrape(port: u16) -> String {
 }
 
 /// The value of the sample `series` (`name{labels}` exactly as exposed); 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
+pub(crate) fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map(|v| {

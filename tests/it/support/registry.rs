@@ -82,41 +82,48 @@ pub fn closed_port() -> u16 {
 impl Registry {
     /// Starts a registry and waits (bounded) until `GET /v2/` answers.
     pub async fn start() -> Registry {
-        Self::start_inner(Auth::None, None, None).await
+        Self::start_inner(Auth::None, None, None, None).await
     }
 
     /// Starts a registry that requires HTTP Basic authentication as [`AUTH_USER`].
     pub async fn start_with_auth() -> Registry {
-        Self::start_inner(Auth::Htpasswd, None, None).await
+        Self::start_inner(Auth::Htpasswd, None, None, None).await
     }
 
     /// Starts a registry that accepts only bearer tokens from the token server `token`
     /// describes.
     pub async fn start_with_token_auth(token: &TokenAuth) -> Registry {
-        Self::start_inner(Auth::Token(token), None, None).await
+        Self::start_inner(Auth::Token(token), None, None, None).await
     }
 
     /// Starts a registry serving HTTPS with `tls` (the test's own client trusts its CA).
     pub async fn start_tls(tls: &TlsFiles) -> Registry {
-        Self::start_inner(Auth::None, Some(tls), None).await
+        Self::start_inner(Auth::None, Some(tls), None, None).await
     }
 
     /// Starts a registry serving HTTPS with `tls` that accepts only bearer tokens from the
     /// token server `token` describes.
     pub async fn start_tls_with_token_auth(tls: &TlsFiles, token: &TokenAuth) -> Registry {
-        Self::start_inner(Auth::Token(token), Some(tls), None).await
+        Self::start_inner(Auth::Token(token), Some(tls), None, None).await
     }
 
     /// Starts a registry serving HTTPS with `tls` that requires a client certificate
     /// signed by `client.ca` (`http.tls.clientcas`).
     pub async fn start_mtls(tls: &TlsFiles, client: &ClientCerts) -> Registry {
-        Self::start_inner(Auth::None, Some(tls), Some(client)).await
+        Self::start_inner(Auth::None, Some(tls), Some(client), None).await
+    }
+
+    /// A pull-through cache: docker-registry in proxy mode in front of `upstream` (an open
+    /// registry), as a node's or a zone's mirror; it keeps what it fetched.
+    pub async fn start_pull_through(upstream: &Registry) -> Registry {
+        Self::start_inner(Auth::None, None, None, Some(&upstream.url())).await
     }
 
     async fn start_inner(
         auth: Auth<'_>,
         tls: Option<&TlsFiles>,
         client: Option<&ClientCerts>,
+        proxy_of: Option<&str>,
     ) -> Registry {
         assert!(
             std::path::Path::new(REGISTRY_BIN).is_file(),
@@ -164,6 +171,9 @@ impl Registry {
                     t.issuer,
                     t.rootcertbundle.display()
                 )),
+            }
+            if let Some(remote) = proxy_of {
+                yaml.push_str(&format!("proxy:\n  remoteurl: {remote}\n"));
             }
             std::fs::write(&config, yaml).expect("write registry config");
             let log_path = dir.path().join("registry.log");
@@ -253,6 +263,19 @@ impl Registry {
             Some(t) => r.bearer_auth(t),
             None => r,
         }
+    }
+
+    /// Whether the registry's own storage holds the blob `digest` (`sha256:<hex>`) whole:
+    /// a pull-through cache has stored what it fetched.
+    pub fn stores_blob(&self, digest: &str) -> bool {
+        let hex = digest.trim_start_matches("sha256:");
+        self._dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+            .is_file()
     }
 
     /// Everything the registry wrote to stdout and stderr so far.
