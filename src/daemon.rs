@@ -10,7 +10,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::{Connected, UdsConnectInfo};
 
-use crate::grpc::{CriImageService, VersionService};
+use crate::grpc::{CriImageService, ImageServer, VersionService};
 use crate::http2::AnyAuthority;
 use crate::proto::image_service_server::ImageServiceServer;
 use crate::proto::runtime_service_server::RuntimeServiceServer;
@@ -58,11 +58,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .add_service(
-            ImageServiceServer::new(image)
+        .add_service(ImageServer::new(
+            ImageServiceServer::new(image.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-        )
+            image,
+            MAX_MESSAGE,
+        ))
         .add_service(RuntimeServiceServer::new(VersionService))
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(listener).map(|conn| conn.map(AnyAuthority::new)),

@@ -1,10 +1,18 @@
-//! ListImages → `ImageService::list`.
+//! ListImages → `ImageService::list`. The socket serves it through `encoded.rs` (the
+//! full listing's bytes kept); both paths build the answer with [`response`].
 
 use tonic::Status;
 
 use super::{convert, status};
-use crate::image::ImageService;
+use crate::image::{ImageService, Images};
 use crate::proto;
+
+/// The answer for `images`.
+pub fn response(images: &Images) -> proto::ListImagesResponse {
+    proto::ListImagesResponse {
+        images: images.iter().map(convert::image).collect(),
+    }
+}
 
 pub async fn handle(
     svc: &ImageService,
@@ -12,7 +20,5 @@ pub async fn handle(
 ) -> Result<proto::ListImagesResponse, Status> {
     let filter = convert::filter_name(req.filter);
     let images = svc.list(Some(&filter)).await.map_err(status::from_error)?;
-    Ok(proto::ListImagesResponse {
-        images: images.iter().map(convert::image).collect(),
-    })
+    Ok(response(&images))
 }

@@ -3,6 +3,7 @@
 //! back. No resolution, store access or locking happens in this module.
 
 mod convert;
+mod encoded;
 mod image_fs_info;
 mod image_status;
 mod list_images;
@@ -20,17 +21,23 @@ use tonic::{Request, Response, Status};
 use crate::image::ImageService;
 use crate::proto;
 
+pub use encoded::ImageServer;
 pub use version::VersionService;
 
 /// The CRI image service served over gRPC.
 #[derive(Clone)]
 pub struct CriImageService {
     image: ImageService,
+    /// The full listing's encoding (`encoded.rs`).
+    listing: encoded::EncodedListing,
 }
 
 impl CriImageService {
     pub fn new(image: ImageService) -> CriImageService {
-        CriImageService { image }
+        CriImageService {
+            image,
+            listing: encoded::EncodedListing::default(),
+        }
     }
 }
 

@@ -124,3 +124,36 @@ async fn stream_images_streams_what_list_images_lists() {
         .collect();
     assert!(unknown.is_empty());
 }
+
+/// The full listing is answered from bytes kept between calls: each pull, tag and removal
+/// shows in the next call, and calls in between answer the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_listing_follows_every_pull_tag_and_removal() {
+    let (s, one, two) = two_images().await;
+    let mut c = s.client();
+    let ids = |images: Vec<cri_imaged::proto::Image>| {
+        by_id(images).into_iter().map(|i| i.id).collect::<Vec<_>>()
+    };
+    let mut both = vec![one.id(), two.id()];
+    both.sort();
+    assert_eq!(ids(list(&mut c, None).await), both);
+    assert_eq!(
+        ids(list(&mut c, None).await),
+        both,
+        "asked again, unchanged"
+    );
+    // A second tag of `one`: same images, one more tag.
+    one.push(&s.registry, "test/one", "2").await;
+    pull(&mut c, &s.name("test/one:2")).await;
+    let listed = list(&mut c, None).await;
+    let tags: HashSet<String> = listed.iter().flat_map(|i| i.repo_tags.clone()).collect();
+    assert!(tags.contains(&s.name("test/one:2")), "{tags:?}");
+    crate::support::remove(&mut c, &two.id()).await;
+    assert_eq!(ids(list(&mut c, None).await), vec![one.id()]);
+    let three = ImageBuilder::new().build();
+    three.push(&s.registry, "test/three", "1").await;
+    pull(&mut c, &s.name("test/three:1")).await;
+    let mut want = vec![one.id(), three.id()];
+    want.sort();
+    assert_eq!(ids(list(&mut c, None).await), want);
+}
