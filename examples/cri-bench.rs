@@ -8,6 +8,7 @@
 //! cri-bench --endpoint SOCK latency REPO ITERATIONS   p50/p99 of List, Status, FsInfo
 //! cri-bench --endpoint SOCK ready TIMEOUT_SECONDS     waits until ListImages answers
 //! cri-bench --endpoint SOCK list N                  p50/p99 of N ListImages alone
+//! cri-bench --endpoint SOCK remove REPO FROM COUNT  p50/p99 of RemoveImage REPO:nFROM…
 //! ```
 //!
 //! `latency` prints one line per call: `name p50_ms p99_ms calls`; ImageStatus is asked by
@@ -199,6 +200,26 @@ async fn main() -> Res<()> {
                 image: spec(&arg(1)?),
             })
             .await?;
+        }
+        "remove" => {
+            // RemoveImage of REPO:nFROM… one at a time (they were filled before).
+            let mut c = connect(&endpoint).await?;
+            let (repo, from, count) = (
+                arg(1)?,
+                arg(2)?.parse::<usize>()?,
+                arg(3)?.parse::<usize>()?,
+            );
+            time_calls("RemoveImage", count, |i| {
+                let mut c = c.clone();
+                let name = format!("{repo}:n{:05}", from + i);
+                async move {
+                    c.remove_image(RemoveImageRequest { image: spec(&name) })
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            let _ = &mut c;
         }
         "fill" => {
             let (repo, from, count) = (

@@ -101,6 +101,8 @@ struct Inner {
     metrics: Metrics,
     /// Where layers are unpacked; `None` when `unpack` is off.
     snapshots: Option<Arc<crate::snapshot::Snapshots>>,
+    /// Each config's chain IDs, read once (`unpack::collect`).
+    chains: unpack::ChainMemo,
 }
 
 impl ImageService {
@@ -116,8 +118,9 @@ impl ImageService {
         settings: Settings,
         snapshots: Option<crate::snapshot::Snapshots>,
     ) -> ImageService {
+        let chains = unpack::ChainMemo::default();
         if let Some(s) = &snapshots {
-            let removed = unpack::collect(&store, s);
+            let removed = unpack::collect(&store, s, &chains);
             if removed > 0 {
                 tracing::info!(snapshots = removed, "removed snapshots no image needs");
             }
@@ -143,6 +146,7 @@ impl ImageService {
                 progress: progress::Progress::default(),
                 metrics: Metrics::new(),
                 snapshots: snapshots.map(Arc::new),
+                chains,
             }),
         }
     }

@@ -13,6 +13,7 @@ impl ImageService {
         let Some(record) = self.find(name)? else {
             return Ok(());
         };
+        let chains = self.chains_of(&record).await;
         self.inner
             .store
             .remove_image(&record.id)
@@ -22,7 +23,7 @@ impl ImageService {
                 source,
             })?;
         self.inner.cache.retain(|id| id != &record.id);
-        self.collect_snapshots().await;
+        self.collect_removed(chains).await;
         tracing::info!(image = %name, id = %record.id, "removed image");
         Ok(())
     }
@@ -32,6 +33,7 @@ impl ImageService {
         let Some(record) = self.find(name)? else {
             return Ok(());
         };
+        let chains = self.chains_of(&record).await;
         let input = super::strip_transport(name);
         let records = self.inner.store.records();
         let resolved = self.resolve_input(
@@ -57,8 +59,41 @@ impl ImageService {
             image: name.to_owned(),
             source,
         })?;
-        self.collect_snapshots().await;
+        if self.inner.store.records().get(&record.id).is_none() {
+            self.collect_removed(chains).await;
+        }
         Ok(())
+    }
+
+    /// The snapshot chains of `record`'s layers (empty when unpacking is off).
+    async fn chains_of(
+        &self,
+        record: &crate::store::ImageRecord,
+    ) -> std::collections::HashSet<crate::names::Digest> {
+        if self.inner.snapshots.is_none() {
+            return Default::default();
+        }
+        let (inner, record) = (self.inner.clone(), record.clone());
+        tokio::task::spawn_blocking(move || {
+            super::unpack::chains_of_image(&inner.store, &inner.chains, &record)
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Removes the snapshots of `chains` no image needs now (after a removal).
+    async fn collect_removed(&self, chains: std::collections::HashSet<crate::names::Digest>) {
+        let Some(snapshots) = self.inner.snapshots.clone() else {
+            return;
+        };
+        if chains.is_empty() {
+            return;
+        }
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            super::unpack::collect_removed(&inner.store, &snapshots, &inner.chains, chains)
+        })
+        .await;
     }
 
     /// Removes the snapshots no image needs any more (when unpacking is on).
@@ -67,8 +102,9 @@ impl ImageService {
             return;
         };
         let inner = self.inner.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || super::unpack::collect(&inner.store, &snapshots))
-                .await;
+        let _ = tokio::task::spawn_blocking(move || {
+            super::unpack::collect(&inner.store, &snapshots, &inner.chains)
+        })
+        .await;
     }
 }

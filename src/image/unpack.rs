@@ -340,22 +340,92 @@ pub(super) async fn unpack_layers(
     unpacks.finish().await
 }
 
-/// Removes the snapshots no recorded image needs (reading each image's config).
-pub(super) fn collect(store: &Store, snapshots: &Snapshots) -> usize {
+/// The chain IDs each config's layers make, by config digest: a config never changes
+/// under its digest, so it is read once, not at every removal (with thousands of images,
+/// reading every config per RemoveImage cost tens of milliseconds).
+#[derive(Default)]
+pub(super) struct ChainMemo {
+    chains: std::sync::Mutex<std::collections::HashMap<Digest, Arc<Vec<Digest>>>>,
+}
+
+impl ChainMemo {
+    fn chains(&self, store: &Store, m: &crate::store::ManifestBlobs) -> Arc<Vec<Digest>> {
+        if let Some(c) = self.lock().get(&m.config.digest) {
+            return c.clone();
+        }
+        let chains: Option<Vec<Digest>> =
+            std::fs::read(layout::blob_path(store.root(), &m.config.digest))
+                .ok()
+                .and_then(|bytes| oci::manifest::parse_config(&bytes).ok())
+                .and_then(|config| chains_of(&config.diff_ids, &m.layers).ok())
+                .map(|ids| ids.into_iter().map(|(_, c)| c).collect());
+        // A config that cannot be read now is not remembered: asked again next time.
+        let Some(chains) = chains else {
+            return Arc::default();
+        };
+        let chains = Arc::new(chains);
+        self.lock().insert(m.config.digest.clone(), chains.clone());
+        chains
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Digest, Arc<Vec<Digest>>>> {
+        self.chains.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The chains of `image`'s layers (its configs read once, see [`ChainMemo`]).
+pub(super) fn chains_of_image(
+    store: &Store,
+    memo: &ChainMemo,
+    image: &crate::store::ImageRecord,
+) -> HashSet<Digest> {
+    image
+        .manifests
+        .iter()
+        .flat_map(|m| memo.chains(store, m).iter().cloned().collect::<Vec<_>>())
+        .collect()
+}
+
+/// After an image whose layers made `candidates` was removed: removes those snapshots no
+/// recorded image needs. Only its own chains are looked at (a snapshot nobody needs for
+/// another reason is found by [`collect`] at start).
+pub(super) fn collect_removed(
+    store: &Store,
+    snapshots: &Snapshots,
+    memo: &ChainMemo,
+    mut candidates: HashSet<Digest>,
+) -> usize {
     let records = store.records();
-    let mut keep = HashSet::new();
     for image in records.images() {
+        if candidates.is_empty() {
+            return 0;
+        }
         for m in &image.manifests {
-            let Ok(bytes) = std::fs::read(layout::blob_path(store.root(), &m.config.digest)) else {
-                continue;
-            };
-            let Ok(config) = oci::manifest::parse_config(&bytes) else {
-                continue;
-            };
-            if let Ok(ids) = chains_of(&config.diff_ids, &m.layers) {
-                keep.extend(ids.into_iter().map(|(_, c)| c));
+            for c in memo.chains(store, m).iter() {
+                candidates.remove(c);
             }
         }
     }
+    if candidates.is_empty() {
+        return 0;
+    }
+    snapshots.remove_unused(&candidates)
+}
+
+/// Removes the snapshots no recorded image needs (each image's config read once, then
+/// remembered in `memo`; entries of configs no image has any more are dropped).
+pub(super) fn collect(store: &Store, snapshots: &Snapshots, memo: &ChainMemo) -> usize {
+    let records = store.records();
+    let mut keep = HashSet::new();
+    let mut configs = HashSet::new();
+    for image in records.images() {
+        for m in &image.manifests {
+            configs.insert(m.config.digest.clone());
+            keep.extend(memo.chains(store, m).iter().cloned());
+        }
+    }
+    memo.lock().retain(|config, _| configs.contains(config));
     snapshots.retain(&keep)
 }

@@ -311,26 +311,51 @@ impl Snapshots {
     /// Removes the snapshots neither `keep`, a pull in flight nor a container needs;
     /// returns how many.
     pub fn retain(&self, keep: &HashSet<Digest>) -> usize {
-        let mut held: HashSet<Digest> = self.lock().keys().cloned().collect();
-        held.extend(self.containers.chains_in_use());
+        let held = self.held();
         let mut removed = 0;
         for chain in self.list() {
             if keep.contains(&chain) || held.contains(&chain) {
                 continue;
             }
-            // Renamed out of its name first, so no half-removed snapshot keeps it.
-            let doomed = self.dir.join(format!("{TMP_PREFIX}gone-{}", chain.hex()));
-            match std::fs::rename(self.dir.join(chain.hex()), &doomed) {
-                Ok(()) => {
-                    self.account(&chain, None);
-                    if let Err(e) = std::fs::remove_dir_all(&doomed) {
-                        tracing::warn!(chain = %chain, error = %e, "could not remove a snapshot; it goes at next start");
-                    }
-                    removed += 1;
-                }
-                Err(e) => tracing::warn!(chain = %chain, error = %e, "could not remove a snapshot"),
-            }
+            removed += usize::from(self.remove(&chain));
         }
         removed
+    }
+
+    /// Removes those of `candidates` that exist and neither a pull in flight nor a
+    /// container needs (the caller knows no image does); returns how many.
+    pub fn remove_unused(&self, candidates: &HashSet<Digest>) -> usize {
+        let held = self.held();
+        candidates
+            .iter()
+            .filter(|c| !held.contains(*c) && self.dir.join(c.hex()).exists())
+            .map(|c| usize::from(self.remove(c)))
+            .sum()
+    }
+
+    /// Chains a pull in flight or a container holds.
+    fn held(&self) -> HashSet<Digest> {
+        let mut held: HashSet<Digest> = self.lock().keys().cloned().collect();
+        held.extend(self.containers.chains_in_use());
+        held
+    }
+
+    /// Removes one snapshot: renamed out of its name first, so no half-removed snapshot
+    /// keeps it.
+    fn remove(&self, chain: &Digest) -> bool {
+        let doomed = self.dir.join(format!("{TMP_PREFIX}gone-{}", chain.hex()));
+        match std::fs::rename(self.dir.join(chain.hex()), &doomed) {
+            Ok(()) => {
+                self.account(chain, None);
+                if let Err(e) = std::fs::remove_dir_all(&doomed) {
+                    tracing::warn!(chain = %chain, error = %e, "could not remove a snapshot; it goes at next start");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(chain = %chain, error = %e, "could not remove a snapshot");
+                false
+            }
+        }
     }
 }

@@ -712,3 +712,46 @@ async fn snapshots_can_live_on_another_filesystem() {
     remove(&mut c, &name).await;
     assert!(snapshots(&other).is_empty(), "{:?}", snapshots(&other));
 }
+
+/// Two images sharing a base layer: removing one removes only the snapshot it alone
+/// needs; removing the other (by one of its two names: the image goes) leaves none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_keeps_the_snapshots_another_image_shares() {
+    need_root();
+    let base = crate::support::random_layer(3000);
+    let (a_top, b_top) = (
+        crate::support::random_layer(2000),
+        crate::support::random_layer(2000),
+    );
+    let c_base = chain(None, &base.diff_id);
+    let c_b = chain(Some(&c_base), &b_top.diff_id);
+    let registry = Registry::start().await;
+    let a = ImageBuilder::new()
+        .layers(vec![base.clone(), a_top])
+        .build();
+    let b = ImageBuilder::new().layers(vec![base, b_top]).build();
+    a.push(&registry, "test/a", "1").await;
+    b.push(&registry, "test/b", "1").await;
+    b.push(&registry, "test/b", "2").await;
+    let dir = tempdir();
+    let builder = DaemonBuilder::new(dir.path())
+        .registry(&registry.host())
+        .unpacking();
+    let root = builder.root_path().to_owned();
+    let daemon = builder.start().await;
+    let mut c = daemon.client();
+    let name = |r: &str| format!("{}/{r}", registry.host());
+    for r in ["test/a:1", "test/b:1", "test/b:2"] {
+        pull(&mut c, &name(r)).await;
+    }
+    assert_eq!(snapshots(&root).len(), 3, "{:?}", snapshots(&root));
+    remove(&mut c, &name("test/a:1")).await;
+    let mut want = vec![
+        c_base.trim_start_matches("sha256:").to_owned(),
+        c_b.trim_start_matches("sha256:").to_owned(),
+    ];
+    want.sort();
+    assert_eq!(snapshots(&root), want, "only a's own snapshot went");
+    remove(&mut c, &name("test/b:2")).await;
+    assert!(snapshots(&root).is_empty(), "{:?}", snapshots(&root));
+}
