@@ -22,7 +22,8 @@
 # private cri-imaged and a private containerd (own root, state, sockets; plain HTTP to the
 # registry), pushes the images, then:
 #   1. cold pulls, engines interleaved run by run (image absent locally before each run);
-#   2. metadata latency (ListImages, ImageStatus by tag/ID/12-hex ID, ImageFsInfo) with N
+#   2. metadata latency (ListImages, ImageStatus by tag/ID/12-hex ID, ImageFsInfo;
+#      RemoveImage of the last 20 images, pulled back after) with N
 #      images in each store, filled through the registry with PullImage;
 #   3. start-up time and RSS with the largest N.
 # Everything it starts is stopped by PID and its temp dir deleted on exit. Needs root
@@ -519,6 +520,16 @@ if [ -z "${SKIP_META:-}" ]; then
       ratio=$(awk -v a="$k50" -v b="$p50" 'BEGIN{ if (a+0>0 && b+0>0) printf "%.1f×", a/b; else print "–" }')
       echo "| $n | $call | $p50 / $p99 | $k50 / $k99 | $ratio |" >>"$REPORT"
     done < <(grep -v '^#' "$TMP/lat-cri")
+    # RemoveImage of the last k filled images, one at a time, then pulled back.
+    k=$((n / 2 < 20 ? n / 2 : 20))
+    if ((k > 0)); then
+      read -r _ r50 r99 _ < <("$CRI_BENCH" --endpoint "$CRI_SOCK" remove "$REG/bench/fill" $((n - k)) "$k" 2>>"$TMP/cmd.log")
+      read -r _ q50 q99 _ < <("$CRI_BENCH" --endpoint "$CTRD_SOCK" remove "$REG/bench/fill" $((n - k)) "$k" 2>>"$TMP/cmd.log")
+      ratio=$(awk -v a="$q50" -v b="$r50" 'BEGIN{ if (a+0>0 && b+0>0) printf "%.1f×", a/b; else print "–" }')
+      echo "| $n | RemoveImage ($k) | $r50 / $r99 | $q50 / $q99 | $ratio |" >>"$REPORT"
+      "$CRI_BENCH" --endpoint "$CRI_SOCK" fill "$REG/bench/fill" $((n - k)) "$k" 4 >/dev/null
+      "$CRI_BENCH" --endpoint "$CTRD_SOCK" fill "$REG/bench/fill" $((n - k)) "$k" 4 >/dev/null
+    fi
     log "latency with $n images done"
   done
   {

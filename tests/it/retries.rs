@@ -292,3 +292,37 @@ async fn an_open_registry_is_asked_v2_once_per_session_and_each_blob_once() {
     assert_eq!(pull(&mut c, &f.name("test/other:1")).await, other.id());
     assert_eq!(f.fake.requests("/v2/"), 1, "the kept session asks no more");
 }
+
+/// Without unpacking, the config comes beside the layers, not before them: with the
+/// config's body held open, every layer is still asked for; opening it finishes the pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_and_the_layers_are_asked_at_once() {
+    use crate::support::fake::BlobBehavior;
+    let (fake, img) = serving().await;
+    fake.set_blob(&img.config.digest, BlobBehavior::Gate { after: 10 });
+    let dir = tempdir();
+    let daemon = DaemonBuilder::new(dir.path())
+        .registry(&fake.host())
+        .arg("--unpack")
+        .arg("false")
+        .start()
+        .await;
+    let f = Fixture {
+        daemon,
+        fake,
+        _dir: dir,
+    };
+    let mut c = f.daemon.client();
+    let name = f.name("test/app:1");
+    let pulling = tokio::spawn(async move { pull(&mut c, &name).await });
+    let layers: Vec<String> = img.layers.iter().map(|l| l.blob.digest.clone()).collect();
+    let asked = crate::support::eventually(std::time::Duration::from_secs(20), || async {
+        layers
+            .iter()
+            .all(|l| f.fake.blob_requests("test/app", l) == 1)
+    })
+    .await;
+    assert!(asked, "the layers waited for the config");
+    f.fake.open_gate();
+    assert_eq!(pulling.await.unwrap(), img.id());
+}

@@ -8,7 +8,8 @@
 //!    crash keeps what it verified for the next pull;
 //! 2. the signature policy has been checked by the caller (`image/trust.rs`, after the
 //!    manifest is chosen, before this is called: before any blob is fetched);
-//! 3. the config, then the layers, are brought into the verified ingest ([`download`]:
+//! 3. the config (first when layers are unpacked: they need its diff_ids; else beside
+//!    them), and the layers, are brought into the verified ingest ([`download`]:
 //!    one download per blob at a time, resumed and retried as the source allows; the one
 //!    loop where a blob's bytes pass, hashed as they are written — where an unpack stage
 //!    is fed);
@@ -193,20 +194,34 @@ pub(super) async fn bring_in<S: BlobSource>(
         Some(inner.store.intend(image, &blobs).await.map_err(store_err)?)
     };
 
-    download::fetch_blob(inner, source, &config, None).await?;
-    progress.blob_done(&config.digest);
-    let config_bytes = inner
-        .store
-        .read_blob(&config.digest)
-        .await
-        .map_err(store_err)?;
-    let parsed = oci::manifest::parse_config(&config_bytes)
-        .map_err(|e| source.invalid(image, format!("config {}: {e}", config.digest)))?;
+    let fetch_config = || async {
+        download::fetch_blob(inner, source, &config, None).await?;
+        progress.blob_done(&config.digest);
+        Ok::<_, Error>(())
+    };
+    let parse_config = || async {
+        let config_bytes = inner
+            .store
+            .read_blob(&config.digest)
+            .await
+            .map_err(store_err)?;
+        oci::manifest::parse_config(&config_bytes)
+            .map_err(|e| source.invalid(image, format!("config {}: {e}", config.digest)))
+    };
+    // Unpacking needs the config's diff_ids before the first layer streams; without it, the
+    // config comes beside the layers (one round trip less before the first layer byte).
+    let config_first = inner.snapshots.is_some() || !source.concurrent();
+    let early = if config_first {
+        fetch_config().await?;
+        Some(parse_config().await?)
+    } else {
+        None
+    };
 
     // With unpack on, each layer is unpacked as soon as its blob is in, beside the other
     // downloads, and all of them before the image is recorded: a listed image is runnable.
-    let (unpacks, _held) = match &inner.snapshots {
-        Some(snapshots) => {
+    let (unpacks, _held) = match (&inner.snapshots, &early) {
+        (Some(snapshots), Some(parsed)) => {
             let ids = super::unpack::chains_of(&parsed.diff_ids, &layers).map_err(|reason| {
                 source.invalid(image, format!("config {}: {reason}", config.digest))
             })?;
@@ -218,7 +233,7 @@ pub(super) async fn bring_in<S: BlobSource>(
                 .reporting(progress.unpacks());
             (Some(unpacks), Some(held))
         }
-        None => (None, None),
+        _ => (None, None),
     };
     let fetch_layer = |(i, l): (usize, &Descriptor)| {
         let (l, unpacks) = (l.clone(), &unpacks);
@@ -240,7 +255,13 @@ pub(super) async fn bring_in<S: BlobSource>(
         }
     };
     if source.concurrent() {
-        futures_util::future::try_join_all(layers.iter().enumerate().map(fetch_layer)).await?;
+        let all_layers =
+            futures_util::future::try_join_all(layers.iter().enumerate().map(fetch_layer));
+        if config_first {
+            all_layers.await?;
+        } else {
+            futures_util::future::try_join(fetch_config(), all_layers).await?;
+        }
     } else {
         for l in layers.iter().enumerate() {
             fetch_layer(l).await?;
@@ -249,6 +270,10 @@ pub(super) async fn bring_in<S: BlobSource>(
     if let Some(u) = unpacks {
         u.finish().await?;
     }
+    let parsed = match early {
+        Some(p) => p,
+        None => parse_config().await?,
+    };
     inner
         .store
         .put_blob(&stored, &stored_bytes)
