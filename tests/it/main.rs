@@ -20,7 +20,8 @@
 //!   at a token server for a docker-registry with token auth), `tls` (certs.d CAs with a
 //!   registry serving HTTPS from a test-made CA; a registry requiring a client certificate
 //!   opens to the certs.d pair; pinned images), `proxies` (`HTTPS_PROXY` through the test's
-//!   CONNECT proxy, `support/forward.rs`; loopback and `NO_PROXY` direct), `retries` (cut bodies resume with `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`
+//!   CONNECT proxy, `support/forward.rs`; loopback and `NO_PROXY` direct), `pull_through`
+//!   (three daemons behind docker-registry in proxy mode; a cache that is gone), `retries` (cut bodies resume with `Range`, 5xx/429/401), `stalls` (`pull_progress_timeout`, client cancel), `check`
 //!   (`cri-imaged check --repair`), `authority` (any `:authority` or none on the socket: real
 //!   crictl captures replayed, raw HTTP/2 with CONTINUATION and the HPACK dynamic table), `crash` (SIGKILL at many points of a pull: what is on disk at each, then resume),
 //!   `interrupted` (SIGKILL mid-pull behind a slow proxy: the verified blobs are kept for the
