@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use reqwest::header::{self, HeaderValue};
 
-use super::token::{Challenge, TokenRequest, bearer_challenge, transport};
+use super::error::transport;
+use super::token::{Challenge, TokenRequest, bearer_challenge};
 use super::{Credentials, RegistryError, Session};
 
 /// What the registry asked for at `GET /v2/`.

@@ -74,17 +74,14 @@ impl Session {
             StatusCode::PARTIAL_CONTENT => false,
             _ => return Err(fetch::error_answer(&self.registry, &what, response).await),
         };
-        let registry = self.registry.clone();
         // Stops at the first error (the caller resumes with a new request).
-        let body = stream::unfold(Some(response), move |state| {
-            let registry = registry.clone();
-            async move {
-                let mut response = state?;
-                match response.chunk().await {
-                    Ok(Some(chunk)) => Some((Ok(chunk), Some(response))),
-                    Ok(None) => None,
-                    Err(e) => Some((Err(super::token::transport(&registry, e)), None)),
-                }
+        let state = Some((response, self.registry.clone()));
+        let body = stream::unfold(state, |state| async move {
+            let (mut response, registry) = state?;
+            match response.chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some((response, registry)))),
+                Ok(None) => None,
+                Err(e) => Some((Err(super::error::transport(&registry, e)), None)),
             }
         });
         Ok((Box::pin(body), partial))

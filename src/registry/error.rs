@@ -65,7 +65,7 @@ fn retry_note(after: Option<Duration>) -> String {
 }
 
 /// A transport error's text with its cause chain.
-pub(super) fn reason(e: &dyn std::error::Error) -> String {
+fn reason(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -113,6 +113,20 @@ pub(super) fn unavailable(
         reason,
         after: None,
     }
+}
+
+/// A request that failed in transport, classified like [`unavailable`]. Without the URL:
+/// a redirect target (a blob CDN's signed URL) can carry credentials in its query; the
+/// host is enough to say where it failed.
+pub(super) fn transport(registry: &str, e: reqwest::Error) -> RegistryError {
+    let host = e.url().and_then(|u| u.host_str().map(str::to_owned));
+    let e = e.without_url();
+    let text = reason(&e);
+    unavailable(
+        registry.to_owned(),
+        host.map_or(text.clone(), |h| format!("{h}: {text}")),
+        &e,
+    )
 }
 
 /// Whether the server's alert is about the client's certificate (a server's own
@@ -254,18 +268,7 @@ impl RegistryError {
                     message.chars().take(200).collect::<String>()
                 ),
             },
-            OciDistributionError::RequestError(e) => {
-                // Without the URL: a redirect target (a blob CDN's signed URL) can carry
-                // credentials in its query. The host is enough to say where it failed.
-                let host = e.url().and_then(|u| u.host_str().map(str::to_owned));
-                let e = e.without_url();
-                let text = reason(&e);
-                unavailable(
-                    registry,
-                    host.map_or(text.clone(), |h| format!("{h}: {text}")),
-                    &e,
-                )
-            }
+            OciDistributionError::RequestError(e) => transport(&registry, e),
             OciDistributionError::IoError(e) => {
                 let text = e.to_string();
                 unavailable(registry, text, &e)

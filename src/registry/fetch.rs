@@ -49,7 +49,7 @@ pub(super) async fn get(
     authorization: Option<&HeaderValue>,
     get: Get<'_>,
 ) -> Result<Response, RegistryError> {
-    let transport = |e| super::token::transport(registry, e);
+    let transport = |e| super::error::transport(registry, e);
     let first = Url::parse(&get.url).map_err(|e| RegistryError::Other {
         registry: registry.to_owned(),
         reason: format!("bad URL {}: {e}", get.url),
@@ -167,7 +167,7 @@ impl Http<'_> {
     }
 
     fn transport(&self, e: reqwest::Error) -> RegistryError {
-        super::token::transport(self.registry, e)
+        super::error::transport(self.registry, e)
     }
 
     /// Fetches the manifest `req` names, refusing it before reading when it is too large.
@@ -281,7 +281,7 @@ pub(super) fn status_error(
     headers: &HeaderMap,
     body: &[u8],
 ) -> RegistryError {
-    // The path only: no query (a redirect target may carry credentials there).
+    // No URL in the error: a redirect target may carry credentials in its query.
     let url = String::new();
     let code = status.as_u16();
     let e = if status == StatusCode::UNAUTHORIZED {

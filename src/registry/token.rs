@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::error::unavailable;
+use super::error::transport;
 use super::{Credentials, RegistryError};
 
 /// Longest token-server answer read (a JWT is a few KiB).
@@ -112,18 +112,6 @@ fn parse_token(body: &[u8]) -> Option<(String, Duration)> {
         .into_iter()
         .find(|t| !t.is_empty())
         .map(|t| (t, life))
-}
-
-/// A transport failure, without the URL's query (the host is enough to say where).
-pub(super) fn transport(registry: &str, e: reqwest::Error) -> RegistryError {
-    let host = e.url().and_then(|u| u.host_str().map(str::to_owned));
-    let e = e.without_url();
-    let text = super::error::reason(&e);
-    unavailable(
-        registry.to_owned(),
-        host.map_or(text.clone(), |h| format!("{h}: {text}")),
-        &e,
-    )
 }
 
 /// A token-server answer that cannot be used (its body is never quoted: it holds tokens).

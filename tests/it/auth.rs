@@ -188,6 +188,19 @@ fn path_with(bin: &std::path::Path) -> String {
     )
 }
 
+/// `good`: the right answer, only for `host` (the server comes on stdin); `broken`: exits
+/// 7 after printing something secret-looking.
+fn good_and_broken_helpers(bin: &std::path::Path, host: &str) {
+    credential_helper(
+        bin,
+        "good",
+        &format!(
+            "[ \"$server\" = \"{host}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{AUTH_USER}\",\"Secret\":\"{AUTH_PASSWORD}\"}}' \"$server\""
+        ),
+    );
+    credential_helper(bin, "broken", "echo 'SECRET-LOOKING-OUTPUT'; exit 7");
+}
+
 fn helper_runs(bin: &std::path::Path, name: &str) -> usize {
     std::fs::read_to_string(bin.join(format!("{name}.runs")))
         .map(|s| s.lines().count())
@@ -198,16 +211,8 @@ fn helper_runs(bin: &std::path::Path, name: &str) -> usize {
 async fn credential_helpers_named_by_the_auth_file_answer_and_their_failures_name_them() {
     let (registry, dir, bin) = private_images_and_bin().await;
     let host = registry.host();
-    // The right answer only for the registry asked about (the server comes on stdin).
-    credential_helper(
-        &bin,
-        "good",
-        &format!(
-            "[ \"$server\" = \"{host}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{AUTH_USER}\",\"Secret\":\"{AUTH_PASSWORD}\"}}' \"$server\""
-        ),
-    );
+    good_and_broken_helpers(&bin, &host);
     credential_helper(&bin, "garbage", "echo 'SECRET-LOOKING-GARBAGE {'");
-    credential_helper(&bin, "broken", "echo 'SECRET-LOOKING-OUTPUT'; exit 7");
     credential_helper(&bin, "slow", "sleep 30");
     let path = path_with(&bin);
     let b = DaemonBuilder::new(dir.path())
@@ -277,19 +282,12 @@ async fn credential_helpers_named_by_the_auth_file_answer_and_their_failures_nam
 async fn registries_conf_credential_helpers_are_asked_in_order() {
     let (registry, dir, bin) = private_images_and_bin().await;
     let host = registry.host();
-    credential_helper(
-        &bin,
-        "good",
-        &format!(
-            "printf '{{\"ServerURL\":\"%s\",\"Username\":\"{AUTH_USER}\",\"Secret\":\"{AUTH_PASSWORD}\"}}' \"$server\""
-        ),
-    );
+    good_and_broken_helpers(&bin, &host);
     credential_helper(
         &bin,
         "empty",
         "echo 'credentials not found in native keychain'; exit 1",
     );
-    credential_helper(&bin, "broken", "echo 'SECRET-LOOKING-OUTPUT'; exit 7");
     let path = path_with(&bin);
     let b = DaemonBuilder::new(dir.path())
         .env("PATH", &path)
