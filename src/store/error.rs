@@ -60,6 +60,53 @@ impl StoreError {
         )
     }
 
+    /// The same error again, for each caller of a failed group commit (an I/O source is
+    /// rebuilt from its kind and message: `std::io::Error` is not `Clone`).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            StoreError::Locked { root, lock } => StoreError::Locked {
+                root: root.clone(),
+                lock: lock.clone(),
+            },
+            StoreError::Io {
+                root,
+                op,
+                path,
+                source,
+            } => StoreError::Io {
+                root: root.clone(),
+                op,
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            StoreError::NoSpace { root, path } => StoreError::NoSpace {
+                root: root.clone(),
+                path: path.clone(),
+            },
+            StoreError::DigestMismatch { expected, actual } => StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
+            StoreError::SizeMismatch {
+                digest,
+                expected,
+                actual,
+            } => StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected: *expected,
+                actual: *actual,
+            },
+            StoreError::Corrupt { root, path, reason } => StoreError::Corrupt {
+                root: root.clone(),
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            StoreError::MissingBlob { digest } => StoreError::MissingBlob {
+                digest: digest.clone(),
+            },
+        }
+    }
+
     pub(crate) fn io(
         root: &std::path::Path,
         op: &'static str,

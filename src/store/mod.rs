@@ -19,12 +19,12 @@
 //!
 //! # Lock order
 //! A thread that holds one of these may take only those below it, never one above:
-//! 1. `writer` (async; held across the `index.json` write of one records change)
+//! 1. `writer` (async; held across the `index.json` write of one batch of records changes)
 //! 2. `leases` (the lease counts; held while a collection decides and renames)
 //! 3. `protected` (blobs of foreign `index.json` entries)
 //! 4. `records` (held only to clone or replace the `Arc`, never across other work)
 //!
-//! `partials` and `kept` are leaves: each taken alone, released before anything else is
+//! `partials`, `kept` and `queue` are leaves: each taken alone, released before anything else is
 //! locked. Leases
 //! are released only after the records naming their blobs are published, and a
 //! collection reads the records after it takes `leases` ([`gc`](self)), so a blob an
@@ -92,6 +92,8 @@ struct Shared {
     records: RwLock<Arc<Records>>,
     /// Serialises index updates; holds the entries cri-imaged keeps verbatim.
     writer: tokio::sync::Mutex<update::Writer>,
+    /// Records changes waiting for the next `index.json` write (group commit).
+    queue: Mutex<Vec<update::Pending>>,
     /// Blobs of entries cri-imaged did not write: never deleted.
     protected: RwLock<HashSet<Digest>>,
     /// Blobs in-flight pulls rely on, with how many leases each.

@@ -110,6 +110,7 @@ pub(super) fn open_locked(
         _lock: lock,
         records: RwLock::new(Arc::new(rec.records)),
         writer: tokio::sync::Mutex::new(Writer::new(rec.foreign, layout::stamp(root))),
+        queue: Mutex::new(Vec::new()),
         protected: RwLock::new(rec.protected),
         leases: Mutex::new(leases),
         partials: Mutex::new(partials),

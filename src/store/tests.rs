@@ -720,3 +720,128 @@ async fn a_note_that_is_not_one_is_a_problem_for_check_and_removed_at_start() {
     drop(Store::open(dir.path()).unwrap());
     assert!(intents::read_all(dir.path()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_queued_behind_a_write_are_committed_together_each_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let kept = add_image(&store, "r.io/kept:1", b"layer-kept").await;
+    let mut puts = Vec::new();
+    for i in 0..8 {
+        let config = format!(r#"{{"os":"linux","architecture":"amd64","n":{i}}}"#);
+        puts.push(put_image(&store, &config, format!("layer-{i}").as_bytes()).await);
+    }
+    let writes_before = store.shared.writer.lock().await.writes;
+    // A write in progress: every change below queues behind it.
+    let busy = store.shared.writer.lock().await;
+    let mut calls = Vec::new();
+    for (i, (blobs, lease)) in puts.into_iter().enumerate() {
+        let store = store.clone();
+        calls.push(tokio::spawn(async move {
+            let id = ImageId::new(blobs.config.digest.clone());
+            let record = NameRecord {
+                name: ImageName::parse_qualified(&format!("r.io/b:{i}")).unwrap(),
+                manifest: blobs.manifest.clone(),
+                pulled_by: blobs.manifest.digest.clone(),
+            };
+            store.add_name(&id, &blobs, record, lease).await
+        }));
+    }
+    let untag = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .untag(&ImageName::parse_qualified("r.io/kept:1").unwrap())
+                .await
+        })
+    };
+    let unknown = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .untag(&ImageName::parse_qualified("r.io/never:1").unwrap())
+                .await
+        })
+    };
+    for _ in 0..500 {
+        if store.shared.queue.lock().unwrap().len() == 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert_eq!(store.shared.queue.lock().unwrap().len(), 10, "all queued");
+    drop(busy);
+    for call in calls {
+        call.await.unwrap().expect("each add is answered as done");
+    }
+    assert!(untag.await.unwrap().unwrap());
+    assert!(
+        !unknown.await.unwrap().unwrap(),
+        "a no-op is answered as one"
+    );
+    assert_eq!(
+        store.shared.writer.lock().await.writes - writes_before,
+        1,
+        "ten changes, one index.json write"
+    );
+    // What each caller was told is on disk, in the order the changes came.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let records = store.records();
+    assert_eq!(records.len(), 8);
+    assert!(
+        records
+            .get(&ImageId::new(kept.config.digest.clone()))
+            .is_none()
+    );
+    assert!(
+        !store.has_blob(&kept.layers[0]).await,
+        "the untagged image's blobs went"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_group_write_fails_every_change_in_it_and_publishes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let mut puts = Vec::new();
+    for i in 0..3 {
+        let config = format!(r#"{{"os":"linux","architecture":"amd64","n":{i}}}"#);
+        puts.push(put_image(&store, &config, format!("layer-{i}").as_bytes()).await);
+    }
+    let busy = store.shared.writer.lock().await;
+    // index.json's temp file cannot be created: a directory has its name.
+    std::fs::create_dir(dir.path().join("index.json.tmp")).unwrap();
+    let mut calls = Vec::new();
+    for (i, (blobs, lease)) in puts.into_iter().enumerate() {
+        let store = store.clone();
+        calls.push(tokio::spawn(async move {
+            let id = ImageId::new(blobs.config.digest.clone());
+            let record = NameRecord {
+                name: ImageName::parse_qualified(&format!("r.io/f:{i}")).unwrap(),
+                manifest: blobs.manifest.clone(),
+                pulled_by: blobs.manifest.digest.clone(),
+            };
+            store.add_name(&id, &blobs, record, lease).await
+        }));
+    }
+    for _ in 0..500 {
+        if store.shared.queue.lock().unwrap().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    drop(busy);
+    for call in calls {
+        let err = call.await.unwrap().expect_err("the write failed");
+        assert!(err.to_string().contains("index.json.tmp"), "{err}");
+    }
+    assert!(store.records().is_empty(), "nothing published");
+    std::fs::remove_dir(dir.path().join("index.json.tmp")).unwrap();
+    add_image(&store, "r.io/f:0", b"again").await;
+    assert_eq!(
+        store.records().len(),
+        1,
+        "the store writes again once it can"
+    );
+}

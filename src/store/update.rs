@@ -1,12 +1,31 @@
 //! Records changes: tag, untag and remove applied to a copy of the records, persisted to
 //! `index.json` (blob directory fsynced first), then published, then the blobs no image
-//! needs any more collected. One change at a time, each run to completion in its own task.
+//! needs any more collected. Each change runs to completion in its own task.
+//!
+//! Group commit: changes queue while `index.json` is being written, and the next writer
+//! applies all of them, in the order they came, to one copy and writes `index.json` once.
+//! A caller is answered only after the write that holds its change, so what it was told
+//! is on disk; a write that fails fails every change in it and publishes none. With many
+//! pulls at once the O(images) write is paid once per batch instead of once per change.
 
 use std::sync::Arc;
+
+use tokio::sync::oneshot;
 
 use super::{Lease, ManifestBlobs, NameRecord, Records, Shared, Store, StoreError, gc};
 use super::{layout, recover};
 use crate::names::{Digest, ImageId, ImageName};
+
+/// One records change: applied to the copy under the writer lock; `true` if it changed it.
+pub(super) type Change = Box<dyn FnOnce(&mut Records) -> bool + Send>;
+
+/// A change waiting for the next `index.json` write, with its lease and its caller.
+pub(super) struct Pending {
+    change: Change,
+    /// Released only after the change is published (or failed).
+    hold: Option<Lease>,
+    answer: oneshot::Sender<Result<bool, StoreError>>,
+}
 
 /// What the index writer keeps between updates.
 pub(super) struct Writer {
@@ -14,11 +33,17 @@ pub(super) struct Writer {
     foreign: Vec<serde_json::Value>,
     /// The `index.json` version cri-imaged last wrote (or read at start).
     stamp: Option<layout::Stamp>,
+    /// `index.json` writes since the store opened (one per batch of changes).
+    pub(super) writes: u64,
 }
 
 impl Writer {
     pub(super) fn new(foreign: Vec<serde_json::Value>, stamp: Option<layout::Stamp>) -> Writer {
-        Writer { foreign, stamp }
+        Writer {
+            foreign,
+            stamp,
+            writes: 0,
+        }
     }
 }
 
@@ -73,46 +98,83 @@ impl Store {
         self.update_holding(move |r| r.untag(&name), None).await
     }
 
-    /// Runs a records change to completion in its own task: a caller that goes away (a
-    /// client deadline, a cancelled pull) cannot interrupt it between writing `index.json`
-    /// and publishing the records. `hold` is released only once the change is published.
+    /// Queues a records change and has it committed in its own task: a caller that goes
+    /// away (a client deadline, a cancelled pull) cannot interrupt it between writing
+    /// `index.json` and publishing the records. `hold` is released only once the change
+    /// is published (or its write failed).
     async fn update_holding(
         &self,
         change: impl FnOnce(&mut Records) -> bool + Send + 'static,
         hold: Option<Lease>,
     ) -> Result<bool, StoreError> {
-        let shared = self.shared.clone();
+        let (answer, answered) = oneshot::channel();
         self.shared
-            .tasks
-            .spawn(async move {
-                let result = shared.update(change).await;
-                drop(hold);
-                result
-            })
-            .await
-            .map_err(|e| {
-                StoreError::io(
-                    self.root(),
-                    "update",
-                    &self.root().join(layout::INDEX_FILE),
-                    std::io::Error::other(e),
-                )
-            })?
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Pending {
+                change: Box::new(change),
+                hold,
+                answer,
+            });
+        let shared = self.shared.clone();
+        self.shared.tasks.spawn(shared.commit_queued());
+        answered.await.unwrap_or_else(|_| {
+            Err(StoreError::io(
+                self.root(),
+                "update",
+                &self.root().join(layout::INDEX_FILE),
+                std::io::Error::other("the records writer stopped before answering"),
+            ))
+        })
     }
 }
 
 impl Shared {
-    /// Applies `change` to a copy of the records, persists the copy, publishes it, then
-    /// deletes the blobs no image references any more.
+    /// Takes the writer, then every queued change (its own and any that queued while the
+    /// previous write ran), and commits them in one `index.json` write. A task that finds
+    /// the queue empty had its change committed by an earlier one.
+    async fn commit_queued(self: Arc<Self>) {
+        let writer = self.writer.lock().await;
+        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.is_empty() {
+            return;
+        }
+        let (changes, rest): (Vec<Change>, Vec<_>) = batch
+            .into_iter()
+            .map(|p| (p.change, (p.hold, p.answer)))
+            .unzip();
+        let (holds, answers): (Vec<_>, Vec<_>) = rest.into_iter().unzip();
+        let result = self.clone().update(writer, changes).await;
+        // Leases go only now: the records naming their blobs are published.
+        drop(holds);
+        match result {
+            Ok(changed) => {
+                for (answer, c) in answers.into_iter().zip(changed) {
+                    let _ = answer.send(Ok(c));
+                }
+            }
+            Err(e) => {
+                for answer in answers {
+                    let _ = answer.send(Err(e.duplicate()));
+                }
+            }
+        }
+    }
+
+    /// Applies `changes` in order to a copy of the records, persists the copy, publishes
+    /// it, then deletes the blobs no image references any more. Returns, per change,
+    /// whether it changed the records.
     async fn update(
         self: Arc<Self>,
-        change: impl FnOnce(&mut Records) -> bool,
-    ) -> Result<bool, StoreError> {
-        let mut writer = self.writer.lock().await;
+        mut writer: tokio::sync::MutexGuard<'_, Writer>,
+        changes: Vec<Change>,
+    ) -> Result<Vec<bool>, StoreError> {
         let before = self.records();
         let mut after = (*before).clone();
-        if !change(&mut after) {
-            return Ok(false);
+        let changed: Vec<bool> = changes.into_iter().map(|c| c(&mut after)).collect();
+        if !changed.contains(&true) {
+            return Ok(changed);
         }
         let after = Arc::new(after);
         let shared = self.clone();
@@ -154,6 +216,13 @@ impl Shared {
             )
         })??;
         (writer.foreign, writer.stamp) = written;
+        writer.writes += 1;
+        tracing::debug!(
+            changes = changed.len(),
+            images = after.len(),
+            writes = writer.writes,
+            "index.json written"
+        );
         let candidates = before.blobs_changed_in(&after);
         let mut still = after.reference_check();
         let orphans: Vec<Digest> = candidates
@@ -169,6 +238,6 @@ impl Shared {
             let _ = tokio::task::spawn_blocking(move || gc::unlink_trash(shared.collect(orphans)))
                 .await;
         }
-        Ok(true)
+        Ok(changed)
     }
 }
