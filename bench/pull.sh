@@ -8,7 +8,9 @@
 #   bench/pull.sh quick      a smoke run (RUNS=3, images 10/200, fewer latency samples)
 #
 # Environment overrides: RUNS, FILL_COUNTS ("10 1000 5000"), LAT_ITER (latency samples per
-# call), SKIP_PULL=1, SKIP_META=1, BENCH_TMPDIR (where the temp dir goes; default
+# call), SKIP_PULL=1, SKIP_META=1, SKIP_CONC=1 (no many-pulls/growth section; CONC_N,
+# CONC_FILES, GROWTH_LAYERS, GROWTH_CONC), SKIP_NET=1 (no shaped-network section;
+# NET_SHAPES "100:20 1000:20" = Mbit/s:RTT ms), BENCH_TMPDIR (where the temp dir goes; default
 # /var/tmp), BENCH_OUT (also write the report there), BIG_LAYERS / BIG_LAYER_MIB, REAL_TREES (the
 # system trees tarred as layers 2… of the realistic image; default "usr/include
 # usr/share/doc usr/lib/python3", any that exist), SKIP_REAL=1 (no realistic image).
@@ -25,7 +27,11 @@
 #   2. metadata latency (ListImages, ImageStatus by tag/ID/12-hex ID, ImageFsInfo;
 #      RemoveImage of the last 20 images, pulled back after) with N
 #      images in each store, filled through the registry with PullImage;
-#   3. start-up time and RSS with the largest N.
+#   3. start-up time and RSS with the largest N;
+#   4. many pulls at once (CONC_N different images; one image CONC_N times) and
+#   5. growth: wall time against concurrent pulls and against layer count (1…128);
+#   6. realistic networks: the registry behind examples/shape-proxy (bandwidth, RTT),
+#      with the HTTP requests each engine sends per pull.
 # Everything it starts is stopped by PID and its temp dir deleted on exit. Needs root
 # (containerd).
 set -euo pipefail
@@ -62,7 +68,7 @@ if ((${#need[@]})); then
 fi
 
 log "building cri-imaged and the bench clients (release)"
-cargo build --release --quiet --bin cri-imaged --example cri-bench --example bench-images
+cargo build --release --quiet --bin cri-imaged --example cri-bench --example bench-images --example shape-proxy
 TARGET=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release
 CRI_IMAGED=$TARGET/cri-imaged
 CRI_BENCH=$TARGET/examples/cri-bench
@@ -490,6 +496,226 @@ if [ -z "${SKIP_PULL:-}" ]; then
   } >>"$REPORT"
   ctrd_clean bench
   ctrd_clean k8s.io
+fi
+
+# --- 4./5. many pulls at once, and growth with layer count and concurrency -----------
+# Pulls to a runnable rootfs, the three engines that unpack: cri-imaged (`unpack = true`),
+# containerd's CRI, CRI-O's engine (skopeo → containers-storage:, one process per pull,
+# all into one store as CRI-O's pulls share one).
+if [ -z "${SKIP_CONC:-}" ]; then
+  CONC_N=${CONC_N:-10}
+  CONC_FILES=${CONC_FILES:-250}
+  GROWTH_LAYERS=${GROWTH_LAYERS:-"1 2 4 8 16 32 64 128"}
+  GROWTH_CONC=${GROWTH_CONC:-"1 2 5 $CONC_N"}
+  log "pushing $CONC_N different images (4 gzip layers × $CONC_FILES files × 16 KiB) and the layer-count images"
+  for i in $(seq 0 $((CONC_N - 1))); do
+    "$BENCH_IMAGES" "$REG" files "bench/conc:n$(printf %05d "$i")" 4 "$CONC_FILES" 16384 >/dev/null
+  done
+  for l in $GROWTH_LAYERS; do
+    "$BENCH_IMAGES" "$REG" files "bench/layers:$l" "$l" 50 8192 >/dev/null
+  done
+  CENGINES=(cri-unpack ctrd-cri crio)
+  crio_many() { # K different images, or (same) one image K times, at once
+    local k=$1 same=${2:-} i pids=() ref
+    for i in $(seq 0 $((k - 1))); do
+      ref=$REG/bench/conc:n$(printf %05d "$([ -n "$same" ] && echo 0 || echo "$i")")
+      crio_pull "$ref" &
+      pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || return 1; done
+  }
+  conc_clean() { # engine k
+    local i
+    case $1 in
+      cri-unpack) for i in $(seq 0 $(($2 - 1))); do cri_clean "$REG/bench/conc:n$(printf %05d "$i")" "$CRIU_SOCK"; done;;
+      ctrd-cri) ctrd_clean k8s.io;;
+      crio) crio_clean;;
+    esac
+  }
+  sock_of() { case $1 in cri-unpack) echo "$CRIU_SOCK";; ctrd-cri) echo "$CTRD_SOCK";; esac; }
+  pid_of() { case $1 in cri-unpack) echo "$CRIU_PID";; ctrd-cri) echo "$CTRD_PID";; esac; }
+  declare -A C CP # C[case,engine] = "t1 t2 …", CP = peak RSS kB
+  for run in $(seq "$RUNS"); do
+    for e in "${CENGINES[@]}"; do
+      for k in $GROWTH_CONC; do # k different images at once
+        sync
+        [ "$e" = crio ] || reset_peak "$(pid_of "$e")"
+        if [ "$e" = crio ]; then
+          t=$(timed crio_many "$k")
+        else
+          t=$(timed "$CRI_BENCH" --endpoint "$(sock_of "$e")" fill "$REG/bench/conc" 0 "$k" "$k")
+          [ "$k" = "$CONC_N" ] && CP[diff,$e]+=" $(kb "$(pid_of "$e")" VmHWM)"
+        fi
+        C[diff$k,$e]+=" $t"
+        conc_clean "$e" "$k"
+      done
+      # one image, CONC_N pulls at once
+      sync
+      [ "$e" = crio ] || reset_peak "$(pid_of "$e")"
+      if [ "$e" = crio ]; then
+        t=$(timed crio_many "$CONC_N" same)
+      else
+        t=$(timed "$CRI_BENCH" --endpoint "$(sock_of "$e")" same "$REG/bench/conc:n00000" "$CONC_N")
+        CP[same,$e]+=" $(kb "$(pid_of "$e")" VmHWM)"
+      fi
+      C[same,$e]+=" $t"
+      conc_clean "$e" 1
+      for l in $GROWTH_LAYERS; do
+        sync
+        ref=$REG/bench/layers:$l
+        case $e in
+          cri-unpack) t=$(timed "$CRI_BENCH" --endpoint "$CRIU_SOCK" pull "$ref"); cri_clean "$ref" "$CRIU_SOCK";;
+          ctrd-cri) t=$(timed "$CRI_BENCH" --endpoint "$CTRD_SOCK" pull "$ref"); ctrd_clean k8s.io;;
+          crio) crio_clean; t=$(timed crio_pull "$ref"); crio_clean;;
+        esac
+        C[layers$l,$e]+=" $t"
+      done
+    done
+    log "concurrency/growth run $run/$RUNS done"
+  done
+  cname() {
+    case $1 in
+      cri-unpack) echo "cri-imaged, \`unpack = true\`";;
+      ctrd-cri) echo "containerd 1.6 CRI ($SNAPSHOTTER)";;
+      crio) echo "CRI-O's engine (skopeo → containers-storage:, one process per pull)";;
+    esac
+  }
+  # shellcheck disable=SC2086
+  med() { local m; read -r m _ _ <<<"$(stats $1)"; echo "$m"; }
+  crow() { # title case: one row per engine, median (min–max) and ratio to cri-imaged
+    local e med lo hi base
+    read -r base _ _ <<<"$(stats ${C[$2,cri-unpack]})"
+    for e in "${CENGINES[@]}"; do
+      read -r med lo hi <<<"$(stats ${C[$2,$e]})"
+      echo "| $1 | $(cname "$e") | $med ($lo–$hi) | $(awk -v a="$med" -v b="$base" 'BEGIN{printf "%.2f", a/b}')× |"
+    done
+  }
+  peak() { [ -n "${CP[$1,$2]:-}" ] && mib "$(med "${CP[$1,$2]}")" || echo "n/a"; }
+  {
+    echo
+    echo "### Many pulls at once, to a runnable rootfs (seconds: median (min–max) of $RUNS; ratio to cri-imaged)"
+    echo
+    echo "Images: $CONC_N different ones of 4 gzip layers × $CONC_FILES files × 16 KiB (random, $((4 * CONC_FILES * 16 / 1024)) MiB each)."
+    echo
+    echo "| case | engine | wall s | ratio |"
+    echo "|---|---|---|---|"
+    crow "$CONC_N different images at once" "diff$CONC_N"
+    crow "one image, $CONC_N pulls at once" same
+    echo
+    echo "| daemon | peak RSS, $CONC_N different images (MiB) | peak RSS, one image $CONC_N times (MiB) |"
+    echo "|---|---|---|"
+    for e in cri-unpack ctrd-cri; do echo "| $(cname "$e") | $(peak diff "$e") | $(peak same "$e") |"; done
+    echo
+    echo "### Growth: wall seconds (median of $RUNS) against concurrent different images and against layer count"
+    echo
+    hdr="| engine |"; sep="|---|"
+    for k in $GROWTH_CONC; do hdr+=" $k at once |"; sep+="---|"; done
+    echo "$hdr"; echo "$sep"
+    for e in "${CENGINES[@]}"; do
+      row="| $(cname "$e") |"
+      for k in $GROWTH_CONC; do row+=" $(med "${C[diff$k,$e]}") |"; done
+      echo "$row"
+    done
+    echo
+    echo "Layer count: each layer gzip of 50 files × 8 KiB (random); one pull at a time."
+    echo
+    hdr="| engine |"; sep="|---|"
+    for l in $GROWTH_LAYERS; do hdr+=" $l |"; sep+="---|"; done
+    echo "$hdr ms per layer at $(echo $GROWTH_LAYERS | awk '{print $NF}') |"; echo "$sep---|"
+    for e in "${CENGINES[@]}"; do
+      row="| $(cname "$e") |"
+      for l in $GROWTH_LAYERS; do row+=" $(med "${C[layers$l,$e]}") |"; last=$l; done
+      row+=" $(awk -v t="$(med "${C[layers$last,$e]}")" -v n="$last" 'BEGIN{printf "%.1f", 1000*t/n}') |"
+      echo "$row"
+    done
+  } >>"$REPORT"
+fi
+
+# --- 6. realistic networks: the registry behind a shaping proxy -----------------------
+# examples/shape-proxy: a shared link of MBIT per direction and RTT ms between the engines
+# and the registry (userspace: this machine's kernel has no netem), logging each request.
+if [ -z "${SKIP_NET:-}" ]; then
+  NET_SHAPES=${NET_SHAPES:-"100:20 1000:20"} # Mbit/s:RTT ms
+  log "pushing the network images"
+  mkdir -p "$TMP/lists"
+  "$BENCH_IMAGES" "$REG" image bench/net4:1 4 $((16 << 20)) "$TMP/lists/net4" >/dev/null
+  "$BENCH_IMAGES" "$REG" image bench/net50:1 50 16384 "$TMP/lists/net50" >/dev/null
+  NIMAGES=(net4 net50)
+  bytes_of() { # manifest + config + layers of bench/$1:1, from the registry's storage
+    local h m
+    m=$(curl -sf -o /dev/null -w '%{size_download}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/bench/$1/manifests/1")
+    while read -r dg; do
+      h=${dg#sha256:}
+      stat -c %s "$TMP/registry/storage/docker/registry/v2/blobs/sha256/${h:0:2}/$h/data"
+    done <"$TMP/lists/$1" | awk -v m="$m" '{s+=$1} END{print s+m}'
+  }
+  NENGINES=(cri-unpack ctrd-cri crio)
+  declare -A N NQ # N[shape,image,engine] = "t …", NQ = requests per pull
+  for shape in $NET_SHAPES; do
+    mbit=${shape%%:*}; rtt=${shape##*:}
+    PPORT=$(free_port)
+    PROXY=127.0.0.1:$PPORT
+    : >"$TMP/requests.log"
+    "$TARGET/examples/shape-proxy" "$PROXY" "$REG" "$mbit" "$rtt" "$TMP/requests.log" 2>>"$TMP/cmd.log" &
+    SP_PID=$!
+    PIDS+=("$SP_PID")
+    for _ in $(seq 100); do curl -sf "http://$PROXY/v2/" >/dev/null && break; sleep 0.1; done
+    mkdir -p "$CTRD/certs.d/$PROXY"
+    sed "s|$REG|$PROXY|g" "$CTRD/certs.d/$REG/hosts.toml" >"$CTRD/certs.d/$PROXY/hosts.toml"
+    for run in $(seq "$RUNS"); do
+      for img in "${NIMAGES[@]}"; do
+        ref=$PROXY/bench/$img:1
+        for e in "${NENGINES[@]}"; do
+          sync
+          before=$(wc -l <"$TMP/requests.log")
+          case $e in
+            cri-unpack) t=$(timed "$CRI_BENCH" --endpoint "$CRIU_SOCK" pull "$ref");;
+            ctrd-cri) t=$(timed "$CRI_BENCH" --endpoint "$CTRD_SOCK" pull "$ref");;
+            crio) crio_clean; t=$(timed crio_pull "$ref");;
+          esac
+          after=$(wc -l <"$TMP/requests.log")
+          case $e in
+            cri-unpack) cri_clean "$ref" "$CRIU_SOCK";;
+            ctrd-cri) ctrd_clean k8s.io;;
+            crio) crio_clean;;
+          esac
+          N[$shape,$img,$e]+=" $t"
+          NQ[$shape,$img,$e]+=" $((after - before))"
+        done
+      done
+      log "network $shape run $run/$RUNS done"
+    done
+    stop_pid "$SP_PID"
+  done
+  {
+    echo
+    echo "### Realistic networks: through a shaping proxy, to a runnable rootfs (seconds: median (min–max) of $RUNS)"
+    echo
+    echo "limit = bytes / bandwidth + 3 RTT (connection, manifest, then every blob at once); requests = HTTP requests the engine sent for one pull (median)."
+    echo
+    echo "| link | image | engine | wall s | × limit | requests |"
+    echo "|---|---|---|---|---|---|"
+    for shape in $NET_SHAPES; do
+      mbit=${shape%%:*}; rtt=${shape##*:}
+      for img in "${NIMAGES[@]}"; do
+        bytes=$(bytes_of "$img")
+        limit=$(awk -v b="$bytes" -v m="$mbit" -v r="$rtt" 'BEGIN{printf "%.3f", b*8/(m*1e6) + 3*r/1000}')
+        for e in "${NENGINES[@]}"; do
+          # shellcheck disable=SC2086
+          read -r med lo hi <<<"$(stats ${N[$shape,$img,$e]})"
+          # shellcheck disable=SC2086
+          read -r q _ _ <<<"$(stats ${NQ[$shape,$img,$e]})"
+          case $img in net4) iname="4 × 16 MiB";; net50) iname="50 × 16 KiB";; esac
+          case $e in
+            cri-unpack) ename="cri-imaged, \`unpack = true\`";;
+            ctrd-cri) ename="containerd 1.6 CRI";;
+            crio) ename="CRI-O's engine (skopeo → containers-storage:)";;
+          esac
+          echo "| $mbit Mbit/s, $rtt ms RTT | $iname (limit $limit s) | $ename | $med ($lo–$hi) | $(awk -v a="$med" -v b="$limit" 'BEGIN{printf "%.2f", a/b}') | ${q%.*} |"
+        done
+      done
+    done
+  } >>"$REPORT"
 fi
 
 # --- 2./3. metadata -----------------------------------------------------------------

@@ -5,6 +5,7 @@
 //! cri-bench --endpoint SOCK pull NAME            seconds of one PullImage; the ID on stderr
 //! cri-bench --endpoint SOCK rmi NAME
 //! cri-bench --endpoint SOCK fill REPO FROM COUNT [CONCURRENCY]   PullImage REPO:nFROM…
+//! cri-bench --endpoint SOCK same NAME COUNT        COUNT PullImage of NAME at once
 //! cri-bench --endpoint SOCK latency REPO ITERATIONS   p50/p99 of List, Status, FsInfo
 //! cri-bench --endpoint SOCK ready TIMEOUT_SECONDS     waits until ListImages answers
 //! cri-bench --endpoint SOCK list N                  p50/p99 of N ListImages alone
@@ -168,7 +169,7 @@ async fn main() -> Res<()> {
         endpoint = args.get(i + 1).cloned().ok_or("--endpoint needs a path")?;
         args.drain(i..=i + 1);
     }
-    let usage = "usage: cri-bench [--endpoint SOCK] pull NAME | rmi NAME | fill REPO FROM COUNT [CONC] | latency REPO N | list N | ready SECONDS";
+    let usage = "usage: cri-bench [--endpoint SOCK] pull NAME | rmi NAME | fill REPO FROM COUNT [CONC] | same NAME COUNT | latency REPO N | list N | ready SECONDS";
     let arg = |i: usize| args.get(i).cloned().ok_or(usage);
     match arg(0)?.as_str() {
         "ready" => {
@@ -245,6 +246,21 @@ async fn main() -> Res<()> {
                 }
             });
             futures_util::future::try_join_all(workers).await?;
+            println!("{:.3}", t.elapsed().as_secs_f64());
+        }
+        "same" => {
+            // COUNT clients asking for one image at once (kubelets of many pods).
+            let (name, count) = (arg(1)?, arg(2)?.parse::<usize>()?);
+            let c = connect(&endpoint).await?;
+            let t = Instant::now();
+            let pulls = (0..count).map(|_| {
+                let (mut c, name) = (c.clone(), name.clone());
+                async move { pull(&mut c, &name).await }
+            });
+            let ids = futures_util::future::try_join_all(pulls).await?;
+            if ids.iter().any(|id| *id != ids[0]) {
+                return Err(format!("{name}: the pulls answered different IDs: {ids:?}").into());
+            }
             println!("{:.3}", t.elapsed().as_secs_f64());
         }
         "list" => {
