@@ -27,7 +27,7 @@ pub struct Keys {
     /// Transport for names without one [config: default_transport] [default: docker]
     #[arg(long, value_name = "TRANSPORT")]
     pub default_transport: Option<String>,
-    /// Blob downloads running at once, across all pulls [config: max_concurrent_downloads] [default: 3]
+    /// Blob downloads over 1 MiB running at once, across all pulls; blobs up to 1 MiB (a round trip each) may run 4× as many besides [config: max_concurrent_downloads] [default: 3]
     #[arg(long, value_name = "N")]
     pub max_concurrent_downloads: Option<usize>,
     /// Local transport to allow besides docker (oci, oci-archive, docker-archive, dir); repeatable. Replaces the config list [config: transports]

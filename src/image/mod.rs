@@ -3,7 +3,8 @@
 //!
 //! No gRPC here: callers pass plain strings and typed values and get typed results and
 //! [`Error`]s. Pull coordination lives here too: one pull in flight per (name, credentials),
-//! one download per blob, and a semaphore bounding concurrent blob downloads.
+//! one download per blob, and semaphores bounding concurrent blob downloads (large blobs
+//! by `max_concurrent_downloads`; small ones, a round trip each, by four times as many).
 
 mod bring;
 mod cache;
@@ -46,6 +47,13 @@ use crate::registries::NodeRegistries;
 use crate::registry::{RegistryClient, RetryPolicy};
 use crate::store::{ImageRecord, Store};
 use crate::transport::ImportPolicy;
+
+/// Blobs up to this size download under `small_downloads` (configs, small layers).
+pub const SMALL_BLOB: u64 = 1 << 20;
+/// How many small downloads may run per `max_concurrent_downloads`.
+const SMALL_FACTOR: usize = 4;
+/// At most this many small downloads at once, whatever the setting.
+const MAX_SMALL_DOWNLOADS: usize = 64;
 
 /// Settings of the core service.
 #[derive(Debug, Clone)]
@@ -93,7 +101,12 @@ struct Inner {
     listing: list::Listing,
     pulls: flight::Flights<flight::PullKey, Result<ImageId, Arc<Error>>>,
     blobs: flight::Flights<crate::names::Digest, Result<(), Arc<Error>>>,
+    /// Downloads of blobs larger than [`SMALL_BLOB`] at once, across all pulls.
     downloads: Arc<Semaphore>,
+    /// Downloads of blobs up to [`SMALL_BLOB`] at once, besides: each costs a round trip
+    /// and next to no bandwidth, so 50 small layers behind a 20 ms RTT do not wait in
+    /// threes (`bench/pull.sh`'s network case: 0.52 → 0.20 s at 16 in flight).
+    small_downloads: Arc<Semaphore>,
     /// Layers unpacking at once, across all pulls (one per core, at least 2).
     unpacks: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -126,6 +139,9 @@ impl ImageService {
             }
         }
         let downloads = Arc::new(Semaphore::new(settings.max_concurrent_downloads.max(1)));
+        let small_downloads = Arc::new(Semaphore::new(
+            (settings.max_concurrent_downloads.max(1) * SMALL_FACTOR).min(MAX_SMALL_DOWNLOADS),
+        ));
         ImageService {
             inner: Arc::new(Inner {
                 store,
@@ -139,6 +155,7 @@ impl ImageService {
                 pulls: flight::Flights::default(),
                 blobs: flight::Flights::default(),
                 downloads,
+                small_downloads,
                 unpacks: Arc::new(Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
                 )),

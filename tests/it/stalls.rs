@@ -175,3 +175,50 @@ async fn a_client_that_goes_away_cancels_its_download_unless_another_caller_wait
     let mut c = d.client();
     assert_eq!(pull(&mut c, &name).await, img.id());
 }
+
+/// `max_concurrent_downloads` bounds the large blobs only: small ones (a round trip each)
+/// run beside them, so 50 small layers behind a long RTT do not wait in threes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_blobs_download_beside_the_large_ones_the_limit_holds_back() {
+    let fake = FakeRegistry::start().await;
+    let img = ImageBuilder::new()
+        .layer_sizes(&[2 << 20, 2 << 20, 16 * 1024, 16 * 1024])
+        .build();
+    let layers = img.layer_digests();
+    fake.add_image("test/app", "1", &img);
+    for l in &layers {
+        fake.set_blob(l, BlobBehavior::Stall { after: 0 });
+    }
+    let dir = tempdir();
+    let d = daemon(
+        dir.path(),
+        &fake,
+        &["--max-concurrent-downloads", "1", "--pull-progress-timeout", "5s"],
+    )
+    .await;
+    let name = format!("{}/test/app:1", fake.host());
+    let mut c = d.client();
+    let pulling = tokio::spawn(async move { try_pull(&mut c, &name).await });
+    let asked = |l: &String| fake.blob_requests("test/app", l);
+    let both_small = eventually(Duration::from_secs(4), || {
+        let n = asked(&layers[2]).min(asked(&layers[3]));
+        async move { n >= 1 }
+    })
+    .await;
+    let large = asked(&layers[0]) + asked(&layers[1]);
+    assert!(
+        both_small,
+        "both small layers are asked while the others stall: {} and {} requests",
+        asked(&layers[2]),
+        asked(&layers[3])
+    );
+    assert!(
+        large <= 1,
+        "with max_concurrent_downloads = 1, one large blob at a time: {large} asked"
+    );
+    let err = pulling
+        .await
+        .unwrap()
+        .expect_err("stalled blobs fail the pull");
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+}

@@ -84,8 +84,12 @@ async fn download<S: BlobSource>(
     }
     let name = source.name();
     let corrupt = |e| super::store_error(source, name, e);
-    let _permit = inner
-        .downloads
+    let slots = if blob.size <= crate::image::SMALL_BLOB {
+        &inner.small_downloads
+    } else {
+        &inner.downloads
+    };
+    let _permit = slots
         .acquire()
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
