@@ -54,6 +54,7 @@ impl ImageService {
         if let Some(images) = self.inner.listing.get(&records) {
             return Ok(images);
         }
+        self.prefill_meta(records.images()).await;
         let mut out = Vec::with_capacity(records.len());
         for record in records.images() {
             out.extend(self.info_if_present(record).await?);

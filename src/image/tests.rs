@@ -110,6 +110,36 @@ async fn list_filters_and_prunes() {
     assert!(f.svc.inner.cache.get(&b).is_some());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_listing_of_many_images_reads_their_configs_in_one_pass() {
+    let f = fixture(&["r.io"]);
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let user = format!("{}", 1000 + i);
+        let name = format!("r.io/many:{i}");
+        ids.push(add(&f.svc, &user, format!("layer-{i}").as_bytes(), &[&name]).await);
+    }
+    // One config that cannot be read: the listing says which image, as before.
+    let broken = add(&f.svc, "0", b"broken", &["r.io/broken:1"]).await;
+    let path = crate::store::layout::blob_path(f.svc.inner.store.root(), broken.digest());
+    std::fs::write(&path, b"not json").unwrap();
+    let err = f.svc.list(None).await.expect_err("an unreadable config");
+    assert!(err.to_string().contains(broken.as_str()), "{err}");
+    // Every other config was read by the one pass.
+    for (i, id) in ids.iter().enumerate() {
+        let meta = f.svc.inner.cache.get(id).expect("prefilled");
+        assert_eq!(meta.user, format!("{}", 1000 + i));
+    }
+    f.svc.remove(broken.as_str()).await.unwrap();
+    let listed = f.svc.list(None).await.unwrap();
+    assert_eq!(listed.len(), 40);
+    assert!(
+        listed
+            .iter()
+            .all(|i| matches!(i.user, ImageUser::Uid(1000..1040)))
+    );
+}
+
 #[tokio::test]
 async fn untag_removes_one_name_and_the_image_with_its_last() {
     let f = fixture(&["r.io"]);

@@ -152,6 +152,36 @@ impl Store {
 
     /// Waits for the records changes, blob placements and clean-ups under way, so that
     /// what they started is on disk, consistent, before the process exits.
+    /// Reads the blobs `digests` name and hands each to `parse` on blocking threads (up to
+    /// the machine's cores, at most 4), without a task per blob: for many small blobs at
+    /// once (the configs a first listing needs). Returns what was read and parsed; a blob
+    /// that is missing or that `parse` refuses is left out.
+    pub async fn read_blobs_with<T: Send + 'static>(
+        &self,
+        digests: Vec<Digest>,
+        parse: impl Fn(&[u8]) -> Option<T> + Clone + Send + 'static,
+    ) -> Vec<(Digest, T)> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let per = digests.len().div_ceil(threads).max(1);
+        let reads = digests.chunks(per).map(|chunk| {
+            let (chunk, root, parse) = (chunk.to_vec(), self.root().to_owned(), parse.clone());
+            tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .filter_map(|d| {
+                        let bytes = std::fs::read(layout::blob_path(&root, &d)).ok()?;
+                        Some((d, parse(&bytes)?))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
+        futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .flat_map(|r| r.unwrap_or_default())
+            .collect()
+    }
+
     pub async fn close(&self) {
         self.shared.tasks.close();
         self.shared.tasks.wait().await;

@@ -193,7 +193,12 @@ async fn small_blobs_download_beside_the_large_ones_the_limit_holds_back() {
     let d = daemon(
         dir.path(),
         &fake,
-        &["--max-concurrent-downloads", "1", "--pull-progress-timeout", "5s"],
+        &[
+            "--max-concurrent-downloads",
+            "1",
+            "--pull-progress-timeout",
+            "5s",
+        ],
     )
     .await;
     let name = format!("{}/test/app:1", fake.host());
