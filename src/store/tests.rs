@@ -721,6 +721,33 @@ async fn a_note_that_is_not_one_is_a_problem_for_check_and_removed_at_start() {
     assert!(intents::read_all(dir.path()).is_empty());
 }
 
+/// Images put but not yet named, each with the lease that holds its blobs.
+type Puts = Vec<(ManifestBlobs, Lease)>;
+
+/// Names each of `puts` as `REPO:i`, every one in its own task at once.
+fn name_each_at_once(
+    store: &Arc<Store>,
+    puts: Puts,
+    repo: &str,
+) -> Vec<tokio::task::JoinHandle<Result<(), StoreError>>> {
+    puts.into_iter()
+        .enumerate()
+        .map(|(i, (blobs, lease))| {
+            let store = store.clone();
+            let name = ImageName::parse_qualified(&format!("{repo}:{i}")).unwrap();
+            tokio::spawn(async move {
+                let id = ImageId::new(blobs.config.digest.clone());
+                let record = NameRecord {
+                    name,
+                    manifest: blobs.manifest.clone(),
+                    pulled_by: blobs.manifest.digest.clone(),
+                };
+                store.add_name(&id, &blobs, record, lease).await
+            })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_queued_behind_a_write_are_committed_together_each_answered() {
     let dir = tempfile::tempdir().unwrap();
@@ -734,19 +761,7 @@ async fn changes_queued_behind_a_write_are_committed_together_each_answered() {
     let writes_before = store.shared.writer.lock().await.writes;
     // A write in progress: every change below queues behind it.
     let busy = store.shared.writer.lock().await;
-    let mut calls = Vec::new();
-    for (i, (blobs, lease)) in puts.into_iter().enumerate() {
-        let store = store.clone();
-        calls.push(tokio::spawn(async move {
-            let id = ImageId::new(blobs.config.digest.clone());
-            let record = NameRecord {
-                name: ImageName::parse_qualified(&format!("r.io/b:{i}")).unwrap(),
-                manifest: blobs.manifest.clone(),
-                pulled_by: blobs.manifest.digest.clone(),
-            };
-            store.add_name(&id, &blobs, record, lease).await
-        }));
-    }
+    let calls = name_each_at_once(&store, puts, "r.io/b");
     let untag = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -812,19 +827,7 @@ async fn a_failed_group_write_fails_every_change_in_it_and_publishes_none() {
     let busy = store.shared.writer.lock().await;
     // index.json's temp file cannot be created: a directory has its name.
     std::fs::create_dir(dir.path().join("index.json.tmp")).unwrap();
-    let mut calls = Vec::new();
-    for (i, (blobs, lease)) in puts.into_iter().enumerate() {
-        let store = store.clone();
-        calls.push(tokio::spawn(async move {
-            let id = ImageId::new(blobs.config.digest.clone());
-            let record = NameRecord {
-                name: ImageName::parse_qualified(&format!("r.io/f:{i}")).unwrap(),
-                manifest: blobs.manifest.clone(),
-                pulled_by: blobs.manifest.digest.clone(),
-            };
-            store.add_name(&id, &blobs, record, lease).await
-        }));
-    }
+    let calls = name_each_at_once(&store, puts, "r.io/f");
     for _ in 0..500 {
         if store.shared.queue.lock().unwrap().len() == 3 {
             break;
