@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use super::{Error, ImageMeta, ImageService};
-use crate::names::ImageId;
+use crate::names::{Digest, ImageId};
 use crate::oci;
 use crate::store::ImageRecord;
 
@@ -77,18 +77,17 @@ impl ImageService {
     /// its first ListImages without 20,000 scheduled reads. Best effort: an image whose
     /// config cannot be read here is left to [`ImageService::meta`], which says why.
     pub(super) async fn prefill_meta<'a>(&self, records: impl Iterator<Item = &'a ImageRecord>) {
-        let missing: Vec<ImageId> = records
+        let missing: Vec<Digest> = records
             .filter(|r| self.inner.cache.get(&r.id).is_none())
-            .map(|r| r.id.clone())
+            .map(|r| r.id.digest().clone())
             .collect();
         if missing.len() < PREFILL_MIN {
             return;
         }
-        let digests = missing.iter().map(|id| id.digest().clone()).collect();
         let read = self
             .inner
             .store
-            .read_blobs_with(digests, |bytes| {
+            .read_blobs_with(missing, |bytes| {
                 oci::manifest::parse_config(bytes)
                     .ok()
                     .map(|c| ImageMeta { user: c.user })

@@ -24,11 +24,10 @@
 //! 3. `protected` (blobs of foreign `index.json` entries)
 //! 4. `records` (held only to clone or replace the `Arc`, never across other work)
 //!
-//! `partials`, `kept` and `queue` are leaves: each taken alone, released before anything else is
-//! locked. Leases
-//! are released only after the records naming their blobs are published, and a
-//! collection reads the records after it takes `leases` ([`gc`](self)), so a blob an
-//! image has is never collected. A lock added later (the snapshot store's) says here
+//! `partials`, `kept` and `queue` are leaves: each taken alone, released before anything
+//! else is locked. Leases are released only after the records naming their blobs are
+//! published, and a collection reads the records after it takes `leases` ([`gc`](self)),
+//! so a blob an image has is never collected. A lock added later (the snapshot store's) says here
 //! where it sits.
 
 mod blobs;
@@ -150,8 +149,6 @@ impl Store {
         })
     }
 
-    /// Waits for the records changes, blob placements and clean-ups under way, so that
-    /// what they started is on disk, consistent, before the process exits.
     /// Reads the blobs `digests` name and hands each to `parse` on blocking threads (up to
     /// the machine's cores, at most 4), without a task per blob: for many small blobs at
     /// once (the configs a first listing needs). Returns what was read and parsed; a blob
@@ -182,6 +179,8 @@ impl Store {
             .collect()
     }
 
+    /// Waits for the records changes, blob placements and clean-ups under way, so that
+    /// what they started is on disk, consistent, before the process exits.
     pub async fn close(&self) {
         self.shared.tasks.close();
         self.shared.tasks.wait().await;

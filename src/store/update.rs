@@ -140,11 +140,12 @@ impl Shared {
         if batch.is_empty() {
             return;
         }
-        let (changes, rest): (Vec<Change>, Vec<_>) = batch
-            .into_iter()
-            .map(|p| (p.change, (p.hold, p.answer)))
-            .unzip();
-        let (holds, answers): (Vec<_>, Vec<_>) = rest.into_iter().unzip();
+        let (mut changes, mut holds, mut answers) = (Vec::new(), Vec::new(), Vec::new());
+        for p in batch {
+            changes.push(p.change);
+            holds.push(p.hold);
+            answers.push(p.answer);
+        }
         let result = self.clone().update(writer, changes).await;
         // Leases go only now: the records naming their blobs are published.
         drop(holds);
