@@ -131,9 +131,9 @@ impl ImageService {
         settings: Settings,
         snapshots: Option<crate::snapshot::Snapshots>,
     ) -> ImageService {
-        let chains = unpack::ChainMemo::default();
+        let (chains, cache) = (unpack::ChainMemo::default(), cache::Cache::default());
         if let Some(s) = &snapshots {
-            let removed = unpack::collect(&store, s, &chains);
+            let removed = unpack::collect(&store, s, &chains, &cache);
             if removed > 0 {
                 tracing::info!(snapshots = removed, "removed snapshots no image needs");
             }
@@ -149,7 +149,7 @@ impl ImageService {
                 node: RwLock::new(Arc::new(settings.node.clone())),
                 trust: RwLock::new(settings.trust.clone()),
                 settings,
-                cache: cache::Cache::default(),
+                cache,
                 helpers: Default::default(),
                 listing: list::Listing::default(),
                 pulls: flight::Flights::default(),

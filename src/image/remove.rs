@@ -103,7 +103,7 @@ impl ImageService {
         };
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            super::unpack::collect(&inner.store, &snapshots, &inner.chains)
+            super::unpack::collect(&inner.store, &snapshots, &inner.chains, &inner.cache)
         })
         .await;
     }

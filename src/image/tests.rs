@@ -211,3 +211,22 @@ async fn pull_by_known_id_prefix_needs_no_registry() {
         "no registries configured"
     );
 }
+
+#[tokio::test]
+async fn a_start_with_snapshots_notes_each_config_s_user_as_it_reads_it_for_chains() {
+    let f = fixture(&["r.io"]);
+    let a = add(&f.svc, "1001", b"a", &["r.io/a:1"]).await;
+    let b = add(&f.svc, "www-data", b"b", &["r.io/b:1"]).await;
+    let Fixture { _dir: dir, svc } = f;
+    let settings = svc.inner.settings.clone();
+    svc.inner.store.close().await;
+    drop(svc);
+    let store = Store::open(dir.path()).unwrap();
+    let snapshots =
+        crate::snapshot::Snapshots::open(&dir.path().join("snap"), Default::default()).unwrap();
+    let registry = RegistryClient::new(InsecureRegistries::default(), Platform::current());
+    let svc = ImageService::with_snapshots(store, registry, settings, Some(snapshots));
+    // The start-up collection read both configs; the first listing needs no read.
+    assert_eq!(svc.inner.cache.get(&a).expect("noted").user, "1001");
+    assert_eq!(svc.inner.cache.get(&b).expect("noted").user, "www-data");
+}

@@ -13,8 +13,9 @@ use tokio::sync::{Semaphore, oneshot};
 use super::bring::Feed;
 use super::progress::UnpackProgress;
 
+use super::cache::{Cache, ImageMeta};
 use super::{Error, Inner};
-use crate::names::Digest;
+use crate::names::{Digest, ImageId};
 use crate::oci::{self, Descriptor};
 use crate::snapshot::{Snapshots, chain_ids};
 use crate::store::follow::Follower;
@@ -350,15 +351,30 @@ pub(super) struct ChainMemo {
 
 impl ChainMemo {
     fn chains(&self, store: &Store, m: &crate::store::ManifestBlobs) -> Arc<Vec<Digest>> {
+        self.chains_noting(store, m, None)
+    }
+
+    /// [`ChainMemo::chains`]; a config read here also gives its user to `users`, so the
+    /// start-up collection and the first listing read each config once between them.
+    fn chains_noting(
+        &self,
+        store: &Store,
+        m: &crate::store::ManifestBlobs,
+        users: Option<&Cache>,
+    ) -> Arc<Vec<Digest>> {
         if let Some(c) = self.lock().get(&m.config.digest) {
             return c.clone();
         }
-        let chains: Option<Vec<Digest>> =
-            std::fs::read(layout::blob_path(store.root(), &m.config.digest))
-                .ok()
-                .and_then(|bytes| oci::manifest::parse_config(&bytes).ok())
-                .and_then(|config| chains_of(&config.diff_ids, &m.layers).ok())
-                .map(|ids| ids.into_iter().map(|(_, c)| c).collect());
+        let config = std::fs::read(layout::blob_path(store.root(), &m.config.digest))
+            .ok()
+            .and_then(|bytes| oci::manifest::parse_config(&bytes).ok());
+        if let (Some(users), Some(config)) = (users, &config) {
+            let user = config.user.clone();
+            users.insert(ImageId::new(m.config.digest.clone()), ImageMeta { user });
+        }
+        let chains: Option<Vec<Digest>> = config
+            .and_then(|config| chains_of(&config.diff_ids, &m.layers).ok())
+            .map(|ids| ids.into_iter().map(|(_, c)| c).collect());
         // A config that cannot be read now is not remembered: asked again next time.
         let Some(chains) = chains else {
             return Arc::default();
@@ -415,15 +431,21 @@ pub(super) fn collect_removed(
 }
 
 /// Removes the snapshots no recorded image needs (each image's config read once, then
-/// remembered in `memo`; entries of configs no image has any more are dropped).
-pub(super) fn collect(store: &Store, snapshots: &Snapshots, memo: &ChainMemo) -> usize {
+/// remembered in `memo`, its user noted in `users`; entries of configs no image has any
+/// more are dropped).
+pub(super) fn collect(
+    store: &Store,
+    snapshots: &Snapshots,
+    memo: &ChainMemo,
+    users: &Cache,
+) -> usize {
     let records = store.records();
     let mut keep = HashSet::new();
     let mut configs = HashSet::new();
     for image in records.images() {
         for m in &image.manifests {
             configs.insert(m.config.digest.clone());
-            keep.extend(memo.chains(store, m).iter().cloned());
+            keep.extend(memo.chains_noting(store, m, Some(users)).iter().cloned());
         }
     }
     memo.lock().retain(|config, _| configs.contains(config));
