@@ -204,6 +204,7 @@ mod tests {
                 .collect(),
             manifests: Vec::new(),
             size: 1,
+            rendered: Default::default(),
         }
     }
 

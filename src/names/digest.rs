@@ -55,6 +55,14 @@ impl Digest {
         &self.0
     }
 
+    /// The 32 bytes of the sha256 (a compact key for sets of many digests).
+    pub fn sha256(&self) -> [u8; 32] {
+        let mut out = [0; 32];
+        // Parsed or computed: always 64 lowercase hex characters.
+        hex::decode_to_slice(self.hex(), &mut out).expect("a Digest holds 64 hex characters");
+        out
+    }
+
     /// The 64 hex characters, without the algorithm.
     pub fn hex(&self) -> &str {
         &self.0[PREFIX.len()..]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{MutexGuard, RwLockReadGuard};
 
-use super::records::ReferenceCheck;
+use super::records::Records;
 use super::{Shared, blobs, layout};
 use crate::names::Digest;
 
@@ -17,13 +17,13 @@ use crate::names::Digest;
 struct Needs<'a> {
     leases: MutexGuard<'a, HashMap<Digest, usize>>,
     protected: RwLockReadGuard<'a, HashSet<Digest>>,
-    referenced: ReferenceCheck<'a>,
+    records: std::sync::Arc<Records>,
 }
 
 impl Needs<'_> {
     /// Whether anything still needs blob `d`.
     fn needed(&mut self, d: &Digest) -> bool {
-        self.leases.contains_key(d) || self.protected.contains(d) || self.referenced.contains(d)
+        self.leases.contains_key(d) || self.protected.contains(d) || self.records.references(d)
     }
 }
 
@@ -34,11 +34,10 @@ impl Shared {
     fn with_needs<R>(&self, f: impl FnOnce(&mut Needs<'_>) -> R) -> R {
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         let protected = self.protected.read().unwrap_or_else(|p| p.into_inner());
-        let records = self.records();
         f(&mut Needs {
             leases,
             protected,
-            referenced: records.reference_check(),
+            records: self.records(),
         })
     }
 

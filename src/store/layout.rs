@@ -137,89 +137,123 @@ pub fn render_index<'a>(
     out
 }
 
-/// Serialises the entries as an OCI index into `w`, straight from borrowed fields: this
-/// runs on every records change, over every name, so it builds no `Value` and no whole
-/// document in memory. Keys are in the order a `Value` map sorts them, so the file reads
-/// the same as one rendered through `Value`s (compact, as skopeo and umoci write it).
+/// One name's entry as serde writes it. Keys are in the order a `Value` map sorts them, so
+/// the file reads the same as one rendered through `Value`s (compact, as skopeo and umoci
+/// write it).
+struct Named<'a>(&'a ImageName, &'a Descriptor, &'a Digest);
+
+/// A name written through its `Display`, without a `String` per entry.
+struct Shown<'a>(&'a ImageName);
+
+struct Annotations<'a>(&'a Named<'a>);
+
+impl Serialize for Shown<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
+}
+
+impl Serialize for Annotations<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Named(name, manifest, pulled_by) = self.0;
+        let mut m = s.serialize_map(None)?;
+        if *pulled_by != &manifest.digest {
+            m.serialize_entry(PULLED_BY, pulled_by)?;
+        }
+        m.serialize_key(REF_NAME)?;
+        m.serialize_value(&Shown(name))?;
+        m.end()
+    }
+}
+
+impl Serialize for Named<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut e = s.serialize_struct("Entry", 4)?;
+        e.serialize_field("annotations", &Annotations(self))?;
+        e.serialize_field("digest", &self.1.digest)?;
+        e.serialize_field("mediaType", &self.1.media_type)?;
+        e.serialize_field("size", &self.1.size)?;
+        e.end()
+    }
+}
+
+/// Renders name entries as `index.json` holds them, comma-separated: a record's share of
+/// the file, which the records keep so a write renders only what changed.
+pub fn render_entries<'a>(
+    named: impl Iterator<Item = (&'a ImageName, &'a Descriptor, &'a Digest)>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, (n, m, p)) in named.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing into a `Vec` cannot fail, and these types always serialise.
+        let _ = serde_json::to_writer(&mut out, &Named(n, m, p));
+    }
+    out
+}
+
+/// Serialises the entries as an OCI index into `w` (see [`write_index_chunks`]).
 pub fn write_index<'a>(
     w: impl Write,
     named: impl Iterator<Item = (&'a ImageName, &'a Descriptor, &'a Digest)>,
     foreign: &[serde_json::Value],
 ) -> std::io::Result<()> {
-    use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct, Serializer};
-
-    struct Named<'a>(&'a ImageName, &'a Descriptor, &'a Digest);
-    /// A name written through its `Display`, without a `String` per entry.
-    struct Shown<'a>(&'a ImageName);
-    impl Serialize for Shown<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_str(self.0)
-        }
-    }
-    struct Annotations<'a>(&'a Named<'a>);
-    struct Manifests<'a>(&'a [Named<'a>], &'a [serde_json::Value]);
-    struct Index<'a>(Manifests<'a>);
-
-    impl Serialize for Annotations<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let Named(name, manifest, pulled_by) = self.0;
-            let mut m = s.serialize_map(None)?;
-            if *pulled_by != &manifest.digest {
-                m.serialize_entry(PULLED_BY, pulled_by)?;
-            }
-            m.serialize_key(REF_NAME)?;
-            m.serialize_value(&Shown(name))?;
-            m.end()
-        }
-    }
-    impl Serialize for Named<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut e = s.serialize_struct("Entry", 4)?;
-            e.serialize_field("annotations", &Annotations(self))?;
-            e.serialize_field("digest", &self.1.digest)?;
-            e.serialize_field("mediaType", &self.1.media_type)?;
-            e.serialize_field("size", &self.1.size)?;
-            e.end()
-        }
-    }
-    impl Serialize for Manifests<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut seq = s.serialize_seq(Some(self.0.len() + self.1.len()))?;
-            for n in self.0 {
-                seq.serialize_element(n)?;
-            }
-            for v in self.1 {
-                seq.serialize_element(v)?;
-            }
-            seq.end()
-        }
-    }
-    impl Serialize for Index<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut i = s.serialize_struct("IndexJson", 3)?;
-            i.serialize_field("schemaVersion", &2)?;
-            i.serialize_field("mediaType", media::OCI_INDEX)?;
-            i.serialize_field("manifests", &self.0)?;
-            i.end()
-        }
-    }
-
-    let named: Vec<Named<'_>> = named.map(|(n, m, p)| Named(n, m, p)).collect();
-    // Compact: at 20,000 images the indentation alone was a third of the file, written
-    // and fsynced at every change.
-    serde_json::to_writer(w, &Index(Manifests(&named, foreign))).map_err(std::io::Error::from)
+    let entries = render_entries(named);
+    write_index_chunks(w, std::iter::once(&entries[..]), foreign)
 }
 
-/// Replaces `index.json` atomically with the given entries, written as they are
-/// serialised (see [`write_index`]).
+/// Writes an OCI index from entries already rendered (each chunk one or more of
+/// [`render_entries`]' comma-separated entries; empty chunks are skipped) and the foreign
+/// entries, compact: at 20,000 images indentation alone was a third of the file, written
+/// and fsynced at every change. The bytes are those serde writes for the whole index.
+pub fn write_index_chunks<'a>(
+    mut w: impl Write,
+    chunks: impl Iterator<Item = &'a [u8]>,
+    foreign: &[serde_json::Value],
+) -> std::io::Result<()> {
+    w.write_all(b"{\"schemaVersion\":2,\"mediaType\":")?;
+    serde_json::to_writer(&mut w, media::OCI_INDEX)?;
+    w.write_all(b",\"manifests\":[")?;
+    let mut first = true;
+    let mut comma = |w: &mut dyn Write| {
+        let sep: &[u8] = if first { b"" } else { b"," };
+        first = false;
+        w.write_all(sep)
+    };
+    for chunk in chunks.filter(|c| !c.is_empty()) {
+        comma(&mut w)?;
+        w.write_all(chunk)?;
+    }
+    for v in foreign {
+        comma(&mut w)?;
+        serde_json::to_writer(&mut w, v)?;
+    }
+    w.write_all(b"]}")
+}
+
+/// Replaces `index.json` atomically with the given entries (see [`write_index`]).
 pub fn write_index_atomic<'a>(
     root: &Path,
     named: impl Iterator<Item = (&'a ImageName, &'a Descriptor, &'a Digest)>,
     foreign: &[serde_json::Value],
 ) -> Result<(), StoreError> {
+    let entries = render_entries(named);
+    write_index_chunks_atomic(root, std::iter::once(&entries[..]), foreign)
+}
+
+/// Replaces `index.json` atomically with rendered entries (see [`write_index_chunks`]),
+/// written as they come.
+pub fn write_index_chunks_atomic<'a>(
+    root: &Path,
+    chunks: impl Iterator<Item = &'a [u8]>,
+    foreign: &[serde_json::Value],
+) -> Result<(), StoreError> {
     write_atomic_with(root, INDEX_FILE, |f| {
         let mut w = std::io::BufWriter::with_capacity(64 << 10, f);
-        write_index(&mut w, named, foreign)?;
+        write_index_chunks(&mut w, chunks, foreign)?;
         w.flush()
     })
 }

@@ -4,9 +4,14 @@
 //! manifest that name was pulled as, annotated with the digest it was pulled by. This module
 //! turns those entries into images (grouped by config digest = image ID) and applies tag,
 //! untag and remove changes to a copy before the copy is persisted.
+//!
+//! The maps are persistent (`imbl`): the store copies the records on every change, and a
+//! copy shares all but the paths it changes, so a change costs O(log images) instead of
+//! O(images). Each record also keeps its `index.json` entries as rendered, so a write of
+//! the whole index renders only the records a change touched.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
 
 use crate::names::{Digest, ImageId, ImageName};
 use crate::oci::Descriptor;
@@ -33,9 +38,68 @@ pub struct ImageRecord {
     /// manifest. The manifest is not counted: it is stored in OCI form, whatever format
     /// the registry served.
     pub size: u64,
+    /// This record's names as `index.json` entries, rendered when first written.
+    pub rendered: Rendered,
+}
+
+/// A record's `index.json` entries, rendered once: a copy (made only to be changed) and
+/// a changed record start without them, and they never take part in comparisons.
+#[derive(Default)]
+pub struct Rendered(OnceLock<Box<[u8]>>);
+
+impl Rendered {
+    /// The entries, rendered by `render` the first time.
+    pub fn get_or_render(&self, render: impl FnOnce() -> Vec<u8>) -> &[u8] {
+        self.0.get_or_init(|| render().into_boxed_slice())
+    }
+}
+
+impl Clone for Rendered {
+    fn clone(&self) -> Self {
+        Rendered::default()
+    }
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendered {}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Rendered"
+        } else {
+            "Unrendered"
+        })
+    }
 }
 
 impl ImageRecord {
+    /// This record's names as `index.json` entries, rendered once per version of it.
+    pub fn index_entries(&self) -> &[u8] {
+        self.rendered.get_or_render(|| {
+            super::layout::render_entries(
+                self.names
+                    .iter()
+                    .map(|n| (&n.name, &n.manifest, &n.pulled_by)),
+            )
+        })
+    }
+
+    fn empty(id: ImageId) -> ImageRecord {
+        ImageRecord {
+            id,
+            names: Vec::new(),
+            manifests: Vec::new(),
+            size: 0,
+            rendered: Rendered::default(),
+        }
+    }
+
     /// Every blob the image needs (a blob shared by two manifests appears twice).
     pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
         self.manifests.iter().flat_map(ManifestBlobs::all)
@@ -75,10 +139,14 @@ impl ManifestBlobs {
 
 #[derive(Debug, Clone, Default)]
 pub struct Records {
-    /// Each record behind its own `Arc`: a change copies the map and the records it
-    /// touches, not every record (the store copies the records on every change).
-    images: BTreeMap<String, Arc<ImageRecord>>,
-    by_name: HashMap<String, ImageId>,
+    /// Each record behind its own `Arc`: a change copies the paths to the records it
+    /// touches and those records, nothing else.
+    images: imbl::OrdMap<String, Arc<ImageRecord>>,
+    by_name: imbl::HashMap<String, ImageId>,
+    /// How often each blob appears in the images' manifests (by its sha256 bytes, so
+    /// 20,000 images keep no second copy of their digests): kept with every change, so
+    /// "is this blob still referenced?" is one lookup, not a scan of every image.
+    refs: imbl::HashMap<[u8; 32], u32>,
 }
 
 impl Records {
@@ -139,32 +207,63 @@ impl Records {
             .collect()
     }
 
-    /// Answers "does an image reference this blob?" (see [`ReferenceCheck`]).
-    pub fn reference_check(&self) -> ReferenceCheck<'_> {
-        ReferenceCheck {
-            records: self,
-            asked: 0,
-            set: None,
-        }
+    /// Whether some image references blob `d`.
+    pub fn references(&self, d: &Digest) -> bool {
+        self.refs.contains_key(&d.sha256())
     }
 
     /// The blobs of images this snapshot holds that `newer` no longer holds as they were
     /// (removed, or changed by the update that made `newer` from a copy of this one): the
-    /// only blobs that update can have orphaned. Unchanged images share their record
-    /// (`Arc`) between the two snapshots, so nothing else is compared or hashed.
+    /// only blobs that update can have orphaned. The two snapshots share every node the
+    /// update did not touch, and the walk skips those.
     pub fn blobs_changed_in<'a>(&'a self, newer: &Records) -> HashSet<&'a Digest> {
+        use imbl::ordmap::DiffItem;
         let mut out = HashSet::new();
-        let mut theirs = newer.images.iter().peekable();
-        for (key, record) in &self.images {
-            while theirs.next_if(|(k, _)| k.as_str() < key.as_str()).is_some() {}
-            let same = theirs
-                .peek()
-                .is_some_and(|(k, r)| *k == key && Arc::ptr_eq(r, record));
-            if !same {
-                out.extend(record.blobs().map(|d| &d.digest));
+        for item in self.images.diff(&newer.images) {
+            match item {
+                DiffItem::Update { old: (_, r), .. } | DiffItem::Remove(_, r) => {
+                    out.extend(r.blobs().map(|d| &d.digest));
+                }
+                DiffItem::Add(..) => {}
             }
         }
         out
+    }
+
+    /// Changes image `id` (a new, empty one when there is none) through `f`, keeping the
+    /// blob counts; the image goes when `f` leaves it without names. The only way a
+    /// record is changed, so no change can miss the counts or keep a stale rendering.
+    fn edit<R>(&mut self, id: &ImageId, f: impl FnOnce(&mut ImageRecord) -> R) -> R {
+        let mut record = match self.images.remove(id.as_str()) {
+            Some(r) => {
+                self.count(&r, false);
+                r
+            }
+            None => Arc::new(ImageRecord::empty(id.clone())),
+        };
+        let img = Arc::make_mut(&mut record);
+        img.rendered = Rendered::default();
+        let out = f(img);
+        if !record.names.is_empty() {
+            self.count(&record, true);
+            self.images.insert(id.as_str().to_owned(), record);
+        }
+        out
+    }
+
+    /// Adds (or takes away) one reference per blob occurrence in `img`.
+    fn count(&mut self, img: &ImageRecord, add: bool) {
+        for d in img.blobs() {
+            let key = d.digest.sha256();
+            if add {
+                *self.refs.entry(key).or_insert(0) += 1;
+            } else if let Some(n) = self.refs.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.refs.remove(&key);
+                }
+            }
+        }
     }
 
     /// Adds `name` to image `id` (creating it from `blobs`), taking the name from any image
@@ -176,41 +275,33 @@ impl Records {
         if let Some(old) = self.by_name.get(&key).cloned() {
             if &old == id {
                 // Same image: refresh where the name came from (a re-pull).
-                let Some(img) = self.images.get_mut(id.as_str()).map(Arc::make_mut) else {
-                    return false;
-                };
-                let Some(n) = img.names.iter_mut().find(|n| n.name == name.name) else {
-                    return false;
-                };
-                if *n == name {
+                let changes = self
+                    .get(id)
+                    .and_then(|img| img.names.iter().find(|n| n.name == name.name))
+                    .is_some_and(|n| *n != name);
+                if !changes {
                     return false;
                 }
-                *n = name;
-                if !img.manifests.contains(blobs) {
-                    img.manifests.push(blobs.clone());
-                }
-                img.prune();
+                self.edit(id, |img| {
+                    if let Some(n) = img.names.iter_mut().find(|n| n.name == name.name) {
+                        *n = name;
+                    }
+                    if !img.manifests.contains(blobs) {
+                        img.manifests.push(blobs.clone());
+                    }
+                    img.prune();
+                });
                 return true;
             }
             self.take_name(&old, &name.name, true);
         }
-        let img = self
-            .images
-            .entry(id.as_str().to_owned())
-            .or_insert_with(|| {
-                Arc::new(ImageRecord {
-                    id: id.clone(),
-                    names: Vec::new(),
-                    manifests: Vec::new(),
-                    size: 0,
-                })
-            });
-        let img = Arc::make_mut(img);
-        img.names.push(name);
-        if !img.manifests.contains(blobs) {
-            img.manifests.push(blobs.clone());
-        }
-        img.prune();
+        self.edit(id, |img| {
+            img.names.push(name);
+            if !img.manifests.contains(blobs) {
+                img.manifests.push(blobs.clone());
+            }
+            img.prune();
+        });
         self.by_name.insert(key, id.clone());
         true
     }
@@ -218,33 +309,37 @@ impl Records {
     /// Removes one name from an image; the image goes when no name remains. With
     /// `keep_digest`, a moved tag leaves its repo digest behind.
     fn take_name(&mut self, id: &ImageId, name: &ImageName, keep_digest: bool) {
-        let Some(img) = self.images.get_mut(id.as_str()).map(Arc::make_mut) else {
+        let Some(img) = self.get(id) else {
             return;
         };
         let Some(pos) = img.names.iter().position(|n| &n.name == name) else {
             return;
         };
-        let removed = img.names.remove(pos);
-        self.by_name.remove(&name.to_string());
+        let removed = img.names[pos].clone();
+        let mut keep = None;
         if keep_digest && !removed.name.is_digest_name() {
             let digest_name = removed.name.with_digest(&removed.pulled_by);
             let key = digest_name.to_string();
-            let known = img.names.iter().any(|n| n.name == digest_name)
-                || img.names.iter().any(|n| {
+            let others = || img.names.iter().enumerate().filter(|(i, _)| *i != pos);
+            let known = others().any(|(_, n)| n.name == digest_name)
+                || others().any(|(_, n)| {
                     n.name.repo() == removed.name.repo() && n.pulled_by == removed.pulled_by
                 });
             if !known && !self.by_name.contains_key(&key) {
-                img.names.push(NameRecord {
-                    name: digest_name,
-                    ..removed
-                });
-                self.by_name.insert(key, id.clone());
+                keep = Some((key, digest_name));
             }
         }
-        if img.names.is_empty() {
-            self.images.remove(id.as_str());
-        } else {
+        self.by_name.remove(&name.to_string());
+        let digest_name = keep.as_ref().map(|(_, n)| n.clone());
+        self.edit(id, |img| {
+            let removed = img.names.remove(pos);
+            if let Some(name) = digest_name {
+                img.names.push(NameRecord { name, ..removed });
+            }
             img.prune();
+        });
+        if let Some((key, _)) = keep {
+            self.by_name.insert(key, id.clone());
         }
     }
 
@@ -271,6 +366,7 @@ impl Records {
         let Some(img) = self.images.remove(id.as_str()) else {
             return false;
         };
+        self.count(&img, false);
         for n in &img.names {
             self.by_name.remove(&n.name.to_string());
         }
@@ -290,32 +386,6 @@ impl Records {
             let _ = r.tag(&id, &blobs, name);
         }
         r
-    }
-}
-
-/// Whether images reference blobs: a scan for each of the first few digests asked (cheap
-/// for the handful a pull releases), the full set once more are asked.
-pub struct ReferenceCheck<'a> {
-    records: &'a Records,
-    asked: usize,
-    set: Option<HashSet<&'a Digest>>,
-}
-
-impl ReferenceCheck<'_> {
-    /// Digests checked by scanning before the set is built.
-    const SCANS: usize = 8;
-
-    pub fn contains(&mut self, d: &Digest) -> bool {
-        self.asked += 1;
-        if self.set.is_none() && self.asked <= Self::SCANS {
-            return self
-                .records
-                .images()
-                .any(|i| i.blobs().any(|b| &b.digest == d));
-        }
-        self.set
-            .get_or_insert_with(|| self.records.referenced())
-            .contains(d)
     }
 }
 
@@ -496,9 +566,12 @@ mod tests {
         let mut after = before.clone();
         after.remove(&id(&b));
         assert_eq!(owned(before.blobs_changed_in(&after)), set(&[4, 5, 3, 6]));
-        let mut check = after.reference_check();
-        assert!(check.contains(&digest(3)), "layer 3 is still a's");
-        assert!(!check.contains(&digest(6)));
+        assert!(after.references(&digest(3)), "layer 3 is still a's");
+        assert!(!after.references(&digest(6)));
+        assert!(
+            before.references(&digest(6)),
+            "the copy left the original as it was"
+        );
 
         // A tag moved to another image changes the image it left.
         let mut after = before.clone();
@@ -507,5 +580,106 @@ mod tests {
             owned(before.blobs_changed_in(&after)),
             set(&[1, 2, 3, 4, 5, 6])
         );
+    }
+
+    /// What `index.json` gets from the kept renderings, against a fresh rendering of
+    /// every entry.
+    fn index_bytes(r: &Records) -> (Vec<u8>, Vec<u8>) {
+        let mut kept = Vec::new();
+        super::super::layout::write_index_chunks(
+            &mut kept,
+            r.images().map(|i| i.index_entries()),
+            &[],
+        )
+        .unwrap();
+        let fresh = super::super::layout::render_index(
+            r.entries().map(|n| (&n.name, &n.manifest, &n.pulled_by)),
+            &[],
+        );
+        (kept, fresh)
+    }
+
+    #[test]
+    fn kept_renderings_follow_every_change() {
+        let a = blobs(1, 2, &[3]);
+        let b = blobs(4, 5, &[6]);
+        let mut r = Records::default();
+        r.tag(&id(&a), &a, name("r.io/a:1", &a));
+        r.tag(&id(&b), &b, name("r.io/b:1", &b));
+        let (kept, fresh) = index_bytes(&r);
+        assert_eq!(kept, fresh);
+        let text = String::from_utf8(kept).unwrap();
+        assert!(
+            text.contains("r.io/a:1") && text.contains("r.io/b:1"),
+            "{text}"
+        );
+
+        // Every record was rendered above; each change must show in the next write, in
+        // the copy, while the original keeps what it was.
+        let mut next = r.clone();
+        next.tag(&id(&b), &b, name("r.io/a:1", &b));
+        next.tag(&id(&b), &b, name("r.io/b:2", &b));
+        let (kept, fresh) = index_bytes(&next);
+        assert_eq!(kept, fresh);
+        let text = String::from_utf8(kept).unwrap();
+        assert!(text.contains("r.io/b:2"), "{text}");
+        assert!(
+            text.contains(&format!("r.io/a@{}", digest(1))),
+            "the moved tag left its digest name: {text}"
+        );
+        assert_eq!(index_bytes(&r).0, index_bytes(&r).1);
+        assert!(
+            !String::from_utf8(index_bytes(&r).0)
+                .unwrap()
+                .contains("r.io/b:2")
+        );
+
+        next.untag(&ImageName::parse_qualified("r.io/b:1").unwrap());
+        next.remove(&id(&a));
+        let (kept, fresh) = index_bytes(&next);
+        assert_eq!(kept, fresh);
+        assert!(!String::from_utf8(kept).unwrap().contains("r.io/b:1"));
+    }
+
+    #[test]
+    fn blob_counts_match_a_scan_after_every_change() {
+        // Images sharing layers and configs, names moved between them, untagged, removed:
+        // after each step "is it referenced?" answers what a scan of every image says.
+        let images = [
+            blobs(1, 2, &[3, 4]),
+            blobs(5, 2, &[3, 6]),
+            blobs(7, 8, &[3, 3, 4]),
+            blobs(9, 10, &[]),
+        ];
+        let all: Vec<Digest> = (1..=12).map(digest).collect();
+        let mut r = Records::default();
+        let step = |r: &Records, what: &str| {
+            let scan = r.referenced();
+            for d in &all {
+                assert_eq!(r.references(d), scan.contains(d), "{what}: blob {d}");
+            }
+        };
+        for round in 0..3u8 {
+            for (i, img) in images.iter().enumerate() {
+                let n = format!("r.io/{}:{}", (b'a' + (i as u8 + round) % 3) as char, round);
+                r.tag(&id(img), img, name(&n, img));
+                step(&r, &format!("tag {n}"));
+            }
+            let moved = &images[(round as usize + 1) % images.len()];
+            r.tag(&id(moved), moved, name("r.io/a:0", moved));
+            step(&r, "move r.io/a:0");
+            let copy = r.clone();
+            r.untag(&ImageName::parse_qualified("r.io/b:0").unwrap());
+            step(&r, "untag r.io/b:0");
+            r.remove(&id(&images[round as usize]));
+            step(&r, "remove");
+            step(&copy, "the copy before untag and remove");
+        }
+        for img in &images {
+            r.remove(&id(img));
+        }
+        step(&r, "all removed");
+        assert!(r.is_empty());
+        assert!(all.iter().all(|d| !r.references(d)));
     }
 }

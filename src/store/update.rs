@@ -200,9 +200,10 @@ impl Shared {
                 foreign = others;
             }
             layout::sync_dir(root, &layout::blobs_dir(root))?;
-            layout::write_index_atomic(
+            // Only the records this batch changed are rendered; the rest were kept.
+            layout::write_index_chunks_atomic(
                 root,
-                next.entries().map(|n| (&n.name, &n.manifest, &n.pulled_by)),
+                next.images().map(|img| img.index_entries()),
                 &foreign,
             )?;
             Ok::<_, StoreError>((foreign, layout::stamp(root)))
@@ -225,13 +226,11 @@ impl Shared {
             "index.json written"
         );
         let candidates = before.blobs_changed_in(&after);
-        let mut still = after.reference_check();
         let orphans: Vec<Digest> = candidates
             .into_iter()
-            .filter(|d| !still.contains(d))
+            .filter(|d| !after.references(d))
             .cloned()
             .collect();
-        drop(still);
         *self.records.write().unwrap_or_else(|p| p.into_inner()) = after;
         drop(writer);
         if !orphans.is_empty() {
