@@ -767,15 +767,20 @@ if [ -z "${SKIP_META:-}" ]; then
     printf '%s' "$FILL_LOG"
   } >>"$REPORT"
 
-  # Start-up and RSS with the largest count.
+  # Start-up and RSS with the largest count. RSS is read 2 s after the last call, once
+  # each daemon has settled (cri-imaged trims its heap within a second of a big listing;
+  # containerd's Go runtime returns memory on its own schedule).
   stop_pid "$CRI_PID"
   start_cri; st_cri=$STARTUP
+  sleep 2
   rss_cri_start=$(kb "$CRI_PID" VmRSS)
   stop_pid "$CTRD_PID"
   start_ctrd; st_ctrd=$STARTUP
+  sleep 2
   rss_ctrd_start=$(kb "$CTRD_PID" VmRSS)
   "$CRI_BENCH" --endpoint "$CRI_SOCK" latency "$REG/bench/fill" 20 >/dev/null 2>>"$TMP/cmd.log"
   "$CRI_BENCH" --endpoint "$CTRD_SOCK" latency "$REG/bench/fill" 20 >/dev/null 2>>"$TMP/cmd.log"
+  sleep 2
   {
     echo
     echo "### With $have images: start-up (spawn → first ListImages answered) and RSS (MiB)"

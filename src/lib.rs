@@ -28,6 +28,7 @@ pub mod grpc;
 pub mod http2;
 pub mod image;
 pub mod kind;
+pub mod memory;
 pub mod metrics;
 pub mod names;
 pub mod oci;

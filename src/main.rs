@@ -16,8 +16,22 @@ use tokio_util::sync::CancellationToken;
 /// sysexits' EX_CONFIG-style code for a bad configuration.
 const EXIT_CONFIG: u8 = 64;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before the runtime's threads exist.
+    cri_imaged::memory::tune();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(async_main()),
+        Err(e) => {
+            eprintln!("cri-imaged: starting the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn async_main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Pulls(args)) => return pulls_command(args).await,
@@ -46,6 +60,8 @@ async fn main() -> ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open_with(&config.root, config.store)
         .with_context(|| format!("opening store {}", config.root.display()))?;
+    // Loading left the parsed index.json and manifests behind as garbage.
+    cri_imaged::memory::trim();
     let proxy = cri_imaged::registry::ProxyConf::from_env()
         .context("reading the proxy variables of the environment")?;
     if proxy.is_set() {

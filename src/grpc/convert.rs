@@ -103,7 +103,7 @@ mod tests {
             config_user: String::new(),
             pinned: false,
             manifest_digest: String::new(),
-            manifest_media_type: String::new(),
+            manifest_media_type: "".into(),
         };
         let uid0 = image(&info(ImageUser::Uid(0)));
         assert_eq!(

@@ -29,6 +29,8 @@ use crate::proto;
 
 /// The gRPC path this module answers.
 const LIST_IMAGES: &str = "/runtime.v1.ImageService/ListImages";
+/// From this size, the memory an answer's send buffer took is given back after it.
+const BIG_ANSWER: usize = 1 << 20;
 
 /// The last full listing's encoding, for the listing it was made from.
 #[derive(Default, Clone)]
@@ -66,6 +68,10 @@ async fn list(svc: &CriImageService, req: proto::ListImagesRequest) -> Result<By
         return Ok(encode(&images));
     }
     if let Some(bytes) = svc.listing.get(&images) {
+        if bytes.len() >= BIG_ANSWER {
+            // tonic copies the bytes into its send buffer, garbage once sent.
+            crate::memory::trim_soon();
+        }
         return Ok(bytes);
     }
     let bytes = encode(&images);

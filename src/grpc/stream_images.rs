@@ -8,6 +8,8 @@ use crate::proto;
 
 /// Images per streamed chunk: keeps each message far below the 16 MiB clients accept.
 const CHUNK: usize = 500;
+/// From this many images, the memory a stream's messages took is given back after it.
+const BIG_LISTING: usize = 1000;
 
 pub async fn handle(
     svc: &ImageService,
@@ -15,6 +17,10 @@ pub async fn handle(
 ) -> Result<ImageStream, Status> {
     let filter = convert::filter_name(req.filter);
     let images = svc.list(Some(&filter)).await.map_err(status::from_error)?;
+    if images.len() >= BIG_LISTING {
+        // The chunks' messages are garbage once sent.
+        crate::memory::trim_soon();
+    }
     // Each chunk is converted when the stream gets to it, from the shared listing.
     let chunks = images.len().div_ceil(CHUNK);
     Ok(Box::pin(futures_util::stream::iter((0..chunks).map(

@@ -45,7 +45,7 @@ pub struct ImageInfo {
     pub pinned: bool,
     /// Manifest digest and media type of the first name, for verbose status.
     pub manifest_digest: String,
-    pub manifest_media_type: String,
+    pub manifest_media_type: std::borrow::Cow<'static, str>,
 }
 
 /// Tags, then repo digests: the recorded digest names first, then `repo@<pulled-by>` for
@@ -56,19 +56,28 @@ pub fn names_of(record: &ImageRecord) -> (Vec<String>, Vec<String>) {
     let mut digests = Vec::new();
     let mut seen = HashSet::new();
     for n in record.names.iter().filter(|n| n.name.is_digest_name()) {
-        let s = n.name.to_string();
+        let s = exact(n.name.to_string());
         if seen.insert(s.clone()) {
             digests.push(s);
         }
     }
     for n in record.names.iter().filter(|n| !n.name.is_digest_name()) {
-        tags.push(n.name.to_string());
-        let s = n.name.with_digest(&n.pulled_by).to_string();
+        tags.push(exact(n.name.to_string()));
+        let s = exact(n.name.with_digest(&n.pulled_by).to_string());
         if seen.insert(s.clone()) {
             digests.push(s);
         }
     }
+    // The full listing keeps these for every image: no spare room (a push leaves room
+    // for four names, a formatted name up to twice its length).
+    tags.shrink_to_fit();
+    digests.shrink_to_fit();
     (tags, digests)
+}
+
+fn exact(mut s: String) -> String {
+    s.shrink_to_fit();
+    s
 }
 
 impl ImageService {
@@ -195,7 +204,7 @@ mod tests {
                 .map(|(n, manifest, pulled_by)| NameRecord {
                     name: ImageName::parse_qualified(n).unwrap(),
                     manifest: Descriptor {
-                        media_type: String::new(),
+                        media_type: "".into(),
                         digest: d(*manifest),
                         size: 1,
                     },

@@ -62,6 +62,8 @@ impl ImageService {
         self.inner.cache.retain(|id| records.get(id).is_some());
         let images = Arc::new(out);
         self.inner.listing.set(records, images.clone());
+        // Building it read configs and formatted names on several threads.
+        crate::memory::trim_soon();
         Ok(images)
     }
 }

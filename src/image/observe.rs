@@ -49,6 +49,8 @@ impl ImageService {
             recorded: false,
         };
         let result = self.pull_unobserved(req).await;
+        // A pull's buffers (manifests, batches of layer bytes) are garbage now.
+        crate::memory::trim_soon();
         match &result {
             Ok(_) => outcome.record(PullResult::Success),
             Err(e) => {

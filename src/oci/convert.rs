@@ -60,7 +60,7 @@ pub fn for_layout(
     let size = out.len() as u64;
     Ok((
         Descriptor {
-            media_type: media::OCI_MANIFEST.to_owned(),
+            media_type: media::OCI_MANIFEST.into(),
             digest,
             size,
         },

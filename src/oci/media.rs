@@ -39,3 +39,34 @@ pub const LAYERS: &[&str] = &[
 pub fn is_layer(media_type: &str) -> bool {
     LAYERS.contains(&media_type)
 }
+
+/// `media_type` as a `&'static str` when it is one of the types above, else a copy.
+pub fn intern(media_type: &str) -> std::borrow::Cow<'static, str> {
+    const OTHERS: &[&str] = &[
+        OCI_MANIFEST,
+        OCI_INDEX,
+        OCI_CONFIG,
+        DOCKER_MANIFEST,
+        DOCKER_LIST,
+        DOCKER_CONFIG,
+    ];
+    match OTHERS.iter().chain(LAYERS).find(|t| **t == media_type) {
+        Some(t) => std::borrow::Cow::Borrowed(t),
+        None => std::borrow::Cow::Owned(media_type.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_types_are_shared_and_others_kept_as_given() {
+        for t in [OCI_CONFIG, LAYERS[1], DOCKER_MANIFEST] {
+            assert!(matches!(intern(t), std::borrow::Cow::Borrowed(b) if b == t));
+        }
+        let other = "application/vnd.example.thing+json";
+        assert!(matches!(intern(other), std::borrow::Cow::Owned(o) if o == other));
+        assert_eq!(intern(""), "");
+    }
+}

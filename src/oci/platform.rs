@@ -72,7 +72,7 @@ mod tests {
     fn entry(arch: &str, variant: Option<&str>, n: char) -> IndexEntry {
         IndexEntry {
             descriptor: Descriptor {
-                media_type: String::new(),
+                media_type: "".into(),
                 digest: Digest::parse(&format!("sha256:{}", n.to_string().repeat(64))).unwrap(),
                 size: 1,
             },
@@ -93,7 +93,7 @@ mod tests {
     #[test]
     fn selects_by_architecture_and_variant() {
         let index = Index {
-            media_type: String::new(),
+            media_type: "".into(),
             manifests: vec![
                 entry("arm", Some("v6"), '1'),
                 entry("arm", Some("v7"), '2'),
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn arm64_without_variant_matches_v8() {
         let index = Index {
-            media_type: String::new(),
+            media_type: "".into(),
             manifests: vec![entry("arm64", Some("v8"), '4')],
         };
         assert!(platform("arm64", None).select(&index).is_some());

@@ -322,7 +322,7 @@ impl Session {
                 Ok(FetchedManifest {
                     pulled_by: digest.clone(),
                     descriptor: Descriptor {
-                        media_type: manifest.media_type.clone(),
+                        media_type: crate::oci::media::intern(&manifest.media_type),
                         digest,
                         size: bytes.len() as u64,
                     },
@@ -367,7 +367,7 @@ impl Session {
                 Ok(FetchedManifest {
                     pulled_by: digest,
                     descriptor: Descriptor {
-                        media_type: manifest.media_type.clone(),
+                        media_type: crate::oci::media::intern(&manifest.media_type),
                         digest: child_digest,
                         size: child_bytes.len() as u64,
                     },

@@ -80,7 +80,7 @@ fn read_entry(raw: serde_json::Value) -> IndexEntry {
             .and_then(|d| Digest::parse(d).ok());
         IndexEntry::Foreign { raw, manifest }
     };
-    let Ok(e) = serde_json::from_value::<Entry>(raw.clone()) else {
+    let Ok(e) = Entry::deserialize(&raw) else {
         return foreign(raw);
     };
     let (Some(name), Ok(digest)) = (e.annotations.get(REF_NAME), Digest::parse(&e.digest)) else {
@@ -102,7 +102,7 @@ fn read_entry(raw: serde_json::Value) -> IndexEntry {
     IndexEntry::Named {
         name,
         manifest: Descriptor {
-            media_type: e.media_type,
+            media_type: media::intern(&e.media_type),
             digest,
             size: e.size,
         },

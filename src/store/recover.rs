@@ -129,19 +129,32 @@ enum Problem {
 /// A document blob's bytes; `None` when it does not exist or is larger than any
 /// document cri-imaged reads (so a layer named as a manifest is never read whole).
 fn read_document(root: &Path, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+    use std::io::Read as _;
     let path = layout::blob_path(root, digest);
     let io = |e| StoreError::io(root, "read", &path, e);
-    match std::fs::metadata(&path) {
-        Ok(m) if m.len() > oci::manifest::MAX_DOCUMENT_BYTES as u64 => return Ok(None),
-        Ok(_) => {}
+    // One path lookup: the size is asked of the open file.
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(e)),
+    };
+    let len = file.metadata().map_err(io)?.len();
+    if len > oci::manifest::MAX_DOCUMENT_BYTES as u64 {
+        return Ok(None);
     }
-    std::fs::read(&path).map(Some).map_err(io)
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(len + 1)
+        .read_to_end(&mut bytes)
+        .map(|_| Some(bytes))
+        .map_err(io)
 }
 
 /// The blobs a named entry needs, all present and the manifest intact.
-fn check_named(root: &Path, manifest: &oci::Descriptor) -> Result<ManifestBlobs, Problem> {
+fn check_named(
+    root: &Path,
+    manifest: &oci::Descriptor,
+    present: &mut HashSet<(Digest, u64)>,
+) -> Result<ManifestBlobs, Problem> {
     let digest = &manifest.digest;
     let bytes = read_document(root, digest)
         .map_err(Problem::Io)?
@@ -165,9 +178,15 @@ fn check_named(root: &Path, manifest: &oci::Descriptor) -> Result<ManifestBlobs,
         layers: m.layers,
     };
     for d in blobs.all().skip(1) {
+        // A layer many images share is looked at once.
+        if present.contains(&(d.digest.clone(), d.size)) {
+            continue;
+        }
         let path = layout::blob_path(root, &d.digest);
         match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() == d.size => {}
+            Ok(meta) if meta.len() == d.size => {
+                present.insert((d.digest.clone(), d.size));
+            }
             Ok(meta) => {
                 return Err(Problem::Incomplete(format!(
                     "blob {} has {} bytes, expected {}",
@@ -239,6 +258,7 @@ pub fn load(root: &Path) -> Result<Recovered, StoreError> {
     let mut foreign = Vec::new();
     let mut protected = HashSet::new();
     let mut dirty = false;
+    let mut present = HashSet::new();
     for entry in layout::read_index(root)? {
         let (raw, manifest) = match entry {
             IndexEntry::Named {
@@ -246,7 +266,7 @@ pub fn load(root: &Path) -> Result<Recovered, StoreError> {
                 manifest,
                 pulled_by,
                 raw,
-            } => match check_named(root, &manifest) {
+            } => match check_named(root, &manifest, &mut present) {
                 Ok(blobs) => {
                     named.push((
                         NameRecord {
@@ -343,7 +363,12 @@ pub fn collect_garbage(root: &Path, keep: &HashSet<Digest>) -> Result<(), StoreE
     for entry in entries {
         let entry = entry.map_err(|e| StoreError::io(root, "read dir", &dir, e))?;
         let path = entry.path();
-        if path.is_dir() {
+        // The type from the directory entry where the file system gives it (no stat).
+        let is_dir = match entry.file_type() {
+            Ok(t) => t.is_dir(),
+            Err(_) => path.is_dir(),
+        };
+        if is_dir {
             tracing::warn!(path = %path.display(), "leaving a directory that is no blob alone");
             continue;
         }

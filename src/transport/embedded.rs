@@ -255,7 +255,7 @@ fn blob_member(d: &Digest) -> String {
 /// Describes config bytes as the OCI config blob they are.
 fn config_descriptor(bytes: &[u8]) -> Descriptor {
     Descriptor {
-        media_type: media::OCI_CONFIG.to_owned(),
+        media_type: media::OCI_CONFIG.into(),
         digest: Digest::of(bytes),
         size: bytes.len() as u64,
     }

@@ -213,7 +213,7 @@ fn image_of(label: &str, bytes: Vec<u8>, embedded: Embedded) -> Result<LocalImag
         Err(e) => return Err(invalid(format!("manifest: {e}"))),
     };
     let descriptor = Descriptor {
-        media_type: manifest.media_type.clone(),
+        media_type: crate::oci::media::intern(&manifest.media_type),
         digest: Digest::of(&bytes),
         size: bytes.len() as u64,
     };

@@ -82,7 +82,7 @@ pub fn signature_layers(
             .ok_or_else(|| bad(format!("layer {digest} without a size")))?;
         out.push((
             crate::oci::Descriptor {
-                media_type: PAYLOAD_MEDIA_TYPE.to_owned(),
+                media_type: PAYLOAD_MEDIA_TYPE.into(),
                 digest,
                 size,
             },
