@@ -73,8 +73,6 @@ pub(super) fn open_locked(
     }
     let _ = std::fs::remove_file(root.join(format!("{}.tmp", layout::INDEX_FILE)));
     let rec = recover::load(root)?;
-    let mut keep = rec.records.referenced_blobs();
-    keep.extend(rec.protected.iter().cloned());
     // Interrupted pulls whose image is recorded meanwhile need no note any more.
     let (kept, done): (Vec<_>, Vec<_>) = intents::recover(root).into_iter().partition(|k| {
         !rec.records
@@ -85,8 +83,10 @@ pub(super) fn open_locked(
         let _ = std::fs::remove_file(&k.path);
     }
     let kept_blobs = intents::blobs_of(&kept);
-    keep.extend(kept_blobs.iter().cloned());
-    recover::collect_garbage(root, &keep)?;
+    // Blobs are counted as they are kept; none is removed or added until the store opens.
+    let (bytes, inodes) = recover::collect_garbage(root, |d| {
+        rec.records.references(d) || rec.protected.contains(d) || kept_blobs.contains(d)
+    })?;
     let partials = recover::scan_ingest(root)?;
     if rec.dirty {
         layout::write_index_atomic(
@@ -97,7 +97,6 @@ pub(super) fn open_locked(
             &rec.foreign,
         )?;
     }
-    let (bytes, inodes) = recover::disk_usage(&layout::blobs_dir(root));
     tracing::info!(root = %root.display(), images = rec.records.len(), bytes, "store opened");
     let mut leases = std::collections::HashMap::new();
     for k in &kept {

@@ -252,21 +252,56 @@ pub(super) fn protect(
     Ok(())
 }
 
+/// [`check_named`] of every named entry (`None` for a foreign one), in order, on up to
+/// four threads: a store of 20,000 images reads 20,000 manifests before it serves.
+fn check_all(root: &Path, entries: &[IndexEntry]) -> Vec<Option<Result<ManifestBlobs, Problem>>> {
+    let check = |chunk: &[IndexEntry]| {
+        let mut present = HashSet::new();
+        chunk
+            .iter()
+            .map(|e| match e {
+                IndexEntry::Named { manifest, .. } => {
+                    Some(check_named(root, manifest, &mut present))
+                }
+                IndexEntry::Foreign { .. } => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if threads < 2 || entries.len() < 512 {
+        return check(entries);
+    }
+    std::thread::scope(|s| {
+        let parts: Vec<_> = entries
+            .chunks(entries.len().div_ceil(threads))
+            .map(|chunk| s.spawn(move || check(chunk)))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Rebuilds the records from `index.json`, dropping names whose content is incomplete.
 pub fn load(root: &Path) -> Result<Recovered, StoreError> {
     let mut named = Vec::new();
     let mut foreign = Vec::new();
     let mut protected = HashSet::new();
     let mut dirty = false;
-    let mut present = HashSet::new();
-    for entry in layout::read_index(root)? {
-        let (raw, manifest) = match entry {
-            IndexEntry::Named {
-                name,
-                manifest,
-                pulled_by,
-                raw,
-            } => match check_named(root, &manifest, &mut present) {
+    let entries = layout::read_index(root)?;
+    let checks = check_all(root, &entries);
+    for (entry, check) in entries.into_iter().zip(checks) {
+        let (raw, manifest) = match (entry, check) {
+            (
+                IndexEntry::Named {
+                    name,
+                    manifest,
+                    pulled_by,
+                    raw,
+                },
+                Some(check),
+            ) => match check {
                 Ok(blobs) => {
                     named.push((
                         NameRecord {
@@ -289,7 +324,8 @@ pub fn load(root: &Path) -> Result<Recovered, StoreError> {
                 }
                 Err(Problem::Io(e)) => return Err(e),
             },
-            IndexEntry::Foreign { raw, manifest } => (raw, manifest),
+            (IndexEntry::Foreign { raw, manifest }, _) => (raw, manifest),
+            (IndexEntry::Named { raw, manifest, .. }, None) => (raw, Some(manifest.digest)),
         };
         if let Some(d) = manifest {
             protect(root, d, &mut protected, 4)?;
@@ -356,10 +392,18 @@ pub fn foreign_entries(
     Ok((foreign, keep))
 }
 
-/// Deletes every file in `blobs/sha256` that is not in `keep`.
-pub fn collect_garbage(root: &Path, keep: &HashSet<Digest>) -> Result<(), StoreError> {
+/// Deletes every file in `blobs/sha256` that `keep` does not name, and returns the bytes
+/// and inodes of what stays: one walk, one `stat` per kept blob.
+pub fn collect_garbage(
+    root: &Path,
+    keep: impl Fn(&Digest) -> bool,
+) -> Result<(u64, u64), StoreError> {
     let dir = layout::blobs_dir(root);
     let entries = std::fs::read_dir(&dir).map_err(|e| StoreError::io(root, "read dir", &dir, e))?;
+    let (mut bytes, mut inodes) = (0, 0);
+    let one = |meta: std::io::Result<std::fs::Metadata>| {
+        meta.map_or((0, 0), |m| (super::blobs::allocated_bytes(&m), 1))
+    };
     for entry in entries {
         let entry = entry.map_err(|e| StoreError::io(root, "read dir", &dir, e))?;
         let path = entry.path();
@@ -370,19 +414,27 @@ pub fn collect_garbage(root: &Path, keep: &HashSet<Digest>) -> Result<(), StoreE
         };
         if is_dir {
             tracing::warn!(path = %path.display(), "leaving a directory that is no blob alone");
+            let (b, i) = one(entry.metadata());
+            let (below_b, below_i) = disk_usage(&path);
+            bytes += b + below_b;
+            inodes += i + below_i;
             continue;
         }
         let file = entry.file_name();
         let referenced = file
             .to_str()
             .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok())
-            .is_some_and(|d| keep.contains(&d));
-        if !referenced {
+            .is_some_and(|d| keep(&d));
+        if referenced {
+            let (b, i) = one(entry.metadata());
+            bytes += b;
+            inodes += i;
+        } else {
             tracing::info!(path = %path.display(), "removing unreferenced blob");
             std::fs::remove_file(&path).map_err(|e| StoreError::io(root, "remove", &path, e))?;
         }
     }
-    Ok(())
+    Ok((bytes, inodes))
 }
 
 /// Bytes and inodes used below `dir`.
