@@ -280,6 +280,18 @@ impl Unpacks {
     pub(super) fn stream(&self, i: usize) -> (Feed, oneshot::Sender<()>) {
         let (feed, fed) = crate::store::follow::tap();
         let (blob_in, blob_there) = oneshot::channel();
+        self.stream_from(i, fed, blob_there);
+        (feed, blob_in)
+    }
+
+    /// [`Unpacks::stream`] for a download that started before the unpacks were set up:
+    /// the follower reads its ingest file from byte 0 whenever it starts.
+    pub(super) fn stream_from(
+        &self,
+        i: usize,
+        fed: crate::store::follow::Follower,
+        blob_there: oneshot::Receiver<()>,
+    ) {
         let job = self.job(i);
         let task = tokio::spawn(async move {
             if job.unpack_feed(fed).await? {
@@ -293,7 +305,6 @@ impl Unpacks {
             job.unpack_blob().await
         });
         lock(&self.tasks).push((i, task));
-        (feed, blob_in)
     }
 
     /// Waits for every started layer; the first failure, bottom layer first.

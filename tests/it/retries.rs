@@ -293,10 +293,21 @@ async fn an_open_registry_is_asked_v2_once_per_session_and_each_blob_once() {
     assert_eq!(f.fake.requests("/v2/"), 1, "the kept session asks no more");
 }
 
-/// Without unpacking, the config comes beside the layers, not before them: with the
-/// config's body held open, every layer is still asked for; opening it finishes the pull.
+/// The config comes beside the layers, not before them: with the config's body held
+/// open, every layer is still asked for; opening it finishes the pull.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_config_and_the_layers_are_asked_at_once() {
+    config_and_layers_at_once("false").await;
+}
+
+/// With unpacking too: the layers download while the config (whose diff_ids the unpacks
+/// need) is held back, and their unpacks follow the downloads once it is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_unpack_the_layers_are_asked_before_the_config_is_in() {
+    config_and_layers_at_once("true").await;
+}
+
+async fn config_and_layers_at_once(unpack: &str) {
     use crate::support::fake::BlobBehavior;
     let (fake, img) = serving().await;
     fake.set_blob(&img.config.digest, BlobBehavior::Gate { after: 10 });
@@ -304,7 +315,7 @@ async fn the_config_and_the_layers_are_asked_at_once() {
     let daemon = DaemonBuilder::new(dir.path())
         .registry(&fake.host())
         .arg("--unpack")
-        .arg("false")
+        .arg(unpack)
         .start()
         .await;
     let f = Fixture {
