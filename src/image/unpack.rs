@@ -10,7 +10,6 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::{Semaphore, oneshot};
 
-use super::bring::Feed;
 use super::progress::UnpackProgress;
 
 use super::cache::{Cache, ImageMeta};
@@ -275,18 +274,10 @@ impl Unpacks {
         lock(&self.tasks).push((i, task));
     }
 
-    /// Starts unpacking layer `i` from its download: the feed to give the download, and
-    /// the sender to fire once the blob is in the store (dropped unfired: it never will).
-    pub(super) fn stream(&self, i: usize) -> (Feed, oneshot::Sender<()>) {
-        let (feed, fed) = crate::store::follow::tap();
-        let (blob_in, blob_there) = oneshot::channel();
-        self.stream_from(i, fed, blob_there);
-        (feed, blob_in)
-    }
-
-    /// [`Unpacks::stream`] for a download that started before the unpacks were set up:
-    /// the follower reads its ingest file from byte 0 whenever it starts.
-    pub(super) fn stream_from(
+    /// Starts unpacking layer `i` from its download, read through `fed` (the follower of
+    /// the tap given to the download, from byte 0 whenever this starts); `blob_there`
+    /// fires once the blob is in the store (dropped unfired: it never will).
+    pub(super) fn stream(
         &self,
         i: usize,
         fed: crate::store::follow::Follower,

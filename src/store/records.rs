@@ -142,7 +142,7 @@ impl ManifestBlobs {
 }
 
 /// The key of an image in the maps.
-fn key(id: &ImageId) -> [u8; 32] {
+fn id_key(id: &ImageId) -> [u8; 32] {
     id.digest().sha256()
 }
 
@@ -175,7 +175,7 @@ impl Records {
     }
 
     pub fn get(&self, id: &ImageId) -> Option<&ImageRecord> {
-        self.images.get(&key(id)).map(|i| &**i)
+        self.images.get(&id_key(id)).map(|i| &**i)
     }
 
     /// The image a name belongs to. A digest name also matches an image that has a name in
@@ -212,12 +212,15 @@ impl Records {
         Some(&**first.1)
     }
 
-    /// Every blob some image references.
+    /// Every blob some image references, by a scan: what the kept counts
+    /// ([`Records::references`]) are checked against in tests.
+    #[cfg(test)]
     pub fn referenced_blobs(&self) -> HashSet<Digest> {
         self.referenced().into_iter().cloned().collect()
     }
 
-    /// Every blob some image references, borrowed (no digest is copied).
+    /// [`Records::referenced_blobs`], borrowed (no digest is copied).
+    #[cfg(test)]
     pub fn referenced(&self) -> HashSet<&Digest> {
         self.images()
             .flat_map(|i| i.blobs().map(|d| &d.digest))
@@ -251,7 +254,7 @@ impl Records {
     /// blob counts; the image goes when `f` leaves it without names. The only way a
     /// record is changed, so no change can miss the counts or keep a stale rendering.
     fn edit<R>(&mut self, id: &ImageId, f: impl FnOnce(&mut ImageRecord) -> R) -> R {
-        let mut record = match self.images.remove(&key(id)) {
+        let mut record = match self.images.remove(&id_key(id)) {
             Some(r) => {
                 self.count(&r, false);
                 r
@@ -263,7 +266,7 @@ impl Records {
         let out = f(img);
         if !record.names.is_empty() {
             self.count(&record, true);
-            self.images.insert(key(id), record);
+            self.images.insert(id_key(id), record);
         }
         out
     }
@@ -291,7 +294,7 @@ impl Records {
         let mut key = name.name.to_string();
         key.shrink_to_fit();
         if let Some(old) = self.by_name.get(&key).copied() {
-            if old == self::key(id) {
+            if old == id_key(id) {
                 // Same image: refresh where the name came from (a re-pull).
                 let changes = self
                     .get(id)
@@ -322,7 +325,7 @@ impl Records {
             }
             img.prune();
         });
-        self.by_name.insert(key, self::key(id));
+        self.by_name.insert(key, id_key(id));
         true
     }
 
@@ -359,7 +362,7 @@ impl Records {
             img.prune();
         });
         if let Some((key, _)) = keep {
-            self.by_name.insert(key, self::key(id));
+            self.by_name.insert(key, id_key(id));
         }
     }
 
@@ -368,7 +371,7 @@ impl Records {
         let Some(id) = self.by_name(name).map(|i| i.id.clone()) else {
             return false;
         };
-        let exact = self.images[&key(&id)]
+        let exact = self.images[&id_key(&id)]
             .names
             .iter()
             .find(|n| &n.name == name)
@@ -383,7 +386,7 @@ impl Records {
 
     /// Removes an image with all its names. Returns whether it existed.
     pub fn remove(&mut self, id: &ImageId) -> bool {
-        let Some(img) = self.images.remove(&key(id)) else {
+        let Some(img) = self.images.remove(&id_key(id)) else {
             return false;
         };
         self.count(&img, false);

@@ -153,7 +153,7 @@ fn read_document(root: &Path, digest: &Digest) -> Result<Option<Vec<u8>>, StoreE
 fn check_named(
     root: &Path,
     manifest: &oci::Descriptor,
-    present: &mut HashSet<(Digest, u64)>,
+    present: &mut HashSet<([u8; 32], u64)>,
 ) -> Result<ManifestBlobs, Problem> {
     let digest = &manifest.digest;
     let bytes = read_document(root, digest)
@@ -179,13 +179,13 @@ fn check_named(
     };
     for d in blobs.all().skip(1) {
         // A layer many images share is looked at once.
-        if present.contains(&(d.digest.clone(), d.size)) {
+        if present.contains(&(d.digest.sha256(), d.size)) {
             continue;
         }
         let path = layout::blob_path(root, &d.digest);
         match std::fs::metadata(&path) {
             Ok(meta) if meta.len() == d.size => {
-                present.insert((d.digest.clone(), d.size));
+                present.insert((d.digest.sha256(), d.size));
             }
             Ok(meta) => {
                 return Err(Problem::Incomplete(format!(

@@ -10,7 +10,7 @@ use crate::oci::{Descriptor, media};
 /// The descriptor of `bytes`.
 pub fn desc(bytes: &[u8], media_type: &str) -> Descriptor {
     Descriptor {
-        media_type: crate::oci::media::intern(media_type),
+        media_type: media::intern(media_type),
         digest: Digest::from_sha256(sha2::Sha256::digest(bytes).into()),
         size: bytes.len() as u64,
     }

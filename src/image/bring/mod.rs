@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::oneshot::Sender;
 
 use super::{Error, ImageMeta, Inner, progress};
 use crate::names::ImageId;
@@ -211,126 +212,71 @@ pub(super) async fn bring_in<S: BlobSource>(
     // With unpack on, each layer is unpacked as soon as its blob is in, beside the other
     // downloads, and all of them before the image is recorded: a listed image is runnable.
     // The unpacks need the config's diff_ids (their snapshots' chain IDs); the downloads do
-    // not, so from a concurrent source every layer's download starts beside the config's
-    // and its unpack follows the ingest file from byte 0 once the config is in (was: the
-    // config first, one round trip before the first layer byte). Without unpacking the
-    // config simply comes beside the layers.
-    let set_up = |parsed: &oci::manifest::ImageConfig| {
-        let Some(snapshots) = inner.snapshots.as_ref() else {
-            return Ok(None);
-        };
-        Some(
-            super::unpack::chains_of(&parsed.diff_ids, &layers)
-                .map_err(|reason| {
-                    source.invalid(image, format!("config {}: {reason}", config.digest))
-                })
-                .map(|ids| {
-                    let chains: Vec<_> = ids.iter().map(|(_, c)| c.clone()).collect();
-                    let held = snapshots.hold(&chains);
-                    let digests: Vec<_> = layers.iter().map(|l| l.digest.clone()).collect();
-                    progress.set_unpacking(&digests);
-                    let unpacks =
-                        super::unpack::Unpacks::new(inner, snapshots, image, &layers, &ids)
-                            .reporting(progress.unpacks());
-                    (unpacks, held)
-                }),
-        )
-        .transpose()
-    };
-    let beside = inner.snapshots.is_some() && source.concurrent();
-    let (parsed, _held) = if beside {
-        let (feeds, follows): (Vec<_>, Vec<_>) = layers
-            .iter()
-            .map(|_| {
+    // not, so each layer's download gets a follow tap made before the unpacks exist, and
+    // its unpack takes the follower up from byte 0 once the config is in. From a
+    // concurrent source the config comes beside the layers (was, with unpack on: the
+    // config first, one round trip before the first layer byte); otherwise first.
+    let (feeds, follows): (Vec<_>, Vec<_>) = layers
+        .iter()
+        .map(|_| match inner.snapshots {
+            Some(_) => {
                 let (feed, fed) = crate::store::follow::tap();
                 let (blob_in, blob_there) = tokio::sync::oneshot::channel::<()>();
-                ((feed, blob_in), (fed, blob_there))
-            })
-            .unzip();
-        let config_and_unpacks = async {
-            fetch_config().await?;
-            let parsed = parse_config().await?;
-            let set = set_up(&parsed)?;
-            if let Some((unpacks, _)) = &set {
-                for (i, (fed, blob_there)) in follows.into_iter().enumerate() {
-                    unpacks.stream_from(i, fed, blob_there);
-                }
+                (Some((feed, blob_in)), Some((fed, blob_there)))
             }
-            Ok::<_, Error>((parsed, set))
-        };
-        let downloads = futures_util::future::try_join_all(layers.iter().zip(feeds).map(
-            |(l, (feed, blob_in))| async move {
-                download::fetch_blob(inner, source, l, Some(feed)).await?;
-                progress.blob_done(&l.digest);
-                let _ = blob_in.send(());
-                Ok::<_, Error>(())
-            },
-        ));
-        let ((parsed, set), _) =
-            futures_util::future::try_join(config_and_unpacks, downloads).await?;
-        let _held = match set {
-            Some((unpacks, held)) => {
-                unpacks.finish().await?;
-                Some(held)
-            }
-            None => None,
-        };
-        (parsed, _held)
-    } else {
-        let config_first = inner.snapshots.is_some() || !source.concurrent();
-        let early = if config_first {
-            fetch_config().await?;
-            Some(parse_config().await?)
-        } else {
-            None
-        };
-        let (unpacks, _held) = match &early {
-            Some(parsed) => match set_up(parsed)? {
-                Some((u, h)) => (Some(u), Some(h)),
-                None => (None, None),
-            },
             None => (None, None),
+        })
+        .unzip();
+    let config_and_unpacks = async {
+        fetch_config().await?;
+        let parsed = parse_config().await?;
+        let Some(snapshots) = &inner.snapshots else {
+            return Ok::<_, Error>((parsed, None));
         };
-        let fetch_layer = |(i, l): (usize, &Descriptor)| {
-            let (l, unpacks) = (l.clone(), &unpacks);
-            async move {
-                // Unpacked from the download's bytes as they reach the ingest, when it can be.
-                let (feed, blob_in) = match unpacks {
-                    Some(u) => {
-                        let (feed, blob_in) = u.stream(i);
-                        (Some(feed), Some(blob_in))
-                    }
-                    None => (None, None),
-                };
-                download::fetch_blob(inner, source, &l, feed).await?;
-                progress.blob_done(&l.digest);
-                if let Some(b) = blob_in {
-                    let _ = b.send(());
-                }
-                Ok::<_, Error>(())
-            }
-        };
-        if source.concurrent() {
-            let all_layers =
-                futures_util::future::try_join_all(layers.iter().enumerate().map(fetch_layer));
-            if config_first {
-                all_layers.await?;
-            } else {
-                futures_util::future::try_join(fetch_config(), all_layers).await?;
-            }
-        } else {
-            for l in layers.iter().enumerate() {
-                fetch_layer(l).await?;
-            }
+        let ids = super::unpack::chains_of(&parsed.diff_ids, &layers).map_err(|reason| {
+            source.invalid(image, format!("config {}: {reason}", config.digest))
+        })?;
+        let chains: Vec<_> = ids.iter().map(|(_, c)| c.clone()).collect();
+        let held = snapshots.hold(&chains);
+        let digests: Vec<_> = layers.iter().map(|l| l.digest.clone()).collect();
+        progress.set_unpacking(&digests);
+        let unpacks = super::unpack::Unpacks::new(inner, snapshots, image, &layers, &ids)
+            .reporting(progress.unpacks());
+        for (i, (fed, blob_there)) in follows.into_iter().flatten().enumerate() {
+            unpacks.stream(i, fed, blob_there);
         }
-        if let Some(u) = unpacks {
-            u.finish().await?;
+        Ok((parsed, Some((unpacks, held))))
+    };
+    let fetch_layer = |(l, feed): (&Descriptor, Option<(Feed, Sender<()>)>)| {
+        let l = l.clone();
+        async move {
+            let (feed, blob_in) = feed.unzip();
+            download::fetch_blob(inner, source, &l, feed).await?;
+            progress.blob_done(&l.digest);
+            if let Some(b) = blob_in {
+                let _ = b.send(());
+            }
+            Ok::<_, Error>(())
         }
-        let parsed = match early {
-            Some(p) => p,
-            None => parse_config().await?,
-        };
-        (parsed, _held)
+    };
+    let (parsed, unpacking) = if source.concurrent() {
+        let layers = futures_util::future::try_join_all(layers.iter().zip(feeds).map(fetch_layer));
+        futures_util::future::try_join(config_and_unpacks, layers)
+            .await?
+            .0
+    } else {
+        let got = config_and_unpacks.await?;
+        for l in layers.iter().zip(feeds) {
+            fetch_layer(l).await?;
+        }
+        got
+    };
+    let _held = match unpacking {
+        Some((unpacks, held)) => {
+            unpacks.finish().await?;
+            Some(held)
+        }
+        None => None,
     };
     inner
         .store
