@@ -11,7 +11,8 @@
 # call), SKIP_PULL=1, SKIP_META=1, SKIP_CONC=1 (no many-pulls/growth section; CONC_N,
 # CONC_FILES, GROWTH_LAYERS, GROWTH_CONC), SKIP_NET=1 (no shaped-network section;
 # NET_SHAPES "100:20 1000:20" = Mbit/s:RTT ms), BENCH_TMPDIR (where the temp dir goes; default
-# /var/tmp), BENCH_OUT (also write the report there), BIG_LAYERS / BIG_LAYER_MIB, REAL_TREES (the
+# /var/tmp), BENCH_FS=journal (stores and registry on a loop-mounted ext4 with a journal,
+# as on a node; BENCH_FS_GB its size), BENCH_OUT (also write the report there), BIG_LAYERS / BIG_LAYER_MIB, REAL_TREES (the
 # system trees tarred as layers 2… of the realistic image; default "usr/include
 # usr/share/doc usr/lib/python3", any that exist), SKIP_REAL=1 (no realistic image).
 #
@@ -75,9 +76,42 @@ CRI_BENCH=$TARGET/examples/cri-bench
 BENCH_IMAGES=$TARGET/examples/bench-images
 
 # --- temp dir and clean-up ------------------------------------------------------------
-TMP=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/cri-bench.XXXXXX")
+# BENCH_FS=journal: every engine's store (and the registry) on a fresh ext4 with a journal,
+# as mkfs.ext4 makes it and a node's /var/lib has it, in a loop-mounted sparse file
+# (BENCH_FS_GB, default 24). Without it the temp dir's own file system is used; this
+# machine's root ext4 has no journal, where inode allocation skips every inode freed in the
+# last minute one by one (see BENCHMARKS.md), which makes each engine's pull depend on
+# what was removed just before it.
+FSDIR=
+if [ "${BENCH_FS:-}" = journal ]; then
+  FSDIR=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/cri-bench-fs.XXXXXX")
+  truncate -s "${BENCH_FS_GB:-24}G" "$FSDIR/ext4.img"
+  mkfs.ext4 -q -F "$FSDIR/ext4.img" >&2
+  mkdir "$FSDIR/mnt"
+  mount -o loop "$FSDIR/ext4.img" "$FSDIR/mnt" || { rm -rf "$FSDIR"; die "cannot loop-mount an ext4 image here"; }
+  TMP=$(mktemp -d "$FSDIR/mnt/cri-bench.XXXXXX")
+elif [ -n "${BENCH_FS:-}" ]; then
+  die "BENCH_FS is journal or unset, not $BENCH_FS"
+else
+  TMP=$(mktemp -d "${BENCH_TMPDIR:-/var/tmp}/cri-bench.XXXXXX")
+fi
 PIDS=()
 REPORT=$TMP/report.md
+# "ext4 with a journal" / "ext4 without a journal" / the type, for the directory $1.
+fs_of() {
+  local type dev
+  type=$(df -T "$1" | awk 'NR==2{print $2}')
+  dev=$(basename "$(df "$1" | awk 'NR==2{print $1}')")
+  if [ "$type" = ext4 ] && [ -r "/sys/fs/ext4/$dev/journal_task" ]; then
+    if [ "$(cat "/sys/fs/ext4/$dev/journal_task")" = "<none>" ]; then
+      echo "ext4 without a journal"
+    else
+      echo "ext4 with a journal"
+    fi
+  else
+    echo "$type"
+  fi
+}
 cleanup() {
   set +e # clean up everything, whatever fails
   local pid
@@ -94,6 +128,10 @@ cleanup() {
     findmnt -rn -o TARGET | { grep "^$TMP/" || true; } | sort -r | while read -r m; do umount "$m"; done
   fi
   rm -rf "$TMP"
+  if [ -n "$FSDIR" ]; then
+    umount "$FSDIR/mnt"
+    rm -rf "$FSDIR"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -276,7 +314,7 @@ log "cri-imaged pid $CRI_PID, cri-imaged --unpack true pid $CRIU_PID, containerd
   echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)," \
     "$(awk '/MemTotal/{printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo)," \
     "sha extensions: $(grep -q -w sha_ni /proc/cpuinfo && echo sha_ni || echo none);" \
-    "kernel $(uname -r); temp dir on $(df -T "$TMP" | awk 'NR==2{print $2}')"
+    "kernel $(uname -r); stores and registry on $(fs_of "$TMP")"
   echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- versions: $("$CRI_IMAGED" --version 2>/dev/null || echo cri-imaged), $(containerd --version | awk '{print "containerd", $3}'), $(skopeo --version), $(curl --version | head -1 | cut -d' ' -f1-2)"
   echo "- runs: $RUNS per engine and image, interleaved; times are wall seconds of the client command"

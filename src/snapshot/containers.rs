@@ -85,6 +85,7 @@ impl Containers {
     pub fn open(root: &Path) -> std::io::Result<Containers> {
         let dir = root.join(CONTAINERS_DIR);
         std::fs::create_dir_all(&dir)?;
+        super::spread::spread_trees(&dir);
         for e in std::fs::read_dir(&dir)? {
             let e = e?;
             if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {

@@ -13,6 +13,7 @@ pub mod check;
 pub mod containers;
 pub mod decompress;
 pub mod error;
+pub mod spread;
 pub mod store;
 
 pub use apply::{Applied, Limits, Lowers, apply};

@@ -93,6 +93,7 @@ impl Snapshots {
     pub fn open(root: &Path, limits: Limits) -> std::io::Result<Snapshots> {
         let dir = root.join(SNAPSHOTS_DIR);
         std::fs::create_dir_all(&dir)?;
+        super::spread::spread_trees(&dir);
         for e in std::fs::read_dir(&dir)? {
             let e = e?;
             let name = e.file_name();

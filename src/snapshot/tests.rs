@@ -463,3 +463,120 @@ fn compression_is_told_by_the_bytes_not_the_media_type() {
     assert_eq!(Compression::sniff(&plain), Compression::None);
     assert_eq!(Compression::sniff(&[]), Compression::None);
 }
+
+#[test]
+fn kept_open_directories_follow_what_later_entries_replace() {
+    // `a` holds a file, then becomes a symlink to `b`: `a/two` goes where the symlink
+    // leads now, not into the directory `a` was.
+    let tar = Layer::new()
+        .dir("a", 0o755)
+        .file("a/one", 0o644, b"1")
+        .link(tar::EntryType::Symlink, "a", "b")
+        .dir("b", 0o755)
+        .file("a/two", 0o644, b"2")
+        .bytes();
+    let (outer, r) = unpack(&tar, &[]);
+    r.expect("applied");
+    let fs = outer.path().join("fs");
+    assert!(
+        std::fs::symlink_metadata(fs.join("a"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(fs.join("b/two")).unwrap(), b"2");
+    assert!(
+        !fs.join("b/one").exists(),
+        "the replaced directory went whole"
+    );
+    only_fs_outside(outer.path());
+
+    // `c` holds a file, then becomes a file: an entry below it is refused, not written into
+    // the directory `c` was.
+    let tar = Layer::new()
+        .dir("c", 0o755)
+        .file("c/x", 0o644, b"x")
+        .file("c", 0o644, b"now a file")
+        .file("c/y", 0o644, b"y")
+        .bytes();
+    let (outer, r) = unpack(&tar, &[]);
+    let e = r.expect_err("c/y has no directory");
+    assert!(
+        matches!(e, UnpackError::Unsafe { .. }) && e.to_string().contains("c/y"),
+        "{e}"
+    );
+    only_fs_outside(outer.path());
+
+    // Back and forth between directories: each entry lands in its own.
+    let tar = Layer::new()
+        .file("p/q/r/1", 0o644, b"1")
+        .file("p/s/2", 0o644, b"2")
+        .file("p/q/r/3", 0o644, b"3")
+        .file("t/4", 0o644, b"4")
+        .file("p/q/5", 0o644, b"5")
+        .bytes();
+    let (outer, r) = unpack(&tar, &[]);
+    r.expect("applied");
+    let fs = outer.path().join("fs");
+    for (path, data) in [
+        ("p/q/r/1", "1"),
+        ("p/s/2", "2"),
+        ("p/q/r/3", "3"),
+        ("t/4", "4"),
+        ("p/q/5", "5"),
+    ] {
+        assert_eq!(
+            std::fs::read(fs.join(path)).unwrap(),
+            data.as_bytes(),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn root_owned_files_in_a_setgid_directory_keep_the_archives_group() {
+    need_root();
+    let mut l = Layer::new();
+    let mut h = Layer::header(tar::EntryType::Directory, 0o2775, 0);
+    h.set_gid(2000);
+    l.0.append_data(&mut h, "shared", &[][..]).unwrap();
+    let tar = l
+        .file("shared/root-file", 0o644, b"r")
+        .link(tar::EntryType::Symlink, "shared/root-link", "root-file")
+        .owned_file("shared/user-file", 0o644, 1000, 3000, b"u")
+        .file("plain", 0o644, b"p")
+        .bytes();
+    let (outer, r) = unpack(&tar, &[]);
+    r.expect("applied");
+    let fs = outer.path().join("fs");
+    let ids = |p: &str| {
+        let m = std::fs::symlink_metadata(fs.join(p)).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(ids("shared"), (0, 2000));
+    assert_eq!(ids("shared/root-file"), (0, 0), "not the directory's group");
+    assert_eq!(ids("shared/root-link"), (0, 0), "not the directory's group");
+    assert_eq!(ids("shared/user-file"), (1000, 3000));
+    assert_eq!(ids("plain"), (0, 0));
+}
+
+#[test]
+fn the_snapshot_and_container_directories_spread_their_trees() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = Snapshots::open(dir.path(), Limits::default()).unwrap();
+    drop(snaps);
+    match spread::spreads_trees(dir.path()) {
+        // A file system with inode flags (ext4 on CI): both carry the top-directory flag.
+        Some(_) => {
+            for d in ["snapshots", "containers"] {
+                assert_eq!(
+                    spread::spreads_trees(&dir.path().join(d)),
+                    Some(true),
+                    "{d}/ is marked as the top of unrelated trees"
+                );
+            }
+        }
+        // No inode flags here (tmpfs): nothing to mark, and the store opened all the same.
+        None => assert!(dir.path().join("snapshots").is_dir()),
+    }
+}
