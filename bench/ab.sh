@@ -97,6 +97,8 @@ for r in $(seq "$RUNS"); do
       "$CRI_BENCH" --endpoint "$TMP/$e/sock" list "$LIST_CALLS" | awk -v e="$e" '$1=="ListImages"{print e, "list", $2, $3}' >>"$TMP/results"
     fi
     "$CRI_BENCH" --endpoint "$TMP/$e/sock" rmi "$REG/$PULL_NAME" 2>/dev/null || true
+    # No dirty pages of the build before (its snapshots sync in the background) to write back.
+    sync
     echo 5 >"/proc/${PID[$e]}/clear_refs" # VmHWM := VmRSS
     t=$("$CRI_BENCH" --endpoint "$TMP/$e/sock" pull "$REG/$PULL_NAME" 2>>"$TMP/$e/log") || die "$e: pull failed: $(tail -3 "$TMP/$e/log")"
     echo "$e pull $t" >>"$TMP/results"

@@ -65,10 +65,21 @@ impl ImageService {
         };
         let snaps = snapshots.clone();
         let made = container.clone();
-        tokio::task::spawn_blocking(move || snaps.containers().create(&made))
-            .await
-            .map_err(|e| Error::Internal(format!("container task failed: {e}")))?
-            .map_err(|source| Error::Container { source })?;
+        tokio::task::spawn_blocking(move || {
+            // Never a container on a snapshot a crash could still take away.
+            snaps
+                .settle(&made.chains)
+                .map_err(|source| crate::snapshot::ContainerError::Io {
+                    key: made.key.clone(),
+                    op: "sync its snapshots",
+                    path: made.chains.first().map(|c| snaps.fs(c)).unwrap_or_default(),
+                    source,
+                })?;
+            snaps.containers().create(&made)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("container task failed: {e}")))?
+        .map_err(|source| Error::Container { source })?;
         drop(held);
         let lower: Vec<String> = chains
             .iter()

@@ -174,9 +174,17 @@ impl ImageService {
     }
 
     /// Waits until the store work in flight (records changes, blob placements, clean-ups)
-    /// is done: call after [`ImageService::shutdown`] and the server's drain, before exit.
+    /// is done and the snapshots made are synced: call after [`ImageService::shutdown`] and
+    /// the server's drain, before exit.
     pub async fn close(&self) {
         self.inner.store.close().await;
+        if let Some(snapshots) = self.inner.snapshots.clone() {
+            // What was unpacked is made durable before the process goes.
+            let flushed = tokio::task::spawn_blocking(move || snapshots.flush()).await;
+            if let Ok(Err(e)) = flushed {
+                tracing::error!(error = %e, "syncing the snapshots at shutdown failed; those not synced are unpacked again after the next start");
+            }
+        }
     }
 
     /// The store's root directory.

@@ -1,5 +1,6 @@
 //! What `cri-imaged check` says about the snapshots and container snapshots under a
-//! root, read-only: half-made ones a crash left (notes: the next start removes them),
+//! root, read-only: half-made or not yet synced ones a crash left (notes: the next start
+//! removes them),
 //! and what no daemon could have made — a snapshot without its `fs/`, a name that is no
 //! chain ID, a container snapshot without a readable record or stacked on a missing
 //! snapshot (problems).
@@ -50,6 +51,11 @@ pub fn check(root: &Path) -> Findings {
                 "{at}: a snapshot without its fs/ directory (removed at the next start)"
             ));
         } else {
+            if !super::durable::markers(&snaps.join(&name)).is_empty() {
+                f.notes.push(format!(
+                    "{at}: made, but its sync had not run when the daemon stopped (removed at its next start, unless a container stacks on it)"
+                ));
+            }
             chains.insert(name);
             f.snapshots += 1;
         }

@@ -3,7 +3,8 @@
 //! This module owns the unpacking itself: `apply` (a tar stream into a directory, safe
 //! by construction), `decompress` (gzip, zstd or none, and the `diff_id` hash),
 //! `chain` (chain IDs), `check` (what `cri-imaged check` says of them), `store` (`snapshots/<chain>/fs`, made in a temp directory and
-//! renamed into place once verified and synced), `containers` (the writable layer a
+//! renamed into place once verified), `durable` (their sync, after the rename and off the
+//! pull's path, with a marker a crash leaves), `spread` (where their inodes go), `containers` (the writable layer a
 //! runtime stacks on an image's snapshots, which holds them). It knows nothing of
 //! registries or gRPC.
 
@@ -12,6 +13,7 @@ pub mod chain;
 pub mod check;
 pub mod containers;
 pub mod decompress;
+pub mod durable;
 pub mod error;
 pub mod spread;
 pub mod store;
@@ -23,5 +25,7 @@ pub use decompress::{Compression, Hashing};
 pub use error::UnpackError;
 pub use store::{Snapshots, Usage};
 
+#[cfg(test)]
+mod durable_tests;
 #[cfg(test)]
 mod tests;

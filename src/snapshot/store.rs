@@ -1,8 +1,10 @@
 //! The snapshot directory: `snapshots/<chain-hex>/fs`, one per layer on its parents, made
 //! in `snapshots/tmp-<chain-hex>-<pid>-<n>/` and renamed into place only after the
-//! layer's `diff_id` verified and one `syncfs` made it durable (no fsync per file: a real
-//! image has tens of thousands). A crash leaves at most a `tmp-` directory, removed at
-//! the next start; a name without `tmp-` is always a whole, verified snapshot.
+//! layer's `diff_id` verified. Durability comes after, for all snapshots at once
+//! ([`durable`](super::durable): a marker made durable before the unpack, removed after
+//! one `syncfs`; no fsync per file, a real image has tens of thousands). A crash leaves a
+//! `tmp-` directory or a snapshot still marked, both removed at the next start; a name
+//! without `tmp-` and without a marker is always a whole, verified, durable snapshot.
 //!
 //! Its lock (`in_use`, the chains pulls in flight unpack or stack on) is a leaf: taken
 //! alone, never while a store lock is held.
@@ -13,6 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::containers::Containers;
+use super::durable::{self, Syncer};
 use super::{Compression, Hashing, Limits, Lowers, UnpackError, apply};
 use crate::names::Digest;
 use crate::oci::Descriptor;
@@ -32,6 +35,8 @@ pub struct Snapshots {
     in_use: Mutex<HashMap<Digest, usize>>,
     /// What each snapshot takes (a leaf lock, like `in_use`).
     usage: Mutex<HashMap<Digest, Usage>>,
+    /// Makes renamed snapshots durable in the background.
+    syncer: Syncer,
 }
 
 /// Bytes of file content and inodes of a snapshot (or of all of them).
@@ -108,11 +113,13 @@ impl Snapshots {
         }
         let snapshots = Snapshots {
             containers: Containers::open(root)?,
+            syncer: Syncer::start(&dir)?,
             dir,
             limits,
             in_use: Mutex::default(),
             usage: Mutex::default(),
         };
+        snapshots.recover_unsynced()?;
         let mut usage = HashMap::new();
         for chain in snapshots.list() {
             let file = snapshots.dir.join(chain.hex()).join(USAGE);
@@ -131,6 +138,47 @@ impl Snapshots {
         }
         *snapshots.usage.lock().unwrap_or_else(|p| p.into_inner()) = usage;
         Ok(snapshots)
+    }
+
+    /// Snapshots a crash left marked (their files may not all be on disk): removed, to be
+    /// unpacked again from their blobs when needed; a container's (made only after its
+    /// snapshots synced, so only the marker's removal was lost) kept, after a sync.
+    fn recover_unsynced(&self) -> std::io::Result<()> {
+        let used = self.containers.chains_in_use();
+        for chain in self.list() {
+            let markers = durable::markers(&self.dir.join(chain.hex()));
+            if markers.is_empty() {
+                continue;
+            }
+            if used.contains(&chain) {
+                self.syncer.settle(&[self.dir.join(chain.hex())])?;
+            } else {
+                tracing::warn!(chain = %chain, "removing a snapshot not known to be on disk whole after a crash; it is unpacked again from its blob when needed");
+                let doomed = self
+                    .dir
+                    .join(format!("{TMP_PREFIX}unsynced-{}", chain.hex()));
+                std::fs::rename(self.dir.join(chain.hex()), &doomed)?;
+                std::fs::remove_dir_all(&doomed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `chains` durable now where they are not yet (before a container stacks on
+    /// them). Blocking.
+    pub fn settle(&self, chains: &[Digest]) -> std::io::Result<()> {
+        let dirs: Vec<PathBuf> = chains.iter().map(|c| self.dir.join(c.hex())).collect();
+        self.syncer.settle(&dirs)
+    }
+
+    /// Makes every snapshot made so far durable (at shutdown). Blocking.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.syncer.flush()
+    }
+
+    /// Snapshots renamed into place and not yet synced.
+    pub fn unsynced(&self) -> usize {
+        self.syncer.queued()
     }
 
     /// What all snapshots take together.
@@ -239,6 +287,7 @@ impl Snapshots {
         ));
         let made = (|| {
             std::fs::create_dir_all(tmp.join("fs")).map_err(|e| io("create", e))?;
+            let marker = durable::mark(&tmp).map_err(|e| io("mark", e))?;
             let mut input = std::io::BufReader::with_capacity(64 * 1024, input);
             let compression = Compression::sniff(
                 std::io::BufRead::fill_buf(&mut input).map_err(|e| io("read", e))?,
@@ -272,9 +321,7 @@ impl Snapshots {
                 serde_json::to_vec(&usage).unwrap_or_default(),
             )
             .map_err(|e| io("write", e))?;
-            // One syncfs for the whole tree, then the name.
-            let d = std::fs::File::open(&tmp).map_err(|e| io("open", e))?;
-            rustix::fs::syncfs(&d).map_err(|e| io("syncfs", e.into()))?;
+            // The name now, marked; the whole tree synced in the background.
             match std::fs::rename(&tmp, self.dir.join(chain.hex())) {
                 Ok(()) => {}
                 // Another pull made the same snapshot meanwhile: theirs stands.
@@ -284,8 +331,7 @@ impl Snapshots {
                 }
                 Err(e) => return Err(io("rename", e)),
             }
-            crate::store::layout::sync_dir(&self.dir, &self.dir)
-                .map_err(|e| io("fsync", std::io::Error::other(e.to_string())))?;
+            self.syncer.queue(self.dir.join(chain.hex()).join(marker));
             self.account(chain, Some(usage));
             Ok(true)
         })();
