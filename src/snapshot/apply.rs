@@ -3,8 +3,9 @@
 //! xattr of its directory. The `tar` crate only parses; every write is ours.
 //!
 //! Safe by construction: a path's parent is opened with `openat2(RESOLVE_IN_ROOT)` on the
-//! layer directory (symlinks, absolute ones included, resolve inside it as if it were `/`,
-//! so nothing outside is ever reached), and the last component is acted on with `*at`
+//! layer directory, the whole path so far from the layer root (symlinks, absolute ones and
+//! ones with `..` included, resolve inside it as if it were `/`, at any depth, so nothing
+//! outside is ever reached and a link means what it means in the image), and the last component is acted on with `*at`
 //! calls relative to that parent that never follow it. A `..` in a name or a hard-link
 //! target is refused, an absolute name is taken relative to the root, `trusted.*` xattrs
 //! from the archive are refused, and devices need root.
@@ -259,8 +260,8 @@ impl Applier<'_> {
     /// resolved inside the layer.
     fn open_dir(&self, entry: &[u8], parts: &[Vec<u8>]) -> Result<OwnedFd, UnpackError> {
         let mut fd = rustix::io::dup(&self.root).map_err(|e| self.io(entry, "open", e))?;
-        for part in parts {
-            fd = self.open_step(entry, &fd, part)?;
+        for (i, part) in parts.iter().enumerate() {
+            fd = self.open_step(entry, &fd, &parts[..=i], part)?;
         }
         Ok(fd)
     }
@@ -280,10 +281,10 @@ impl Applier<'_> {
             .take_while(|(o, p)| o.name == **p)
             .count();
         self.open.truncate(shared);
-        for part in &parts[shared..] {
+        for (i, part) in parts.iter().enumerate().skip(shared) {
             let fd = match self.open.last() {
-                Some(o) => self.open_step(entry, &o.fd, part)?,
-                None => self.open_step(entry, &self.root, part)?,
+                Some(o) => self.open_step(entry, &o.fd, &parts[..=i], part)?,
+                None => self.open_step(entry, &self.root, &parts[..=i], part)?,
             };
             let st = rustix::fs::fstat(&fd).map_err(|e| self.io(entry, "stat", e))?;
             self.open.push(OpenDir {
@@ -298,27 +299,35 @@ impl Applier<'_> {
         })
     }
 
-    /// One step of [`Applier::open_dir`]: `part` in `at`, made when missing.
-    fn open_step(&self, entry: &[u8], at: &OwnedFd, part: &[u8]) -> Result<OwnedFd, UnpackError> {
-        let open = |at: &OwnedFd| {
+    /// One step of [`Applier::open_dir`]: the directory `path` (the path so far, ending in
+    /// `part`) names, resolved from the layer root as in a chroot, so a symlink met on the
+    /// way, absolute or with `..`, stays inside the layer and means what it means in the
+    /// image; `part` is made in `at` (the directory the path before it names) when missing.
+    fn open_step(
+        &self,
+        entry: &[u8],
+        at: &OwnedFd,
+        path: &[Vec<u8>],
+        part: &[u8],
+    ) -> Result<OwnedFd, UnpackError> {
+        let full = path.join(&b'/');
+        let open = || {
             rustix::fs::openat2(
-                at,
-                OsStr::from_bytes(part),
+                &self.root,
+                OsStr::from_bytes(&full),
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
                 ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
             )
         };
-        // Each step resolves from the layer root, so a symlink met on the way
-        // stays inside it: the path so far, then this component.
-        match open(at) {
+        match open() {
             Ok(f) => Ok(f),
             Err(Errno::NOENT) => {
                 match rustix::fs::mkdirat(at, OsStr::from_bytes(part), Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(Errno::EXIST) => {}
                     Err(e) => return Err(self.io(entry, "mkdir", e)),
                 }
-                open(at).map_err(|e| match e {
+                open().map_err(|e| match e {
                     Errno::NOENT | Errno::EXIST => self.unsafe_entry(
                         entry,
                         format!(

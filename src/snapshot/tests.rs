@@ -361,6 +361,29 @@ fn symlinks_resolve_inside_the_layer_like_a_chroot() {
         "an absolute name is taken from the layer root"
     );
     only_fs_outside(outer.path());
+
+    // Deeper down, a symlink still means what it means in the image: from the layer root.
+    let tar = Layer::new()
+        .dir("opt/real", 0o755)
+        .dir("srv", 0o755)
+        .link(tar::EntryType::Symlink, "usr/lib/alt", "/opt/real")
+        .link(tar::EntryType::Symlink, "usr/lib/up", "../../srv")
+        .link(tar::EntryType::Symlink, "usr/lib/out", "../../../../..")
+        .file("usr/lib/alt/f", 0o644, b"f")
+        .file("usr/lib/up/g", 0o644, b"g")
+        .file("usr/lib/out/h", 0o644, b"h")
+        .bytes();
+    let (outer, r) = unpack(&tar, &[]);
+    r.expect("applied");
+    let fs = outer.path().join("fs");
+    assert_eq!(std::fs::read(fs.join("opt/real/f")).unwrap(), b"f");
+    assert_eq!(std::fs::read(fs.join("srv/g")).unwrap(), b"g");
+    assert_eq!(
+        std::fs::read(fs.join("h")).unwrap(),
+        b"h",
+        "`..` past the top stays at the layer root"
+    );
+    only_fs_outside(outer.path());
 }
 
 #[test]
