@@ -315,3 +315,73 @@ async fn the_mount_api_refuses_what_it_cannot_do_and_rebuilds_missing_snapshots(
     assert!(entries(&root.join("snapshots")).is_empty());
     daemon.stop().await;
 }
+
+/// The snapshots' sync after the pull (`snapshot/durable.rs`), across the real binary: a
+/// stop leaves none unsynced; one a crash caught before its sync (its marker planted, as
+/// the crash leaves it) is a note for `check`, gone after the restart, and the mount API
+/// unpacks it again from its blob, synced before the container stands on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_not_synced_before_a_crash_is_made_again_from_its_blob() {
+    use cri_imaged::admin::client::prepare_container;
+    require();
+    let registry = Registry::start().await;
+    let img = ImageBuilder::new().build();
+    img.push(&registry, "test/unsynced", "1").await;
+    let name = format!("{}/test/unsynced:1", registry.host());
+    let tmp = tempdir();
+    let builder = DaemonBuilder::new(tmp.path())
+        .registry(&registry.host())
+        .unpacking();
+    let root = builder.root_path().to_owned();
+    let snaps = root.join("snapshots");
+    let markers = |chain: &str| -> Vec<String> {
+        entries(&snaps.join(chain))
+            .into_iter()
+            .filter(|n| n.starts_with("unsynced-"))
+            .collect()
+    };
+
+    let mut daemon = builder.start().await;
+    assert_eq!(pull(&mut daemon.client(), &name).await, img.id());
+    daemon.stop().await;
+    let made = entries(&snaps);
+    assert_eq!(made.len(), 2, "{made:?}");
+    for chain in &made {
+        assert!(markers(chain).is_empty(), "synced by the stop: {chain}");
+    }
+
+    // One snapshot as a power loss before its sync leaves it.
+    let torn = made[0].clone();
+    std::fs::write(snaps.join(&torn).join("unsynced-1-1"), b"").unwrap();
+    let checked = crate::support::run_check(tmp.path(), &root, false);
+    assert!(checked.status.success(), "{}", checked.stdout);
+    assert!(
+        checked.stdout.contains(&format!("snapshots/{torn}"))
+            && checked.stdout.contains("its sync had not run"),
+        "a note names it: {}",
+        checked.stdout
+    );
+
+    let mut daemon = builder.start().await;
+    assert!(
+        !entries(&snaps).contains(&torn),
+        "removed at the start: {:?}",
+        entries(&snaps)
+    );
+    assert_eq!(
+        list(&mut daemon.client(), None).await.len(),
+        1,
+        "the image stays"
+    );
+    let admin = cri_imaged::config::default_admin_socket(&daemon.socket);
+    let prepared = prepare_container(&admin, "k1", &name).await.unwrap();
+    assert_eq!(prepared.image, img.id());
+    assert_eq!(entries(&snaps), made, "unpacked again from its blob");
+    for chain in &made {
+        assert!(
+            markers(chain).is_empty(),
+            "synced before the container: {chain}"
+        );
+    }
+    daemon.stop().await;
+}
