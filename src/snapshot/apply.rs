@@ -21,12 +21,14 @@
 //! only when running as root, and only where the file we made is not already owned so.
 //!
 //! Few calls per entry, since a real image has tens of thousands: the parent directories
-//! of the last entry stay open (a tar lists a directory's entries together), a name is
+//! of the last entry stay open (a tar lists a directory's entries together; dropped after
+//! anything is removed or a directory re-owned), a name is
 //! created first and cleared only when something stands there, and the stream is read and
 //! file content written in 256 KiB pieces (headers come from that buffer, not one inflate
 //! call each). On the debian bench image (26,270 entries) this took a pull to a runnable
 //! rootfs from 1.55 to 1.35 s.
 
+use std::cell::Cell;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -86,15 +88,13 @@ pub fn apply(
         Mode::empty(),
     )
     .map_err(|e| io_err(layer, "/", "open", e))?;
-    let root_setgid = rustix::fs::fstat(&root)
+    let root_gid = rustix::fs::fstat(&root)
         .map_err(|e| io_err(layer, "/", "stat", e))?
-        .st_mode
-        & 0o2000
-        != 0;
+        .st_gid;
     let mut a = Applier {
         layer,
         root: Rc::new(root),
-        root_setgid,
+        root_gid: Cell::new(root_gid),
         lowers,
         lower_dirs: std::cell::OnceCell::new(),
         as_root: rustix::process::geteuid().is_root(),
@@ -102,6 +102,7 @@ pub fn apply(
         dirs: Vec::new(),
         done: Applied::default(),
         open: Vec::new(),
+        stale: Cell::new(false),
         buf: vec![0; COPY_BUF],
     };
     // Headers are read 512 bytes at a time: from this buffer, not one inflate call each.
@@ -140,32 +141,35 @@ struct Meta {
 struct Applier<'a> {
     layer: &'a Digest,
     root: Rc<OwnedFd>,
-    root_setgid: bool,
+    /// The layer root's group (see [`OpenDir::gid`]); the `./` entry may change it.
+    root_gid: Cell<u32>,
     lowers: Lowers<'a>,
     /// What `lowers` answered, once asked.
     lower_dirs: std::cell::OnceCell<Vec<PathBuf>>,
     as_root: bool,
-    /// The group a file we create gets (outside a setgid directory).
+    /// Our group: what a file we make gets where its directory's group is ours too
+    /// (whatever the directory's setgid bit or the mount's `grpid` say).
     gid: u32,
     /// Directories whose times are set last (deepest first): their content changes them.
     dirs: Vec<(Vec<u8>, Timespec)>,
     done: Applied,
     /// The directories of the last entry's parent path, outermost first, kept open: a tar
     /// lists a directory's entries together, so most entries open no directory at all.
-    /// None of them is ever removed or replaced while kept: an entry removes only its own
-    /// name (or what is below it) in its parent, and the list is cut to that parent's path
-    /// before the entry is applied, so what is removed is never in it.
     open: Vec<OpenDir>,
+    /// Set when something was removed or a directory that existed was given another
+    /// owner: a kept directory may be gone (a symlink can make a kept directory the
+    /// removed one's path too) or its group changed, so [`Applier::parent`] starts over.
+    stale: Cell<bool>,
     /// File content passes through here.
     buf: Vec<u8>,
 }
 
-/// A directory of [`Applier::open`]: its name in its parent, and whether files made in it
-/// take its group (setgid) instead of ours.
+/// A directory of [`Applier::open`]: its name in its parent, and its group.
 struct OpenDir {
     name: Vec<u8>,
     fd: Rc<OwnedFd>,
-    setgid: bool,
+    /// A file made here gets this group or ours: when both are ours, it needs no chown.
+    gid: u32,
 }
 
 /// A name split into its parent's components and its last one; `None`: the root itself.
@@ -268,12 +272,15 @@ impl Applier<'_> {
 
     /// [`Applier::open_dir`] for an entry's parent, starting from the directories the
     /// previous entry's parent path left open, for as much of the path as the two share.
-    /// Also says whether the directory is setgid.
+    /// Also says the directory's group.
     fn parent(
         &mut self,
         entry: &[u8],
         parts: &[Vec<u8>],
-    ) -> Result<(Rc<OwnedFd>, bool), UnpackError> {
+    ) -> Result<(Rc<OwnedFd>, u32), UnpackError> {
+        if self.stale.replace(false) {
+            self.open.clear();
+        }
         let shared = self
             .open
             .iter()
@@ -290,12 +297,12 @@ impl Applier<'_> {
             self.open.push(OpenDir {
                 name: part.clone(),
                 fd: Rc::new(fd),
-                setgid: st.st_mode & 0o2000 != 0,
+                gid: st.st_gid,
             });
         }
         Ok(match self.open.last() {
-            Some(o) => (o.fd.clone(), o.setgid),
-            None => (self.root.clone(), self.root_setgid),
+            Some(o) => (o.fd.clone(), o.gid),
+            None => (self.root.clone(), self.root_gid.get()),
         })
     }
 
@@ -312,13 +319,15 @@ impl Applier<'_> {
     ) -> Result<OwnedFd, UnpackError> {
         let full = path.join(&b'/');
         let open = || {
-            rustix::fs::openat2(
-                &self.root,
-                OsStr::from_bytes(&full),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            )
+            in_root(|| {
+                rustix::fs::openat2(
+                    &self.root,
+                    OsStr::from_bytes(&full),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+                )
+            })
         };
         match open() {
             Ok(f) => Ok(f),
@@ -360,8 +369,13 @@ impl Applier<'_> {
     ) -> Result<(), UnpackError> {
         let n = OsStr::from_bytes(name);
         match rustix::fs::unlinkat(dir, n, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Ok(()) => {
+                self.stale.set(true);
+                Ok(())
+            }
+            Err(Errno::NOENT) => Ok(()),
             Err(Errno::ISDIR) if dirs_too => {
+                self.stale.set(true);
                 let sub = rustix::fs::openat(
                     dir,
                     n,
@@ -397,13 +411,18 @@ impl Applier<'_> {
             // The root itself (`./`): its metadata only.
             if kind.is_dir() {
                 self.set_owner_mode(&name, &self.root, &meta)?;
+                if self.as_root {
+                    self.root_gid.set(meta.gid);
+                }
                 self.dirs.push((Vec::new(), meta.mtime));
             }
             return Ok(());
         };
-        let (dir, setgid) = self.parent(&name, &parts)?;
-        // What a file made here gets by itself: our owner, or the directory's group.
-        let owned_already = !self.as_root || (meta.uid == 0 && meta.gid == self.gid && !setgid);
+        let (dir, dir_gid) = self.parent(&name, &parts)?;
+        // A file made here is ours, with our group or the directory's (setgid, `grpid`):
+        // where all of that is what the archive says, it needs no chown.
+        let owned_already =
+            !self.as_root || (meta.uid == 0 && meta.gid == self.gid && dir_gid == self.gid);
         if last == OPAQUE {
             if !self.as_root {
                 return Err(self.needs_root(&name, "an opaque directory"));
@@ -439,8 +458,13 @@ impl Applier<'_> {
                     Ok(()) => {}
                     Err(Errno::EXIST) => {
                         match rustix::fs::statat(&dir, n, AtFlags::SYMLINK_NOFOLLOW) {
+                            // Given this entry's owner below: a kept directory may be this one
+                            // under another path (a symlink), with the group it had.
                             Ok(st)
-                                if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
+                                if FileType::from_raw_mode(st.st_mode) == FileType::Directory =>
+                            {
+                                self.stale.set(true);
+                            }
                             Ok(_) => {
                                 self.clear(&name, &dir, &last, false)?;
                                 self.mkdir(&name, &dir, n)?;
@@ -462,10 +486,15 @@ impl Applier<'_> {
                 self.dirs.push((full_rel, meta.mtime));
                 // Its entries most likely follow: they find it open (`parent` is at
                 // `parts` now, so this is `parts` + `last`).
+                let gid = if self.as_root {
+                    meta.gid
+                } else {
+                    self.gid // never asked when not root: nothing is chowned then
+                };
                 self.open.push(OpenDir {
                     name: last,
                     fd: Rc::new(fd),
-                    setgid: meta.mode & 0o2000 != 0,
+                    gid,
                 });
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
@@ -706,13 +735,15 @@ impl Applier<'_> {
             ) else {
                 continue;
             };
-            let src = match rustix::fs::openat2(
-                &root,
-                OsStr::from_bytes(rel),
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            ) {
+            let src = match in_root(|| {
+                rustix::fs::openat2(
+                    &root,
+                    OsStr::from_bytes(rel),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+                )
+            }) {
                 Ok(f) => f,
                 Err(Errno::NOENT) => continue,
                 Err(Errno::LOOP) => {
@@ -774,13 +805,15 @@ impl Applier<'_> {
             let fd = if rel.is_empty() {
                 rustix::io::dup(&self.root).map_err(|e| self.io(b"/", "open", e))?
             } else {
-                match rustix::fs::openat2(
-                    &self.root,
-                    OsStr::from_bytes(&rel),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-                ) {
+                match in_root(|| {
+                    rustix::fs::openat2(
+                        &self.root,
+                        OsStr::from_bytes(&rel),
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+                    )
+                }) {
                     Ok(fd) => fd,
                     // Replaced by a later entry (a whiteout, a file): nothing to time.
                     Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
@@ -811,6 +844,18 @@ fn copy(
         };
         to.write_all(&buf[..n]).map_err(|e| ("write", e))?;
         total += n as u64;
+    }
+}
+
+/// `openat2` with `RESOLVE_IN_ROOT` answers EAGAIN when a rename anywhere on the system
+/// raced its `..` walk: asked again, a few times.
+fn in_root<T>(mut open: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match open() {
+            Err(Errno::AGAIN) if tries < 16 => tries += 1,
+            r => return r,
+        }
     }
 }
 

@@ -51,7 +51,12 @@ pub fn check(root: &Path) -> Findings {
                 "{at}: a snapshot without its fs/ directory (removed at the next start)"
             ));
         } else {
-            if !super::durable::markers(&snaps.join(&name)).is_empty() {
+            let marked = super::durable::markers(&snaps.join(&name));
+            if let Err(e) = &marked {
+                f.problems
+                    .push(format!("{at}: cannot be read for its sync marker: {e}"));
+            }
+            if marked.is_ok_and(|m| !m.is_empty()) {
                 f.notes.push(format!(
                     "{at}: made, but its sync had not run when the daemon stopped (removed at its next start, unless a container stacks on it)"
                 ));

@@ -13,16 +13,21 @@
 //!
 //! Before a container stacks on snapshots, [`Syncer::settle`] syncs at once what of them
 //! still carries a marker, so a container is never on a snapshot a crash could take away;
-//! at shutdown, [`Syncer::flush`] syncs what is queued.
+//! at shutdown, [`Syncer::flush`] syncs what is queued and waits for a sync under way.
+//!
+//! Every `syncfs` goes through one descriptor opened at start: the kernel reports a
+//! write-back error once per descriptor, so a fresh one could answer 0 after an error
+//! another call was told of. A sync that fails keeps its snapshots' markers for good (the
+//! next start removes those snapshots) and `settle` refuses a container on them.
 //!
 //! Why: one `syncfs` per snapshot before its rename was a sixth of a pull's time on the
 //! debian bench image (the last layer's sync waits for every layer's data).
 
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
 
 /// The marker's name starts so.
 pub const MARKER_PREFIX: &str = "unsynced-";
@@ -31,13 +36,18 @@ pub const MARKER_PREFIX: &str = "unsynced-";
 #[derive(Default)]
 struct State {
     pending: Vec<PathBuf>,
+    /// A batch taken by the thread and not yet synced and unmarked.
+    in_flight: bool,
+    /// Markers whose sync failed: kept until the next start removes their snapshots.
+    failed: HashSet<PathBuf>,
     closed: bool,
 }
 
-#[derive(Default)]
 struct Shared {
     state: Mutex<State>,
     cv: Condvar,
+    /// `snapshots/`, open for every `syncfs` of this file system.
+    dir: std::fs::File,
 }
 
 impl Shared {
@@ -48,8 +58,6 @@ impl Shared {
 
 /// The background sync of one snapshot directory's file system.
 pub struct Syncer {
-    /// `snapshots/`: the file system `syncfs` flushes.
-    dir: PathBuf,
     shared: Arc<Shared>,
 }
 
@@ -67,21 +75,43 @@ pub fn mark(tmp: &Path) -> io::Result<String> {
     Ok(name)
 }
 
-/// The markers in snapshot directory `snapshot`.
-pub fn markers(snapshot: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(snapshot) else {
-        return Vec::new();
+/// The markers in snapshot directory `snapshot` (none where it is gone); a directory
+/// that cannot be read is an error, never "no markers".
+pub fn markers(snapshot: &Path) -> io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(snapshot) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(MARKER_PREFIX))
-        .map(|e| e.path())
-        .collect()
+    let mut found = Vec::new();
+    for e in entries {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with(MARKER_PREFIX) {
+            found.push(e.path());
+        }
+    }
+    Ok(found)
 }
 
-fn syncfs(dir: &Path) -> io::Result<()> {
-    let d = std::fs::File::open(dir)?;
-    rustix::fs::syncfs(&d).map_err(io::Error::from)
+impl Shared {
+    fn syncfs(&self) -> io::Result<()> {
+        rustix::fs::syncfs(&self.dir).map_err(io::Error::from)
+    }
+
+    /// Syncs and unmarks `batch`; a failed sync records it as failed, markers kept.
+    fn sync(&self, batch: Vec<PathBuf>) -> io::Result<()> {
+        match self.syncfs() {
+            Ok(()) => {
+                unmark(&batch);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, snapshots = batch.len(), "syncing snapshots failed; they are removed at the next start and unpacked again when needed");
+                self.lock().failed.extend(batch);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Removes `markers` (the sync they waited for is done); one already gone is fine.
@@ -98,15 +128,16 @@ fn unmark(markers: &[PathBuf]) {
 impl Syncer {
     /// Starts the sync thread for the snapshots in `dir`.
     pub fn start(dir: &Path) -> io::Result<Syncer> {
-        let shared = Arc::new(Shared::default());
-        let (d, s) = (dir.to_owned(), shared.clone());
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            cv: Condvar::new(),
+            dir: std::fs::File::open(dir)?,
+        });
+        let s = shared.clone();
         std::thread::Builder::new()
             .name("snapshot-sync".into())
-            .spawn(move || run(&d, &s))?;
-        Ok(Syncer {
-            dir: dir.to_owned(),
-            shared,
-        })
+            .spawn(move || run(&s))?;
+        Ok(Syncer { shared })
     }
 
     /// The snapshot whose marker is `marker` (at its final name) is in place: sync it soon.
@@ -118,24 +149,38 @@ impl Syncer {
     /// Makes the snapshot directories `snapshots` durable now, where they still carry a
     /// marker. Blocking.
     pub fn settle(&self, snapshots: &[PathBuf]) -> io::Result<()> {
-        let found: Vec<PathBuf> = snapshots.iter().flat_map(|s| markers(s)).collect();
+        let mut found = Vec::new();
+        for s in snapshots {
+            found.extend(markers(s)?);
+        }
         if found.is_empty() {
             return Ok(());
         }
-        syncfs(&self.dir)?;
-        unmark(&found);
-        Ok(())
+        if let Some(bad) = found
+            .iter()
+            .find(|m| self.shared.lock().failed.contains(*m))
+        {
+            return Err(io::Error::other(format!(
+                "the sync of snapshot {} failed; it is unpacked again after the next start",
+                bad.parent().unwrap_or(bad).display()
+            )));
+        }
+        self.shared.sync(found)
     }
 
-    /// Syncs what is queued now (at shutdown). Blocking.
+    /// Syncs what is queued now and waits for a sync under way (at shutdown). Blocking.
     pub fn flush(&self) -> io::Result<()> {
-        let batch = std::mem::take(&mut self.shared.lock().pending);
+        let batch = {
+            let mut s = self.shared.lock();
+            while s.in_flight {
+                s = self.shared.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+            std::mem::take(&mut s.pending)
+        };
         if batch.is_empty() {
             return Ok(());
         }
-        syncfs(&self.dir)?;
-        unmark(&batch);
-        Ok(())
+        self.shared.sync(batch)
     }
 
     /// Markers queued and not yet synced (for tests and `flush`'s callers).
@@ -151,9 +196,9 @@ impl Drop for Syncer {
     }
 }
 
-/// The thread: waits for queued markers, takes them all, one `syncfs`, removes them; a
-/// failed sync keeps them queued and is tried again a second later.
-fn run(dir: &Path, shared: &Shared) {
+/// The thread: waits for queued markers, takes them all, one `syncfs`, removes them (a
+/// failed sync keeps them, see [`Shared::sync`]).
+fn run(shared: &Shared) {
     loop {
         let batch = {
             let mut s = shared.lock();
@@ -163,15 +208,11 @@ fn run(dir: &Path, shared: &Shared) {
             if s.pending.is_empty() {
                 return; // closed, nothing left
             }
+            s.in_flight = true;
             std::mem::take(&mut s.pending)
         };
-        match syncfs(dir) {
-            Ok(()) => unmark(&batch),
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, snapshots = batch.len(), "syncing the snapshots failed; trying again");
-                shared.lock().pending.extend(batch);
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
+        let _ = shared.sync(batch);
+        shared.lock().in_flight = false;
+        shared.cv.notify_all();
     }
 }

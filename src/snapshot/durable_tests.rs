@@ -31,7 +31,9 @@ fn layer(files: &[(&str, &[u8])]) -> (Descriptor, Vec<u8>, Digest) {
 }
 
 fn marked(snapshots_dir: &Path, chain: &Digest) -> usize {
-    durable::markers(&snapshots_dir.join(chain.hex())).len()
+    durable::markers(&snapshots_dir.join(chain.hex()))
+        .unwrap()
+        .len()
 }
 
 #[test]

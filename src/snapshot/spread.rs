@@ -15,9 +15,9 @@ use std::path::Path;
 
 use rustix::fs::IFlags;
 
-/// Marks `dir` as holding unrelated trees, where the file system has the flag; a file
-/// system without it is no error (logged at debug).
-pub fn spread_trees(dir: &Path) {
+/// Marks `dir` as holding unrelated trees, where the file system has the flag (then
+/// `true`); a file system without it is no error (logged at debug, `false`).
+pub fn spread_trees(dir: &Path) -> bool {
     let set = || -> std::io::Result<()> {
         let d = std::fs::File::open(dir)?;
         let flags = rustix::fs::ioctl_getflags(&d)?;
@@ -26,8 +26,12 @@ pub fn spread_trees(dir: &Path) {
         }
         Ok(())
     };
-    if let Err(e) = set() {
-        tracing::debug!(dir = %dir.display(), error = %e, "no top-directory flag here; trees stay where the file system puts them");
+    match set() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), error = %e, "no top-directory flag here; trees stay where the file system puts them");
+            false
+        }
     }
 }
 

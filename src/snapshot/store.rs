@@ -146,7 +146,7 @@ impl Snapshots {
     fn recover_unsynced(&self) -> std::io::Result<()> {
         let used = self.containers.chains_in_use();
         for chain in self.list() {
-            let markers = durable::markers(&self.dir.join(chain.hex()));
+            let markers = durable::markers(&self.dir.join(chain.hex()))?;
             if markers.is_empty() {
                 continue;
             }
