@@ -117,6 +117,17 @@ fn unpack(
     (outer, r)
 }
 
+/// `tar` is refused as unsafe at entry `entry`, with nothing written beside the layer.
+fn refused_at(tar: &[u8], entry: &str, why: &str) {
+    let (outer, r) = unpack(tar, &[]);
+    let e = r.expect_err(why);
+    assert!(
+        matches!(e, UnpackError::Unsafe { .. }) && e.to_string().contains(entry),
+        "{why}: {e}"
+    );
+    only_fs_outside(outer.path());
+}
+
 fn only_fs_outside(outer: &Path) {
     let names: Vec<_> = std::fs::read_dir(outer)
         .unwrap()
@@ -522,13 +533,7 @@ fn kept_open_directories_follow_what_later_entries_replace() {
         .file("c", 0o644, b"now a file")
         .file("c/y", 0o644, b"y")
         .bytes();
-    let (outer, r) = unpack(&tar, &[]);
-    let e = r.expect_err("c/y has no directory");
-    assert!(
-        matches!(e, UnpackError::Unsafe { .. }) && e.to_string().contains("c/y"),
-        "{e}"
-    );
-    only_fs_outside(outer.path());
+    refused_at(&tar, "c/y", "c/y has no directory");
 
     // A symlink makes a kept directory another entry's path: replaced through it, the
     // directory is not written into afterwards (the entry below it is refused).
@@ -538,13 +543,7 @@ fn kept_open_directories_follow_what_later_entries_replace() {
         .file("a/l/a", 0o644, b"a is a file now")
         .file("a/f", 0o644, b"f")
         .bytes();
-    let (outer, r) = unpack(&tar, &[]);
-    let e = r.expect_err("a/f has no directory");
-    assert!(
-        matches!(e, UnpackError::Unsafe { .. }) && e.to_string().contains("a/f"),
-        "{e}"
-    );
-    only_fs_outside(outer.path());
+    refused_at(&tar, "a/f", "a/f has no directory");
 
     // Back and forth between directories: each entry lands in its own.
     let tar = Layer::new()
@@ -635,13 +634,7 @@ fn a_path_through_a_replaced_directory_is_resolved_again() {
         .dir("a/l/a", 0o755)
         .raw(tar::EntryType::Regular, b"a/.wh..wh..opq", None, b"")
         .bytes();
-    let (outer, r) = unpack(&tar, &[]);
-    let e = r.expect_err("a/l has gone with a");
-    assert!(
-        matches!(e, UnpackError::Unsafe { .. }) && e.to_string().contains("a/l/a"),
-        "{e}"
-    );
-    only_fs_outside(outer.path());
+    refused_at(&tar, "a/l/a", "a/l has gone with a");
 }
 
 #[test]
