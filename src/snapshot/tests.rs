@@ -117,7 +117,7 @@ fn unpack(
     (outer, r)
 }
 
-/// `tar` is refused as unsafe at entry `entry`, with nothing written beside the layer.
+/// `tar` is refused (`UnpackError::Unsafe`) at entry `entry`, nothing written beside the layer.
 fn refused_at(tar: &[u8], entry: &str, why: &str) {
     let (outer, r) = unpack(tar, &[]);
     let e = r.expect_err(why);
