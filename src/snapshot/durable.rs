@@ -48,6 +48,9 @@ struct Shared {
     cv: Condvar,
     /// `snapshots/`, open for every `syncfs` of this file system.
     dir: std::fs::File,
+    /// Tests: the syncs to answer with an I/O error, as a failing disk would.
+    #[cfg(test)]
+    fail: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -95,6 +98,16 @@ pub fn markers(snapshot: &Path) -> io::Result<Vec<PathBuf>> {
 
 impl Shared {
     fn syncfs(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if self
+            .fail
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(io::Error::from_raw_os_error(
+                rustix::io::Errno::IO.raw_os_error(),
+            ));
+        }
         rustix::fs::syncfs(&self.dir).map_err(io::Error::from)
     }
 
@@ -132,6 +145,8 @@ impl Syncer {
             state: Mutex::default(),
             cv: Condvar::new(),
             dir: std::fs::File::open(dir)?,
+            #[cfg(test)]
+            fail: Default::default(),
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -186,6 +201,17 @@ impl Syncer {
     /// Markers queued and not yet synced (for tests and `flush`'s callers).
     pub fn queued(&self) -> usize {
         self.shared.lock().pending.len()
+    }
+
+    /// Markers whose sync failed.
+    pub fn failed(&self) -> usize {
+        self.shared.lock().failed.len()
+    }
+
+    /// Tests: the next `n` syncs fail with EIO.
+    #[cfg(test)]
+    pub fn fail_next(&self, n: usize) {
+        self.shared.fail.store(n, Ordering::Relaxed);
     }
 }
 

@@ -124,3 +124,35 @@ fn a_start_removes_marked_snapshots_unless_a_container_stacks_on_them() {
         .collect();
     assert!(names.is_empty(), "nothing half removed: {names:?}");
 }
+
+#[test]
+fn a_failed_sync_keeps_its_markers_and_no_container_stands_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = Snapshots::open(dir.path(), Limits::default()).unwrap();
+    let sdir = dir.path().join(store::SNAPSHOTS_DIR);
+    snaps.syncer().fail_next(1);
+    let (desc, gz, diff_id) = layer(&[("f", b"x")]);
+    assert!(
+        snaps
+            .unpack_from(&desc, &gz[..], &diff_id, &diff_id, &Vec::new)
+            .unwrap()
+    );
+    let mut waited = 0;
+    while snaps.syncer().failed() == 0 && waited < 200 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+    }
+    assert_eq!(snaps.syncer().failed(), 1, "the thread's sync failed");
+    assert_eq!(marked(&sdir, &diff_id), 1, "its marker stays");
+    // A later sync that succeeds does not vouch for it.
+    let e = snaps
+        .settle(std::slice::from_ref(&diff_id))
+        .expect_err("no container on it");
+    assert!(e.to_string().contains(diff_id.hex()), "{e}");
+    snaps.flush().unwrap();
+    assert_eq!(marked(&sdir, &diff_id), 1, "still marked after a flush");
+    drop(snaps);
+    // The next start removes it.
+    let snaps = Snapshots::open(dir.path(), Limits::default()).unwrap();
+    assert!(snaps.list().is_empty(), "{:?}", snaps.list());
+}

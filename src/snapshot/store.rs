@@ -181,6 +181,12 @@ impl Snapshots {
         self.syncer.queued()
     }
 
+    /// The background sync, for tests that make it fail.
+    #[cfg(test)]
+    pub(super) fn syncer(&self) -> &Syncer {
+        &self.syncer
+    }
+
     /// What all snapshots take together.
     pub fn usage(&self) -> Usage {
         let map = self.usage.lock().unwrap_or_else(|p| p.into_inner());
