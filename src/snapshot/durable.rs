@@ -53,12 +53,6 @@ struct Shared {
     fail: std::sync::atomic::AtomicUsize,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// The background sync of one snapshot directory's file system.
 pub struct Syncer {
     shared: Arc<Shared>,
@@ -97,6 +91,10 @@ pub fn markers(snapshot: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn syncfs(&self) -> io::Result<()> {
         #[cfg(test)]
         if self
@@ -198,12 +196,14 @@ impl Syncer {
         self.shared.sync(batch)
     }
 
-    /// Markers queued and not yet synced (for tests and `flush`'s callers).
+    /// Markers queued and not yet synced.
+    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.shared.lock().pending.len()
     }
 
     /// Markers whose sync failed.
+    #[cfg(test)]
     pub fn failed(&self) -> usize {
         self.shared.lock().failed.len()
     }

@@ -36,6 +36,7 @@ pub fn spread_trees(dir: &Path) -> bool {
 }
 
 /// Whether `dir` carries the flag: `None` where the file system has no inode flags.
+#[cfg(test)]
 pub fn spreads_trees(dir: &Path) -> Option<bool> {
     let d = std::fs::File::open(dir).ok()?;
     rustix::fs::ioctl_getflags(&d)

@@ -154,11 +154,13 @@ impl Snapshots {
                 self.syncer.settle(&[self.dir.join(chain.hex())])?;
             } else {
                 tracing::warn!(chain = %chain, "removing a snapshot not known to be on disk whole after a crash; it is unpacked again from its blob when needed");
-                let doomed = self
-                    .dir
-                    .join(format!("{TMP_PREFIX}unsynced-{}", chain.hex()));
-                std::fs::rename(self.dir.join(chain.hex()), &doomed)?;
-                std::fs::remove_dir_all(&doomed)?;
+                // Never served as made: a snapshot that cannot even be renamed away stops
+                // the start.
+                if !self.remove(&chain) {
+                    return Err(std::io::Error::other(format!(
+                        "snapshot {chain} was not synced before a crash and cannot be removed"
+                    )));
+                }
             }
         }
         Ok(())
@@ -177,6 +179,7 @@ impl Snapshots {
     }
 
     /// Snapshots renamed into place and not yet synced.
+    #[cfg(test)]
     pub fn unsynced(&self) -> usize {
         self.syncer.queued()
     }

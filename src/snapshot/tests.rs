@@ -117,6 +117,14 @@ fn unpack(
     (outer, r)
 }
 
+/// `tar` applied to a fresh directory; the temp dir and its `fs`.
+fn applied(tar: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (outer, r) = unpack(tar, &[]);
+    r.expect("applied");
+    let fs = outer.path().join("fs");
+    (outer, fs)
+}
+
 /// `tar` is refused (`UnpackError::Unsafe`) at entry `entry`, nothing written beside the layer.
 fn refused_at(tar: &[u8], entry: &str, why: &str) {
     let (outer, r) = unpack(tar, &[]);
@@ -203,9 +211,7 @@ fn owners_devices_whiteouts_and_opaque_dirs_take_the_overlay_form() {
         .raw(tar::EntryType::Regular, b"opaque/.wh..wh..opq", None, b"")
         .file("opaque/kept", 0o644, b"k")
         .bytes();
-    let (outer, r) = unpack(&tar, &[]);
-    r.expect("applied");
-    let fs = outer.path().join("fs");
+    let (outer, fs) = applied(&tar);
     let f = std::fs::metadata(fs.join("home/u/f")).unwrap();
     assert_eq!(
         (f.uid(), f.gid(), f.permissions().mode() & 0o7777),
@@ -362,9 +368,7 @@ fn symlinks_resolve_inside_the_layer_like_a_chroot() {
         .file("root/etc/inside", 0o644, b"in")
         .raw(tar::EntryType::Regular, b"/abs/name", None, b"abs")
         .bytes();
-    let (outer, r) = unpack(&tar, &[]);
-    r.expect("applied");
-    let fs = outer.path().join("fs");
+    let (outer, fs) = applied(&tar);
     assert_eq!(std::fs::read(fs.join("etc/inside")).unwrap(), b"in");
     assert_eq!(
         std::fs::read(fs.join("abs/name")).unwrap(),
@@ -384,9 +388,7 @@ fn symlinks_resolve_inside_the_layer_like_a_chroot() {
         .file("usr/lib/up/g", 0o644, b"g")
         .file("usr/lib/out/h", 0o644, b"h")
         .bytes();
-    let (outer, r) = unpack(&tar, &[]);
-    r.expect("applied");
-    let fs = outer.path().join("fs");
+    let (outer, fs) = applied(&tar);
     assert_eq!(std::fs::read(fs.join("opt/real/f")).unwrap(), b"f");
     assert_eq!(std::fs::read(fs.join("srv/g")).unwrap(), b"g");
     assert_eq!(
@@ -509,9 +511,7 @@ fn kept_open_directories_follow_what_later_entries_replace() {
         .dir("b", 0o755)
         .file("a/two", 0o644, b"2")
         .bytes();
-    let (outer, r) = unpack(&tar, &[]);
-    r.expect("applied");
-    let fs = outer.path().join("fs");
+    let (outer, fs) = applied(&tar);
     assert!(
         std::fs::symlink_metadata(fs.join("a"))
             .unwrap()
@@ -553,9 +553,7 @@ fn kept_open_directories_follow_what_later_entries_replace() {
         .file("t/4", 0o644, b"4")
         .file("p/q/5", 0o644, b"5")
         .bytes();
-    let (outer, r) = unpack(&tar, &[]);
-    r.expect("applied");
-    let fs = outer.path().join("fs");
+    let (_outer, fs) = applied(&tar);
     for (path, data) in [
         ("p/q/r/1", "1"),
         ("p/s/2", "2"),
@@ -584,9 +582,7 @@ fn root_owned_files_in_a_setgid_directory_keep_the_archives_group() {
         .owned_file("shared/user-file", 0o644, 1000, 3000, b"u")
         .file("plain", 0o644, b"p")
         .bytes();
-    let (outer, r) = unpack(&tar, &[]);
-    r.expect("applied");
-    let fs = outer.path().join("fs");
+    let (_outer, fs) = applied(&tar);
     let ids = |p: &str| {
         let m = std::fs::symlink_metadata(fs.join(p)).unwrap();
         (m.uid(), m.gid())
@@ -611,9 +607,7 @@ fn root_owned_files_in_a_setgid_directory_keep_the_archives_group() {
     h.set_gid(200);
     l.0.append_data(&mut h, "a/l/a", &[][..]).unwrap();
     let tar = l.file("a/y", 0o644, b"y").bytes();
-    let (outer, r) = unpack(&tar, &[]);
-    r.expect("applied");
-    let fs = outer.path().join("fs");
+    let (_outer, fs) = applied(&tar);
     let gid = |p: &str| std::fs::symlink_metadata(fs.join(p)).unwrap().gid();
     assert_eq!(gid("."), 100);
     assert_eq!(gid("f"), 0, "not the root's group");
